@@ -1,0 +1,100 @@
+"""``mcsdns``: argv and environment → ``Settings`` → ``app.run``; logging set up here.
+
+A bad flag, value or config file prints one line, ``mcsdns: error: ...``, and exits 2 (argparse's
+convention, without the usage dump that hides the message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from mcsdns import __version__
+from mcsdns.errors import ConfigError, McsDnsError
+from mcsdns.settings import SERVE_OPTIONS, LogSettings, Settings, load_config_file, resolve
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mcsdns: error: {message}\n")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(settings: LogSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mcsdns", description="Multi-cluster service discovery: clusterset.local DNS.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    serve = commands.add_parser(
+        "serve",
+        help="serve the clusterset zone",
+        description="Serve the clusterset zone. Every flag can also be set as MCSDNS_<FLAG> in the "
+        "environment or as a key in --config FILE; flags win over the environment, which wins over the file.",
+    )
+    serve.add_argument("--config", metavar="FILE", help="YAML file of settings (keys are flag names)")
+    for option in SERVE_OPTIONS:
+        serve.add_argument(
+            option.flag,
+            metavar=option.metavar,
+            action="append" if option.repeat else "store",
+            help=f"{option.help} [{option.env}]",
+        )
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    config_path = args.config or environ.get("MCSDNS_CONFIG")
+    config = load_config_file(config_path) if config_path else {}
+    flags = {option.key: getattr(args, option.key) for option in SERVE_OPTIONS}
+    return resolve(flags, environ=environ, config=config, config_path=config_path or "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        print(f"mcsdns {__version__}")
+        return 0
+    try:
+        settings = settings_from(args, dict(os.environ))
+        setup_logging(settings.log)
+        from mcsdns import app  # deferred: `mcsdns version` and errors stay fast
+
+        app.make_sources(settings)  # a missing source is a usage error, found before binding sockets
+        return app.run(settings)
+    except ConfigError as exc:
+        print(f"mcsdns: error: {exc}", file=sys.stderr)
+        return 2
+    except McsDnsError as exc:
+        # A runtime failure with a message for people (e.g. a port in use): one line, exit 1.
+        print(f"mcsdns: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,128 @@
+"""One DNS message in, one reply out: the query ladder on top of the current zone snapshot.
+
+Cheapest checks first, as NSD's ``query_process`` does: too short or a response (QR) → dropped; opcode
+other than QUERY → NOTIMP; QDCOUNT ≠ 1 or an unreadable question → FORMERR; EDNS version > 0 → BADVERS;
+then one dict probe on the lower-cased question. Misses go to ``zone.lookup`` (NODATA / NXDOMAIN with SOA,
+or REFUSED outside the zone). No socket code here and nothing per packet but ints and bytes: the server
+calls ``respond`` synchronously from its protocol callbacks.
+"""
+
+from __future__ import annotations
+
+from mcsdns.settings import ZoneSettings
+from mcsdns.wire import (
+    CLASS_ANY,
+    COPIED_FLAGS,
+    EDNS_DO,
+    HEADER_SIZE,
+    HEADER_TAIL,
+    MAX_MESSAGE,
+    MIN_UDP_PAYLOAD,
+    NO_EDNS,
+    OPCODE_MASK,
+    OPT_DO,
+    OPT_PLAIN,
+    QR,
+    SERVER_UDP_PAYLOAD,
+    TC,
+    Malformed,
+    QType,
+    Rcode,
+    error_response,
+    name_to_wire,
+    parse_edns,
+    parse_question,
+    text_to_name,
+)
+from mcsdns.zone.lookup import find_answer, in_zone
+from mcsdns.zone.store import ZoneStore
+
+TCP = MAX_MESSAGE  # pass as ``limit`` for TCP: the whole answer always fits (render keeps it under)
+UDP = MIN_UDP_PAYLOAD  # pass as ``limit`` for UDP: 512 unless the query's EDNS allows more
+_QCLASS_IN = b"\x00\x01"
+_ZONE_TRANSFERS = (QType.AXFR, QType.IXFR)
+
+
+class Responder:
+    def __init__(self, store: ZoneStore, settings: ZoneSettings) -> None:
+        self._store = store
+        self._zone_wire = name_to_wire(text_to_name(settings.zone))
+
+    def respond(self, data: bytes, limit: int) -> bytes | None:
+        """The reply to ``data``, or None to drop it. ``limit`` is ``UDP`` or ``TCP``."""
+        if len(data) < HEADER_SIZE:
+            return None  # RFC 1035 §4.1.1: no header, no id to answer to
+        flags = data[2] << 8 | data[3]
+        if flags & (QR | OPCODE_MASK) or data[4:6] != b"\x00\x01":
+            return self._unusual_header(data, flags)
+        try:
+            qend = parse_question(data)
+            edns = NO_EDNS
+            if data[6:12] != b"\x00\x00\x00\x00\x00\x00":
+                edns = parse_edns(data, qend)
+        except Malformed:
+            return error_response(data, Rcode.FORMERR)
+        if edns != NO_EDNS and edns & 0x00FF0000:
+            # RFC 6891 §6.1.3: we speak EDNS version 0 only.
+            return error_response(data, Rcode.BADVERS, question_end=qend, edns=edns)
+
+        snapshot = self._store.current
+        question = data[HEADER_SIZE:qend]
+        key = question.lower()
+        if snapshot is None:
+            # Not every source has listed yet: the zone is not complete enough to deny anything.
+            rcode = Rcode.SERVFAIL if in_zone(key[:-4], self._zone_wire) else Rcode.REFUSED
+            return error_response(data, rcode, question_end=qend, edns=edns)
+        answer = snapshot.answers.get(key)
+        if answer is None:
+            if key[-2:] != _QCLASS_IN:
+                if key[-2:] != CLASS_ANY.to_bytes(2, "big"):
+                    return error_response(data, Rcode.REFUSED, question_end=qend, edns=edns)
+                key = key[:-2] + _QCLASS_IN  # RFC 1035 §3.2.5: QCLASS * matches our class IN data
+            if int.from_bytes(key[-4:-2], "big") in _ZONE_TRANSFERS:
+                return error_response(data, Rcode.REFUSED, question_end=qend, edns=edns)
+            answer = find_answer(snapshot, key)
+            if answer is None:
+                return error_response(data, Rcode.REFUSED, question_end=qend, edns=edns)
+
+        if edns == NO_EDNS:
+            opt = b""
+        else:
+            opt = OPT_DO if edns & EDNS_DO else OPT_PLAIN
+            if limit == UDP:
+                limit = min(max(edns >> 32, MIN_UDP_PAYLOAD), SERVER_UDP_PAYLOAD)
+        extra = 1 if opt else 0
+        copied = flags & COPIED_FLAGS
+        fixed = HEADER_SIZE + len(question) + len(opt)
+        body = answer.body
+        if fixed + len(body) <= limit:
+            tail = HEADER_TAIL.pack(
+                answer.flags | copied, 1, answer.ancount, answer.nscount, answer.arcount + extra
+            )
+            return b"".join((data[:2], tail, question, body, opt))
+        if fixed + answer.additional_at <= limit:
+            # RFC 2181 §9: leave out the additional section before truncating anything that matters.
+            tail = HEADER_TAIL.pack(answer.flags | copied, 1, answer.ancount, answer.nscount, extra)
+            return b"".join((data[:2], tail, question, body[: answer.additional_at], opt))
+        # RFC 1035 §4.2.1 / RFC 7766 §5: too big for UDP, the client retries over TCP.
+        tail = HEADER_TAIL.pack(answer.flags | copied | TC, 1, 0, 0, extra)
+        return b"".join((data[:2], tail, question, opt))
+
+    def _unusual_header(self, data: bytes, flags: int) -> bytes | None:
+        if flags & QR:
+            return None  # a response sent to us: answering could start a loop between two servers
+        question_end = 0
+        if data[4:6] == b"\x00\x01":
+            try:
+                question_end = parse_question(data)
+            except Malformed:
+                question_end = 0
+        if flags & OPCODE_MASK:
+            return error_response(data, Rcode.NOTIMP, question_end=question_end)
+        return error_response(data, Rcode.FORMERR)
+
+    def servfail(self, data: bytes) -> bytes | None:
+        """The reply when answering raised: SERVFAIL, so one bad packet never silences the server."""
+        if len(data) < HEADER_SIZE or data[2] & 0x80:
+            return None
+        return error_response(data, Rcode.SERVFAIL)

@@ -1,0 +1,231 @@
+"""Sockets: UDP and TCP listeners that hand each DNS message to the responder.
+
+The only socket code in mcsdns. UDP answers synchronously inside ``datagram_received``: no task, no await,
+no log line per packet. TCP (RFC 7766) frames messages with a 2-byte length, answers pipelined queries in
+order, closes idle connections, caps open connections and stops reading while the peer is not reading its
+replies. Nothing a client sends can raise out of a callback: an unexpected error answers SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from mcsdns.errors import ListenError
+from mcsdns.responder import TCP, UDP
+from mcsdns.settings import ListenAddress, ServerSettings
+
+logger = logging.getLogger(__name__)
+
+Respond = Callable[[bytes, int], "bytes | None"]
+UDP_BUFFER = 4 * 1024 * 1024  # absorb bursts while the loop is busy (e.g. publishing a large snapshot)
+_ERROR_LOG_INTERVAL = 10.0
+
+
+class _ErrorLog:
+    """Logs an unexpected exception at most once per interval, with how many were suppressed."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def report(self, where: str) -> None:
+        now = time.monotonic()
+        if now - self._last < _ERROR_LOG_INTERVAL:
+            self._suppressed += 1
+            return
+        logger.exception(
+            "unexpected error answering a %s query (%d more suppressed)", where, self._suppressed
+        )
+        self._last, self._suppressed = now, 0
+
+
+_errors = _ErrorLog()
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, respond: Respond, servfail: Callable[[bytes], bytes | None]) -> None:
+        self._respond = respond
+        self._servfail = servfail
+        self._transport: asyncio.DatagramTransport
+
+    # Protocol interface
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport but implements it.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        try:
+            reply = self._respond(data, UDP)
+        except Exception:
+            _errors.report("UDP")
+            reply = self._servfail(data)
+        if reply is not None:
+            self._transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier replies (port unreachable): the client is gone, nothing to do.
+        logger.debug("UDP socket error: %s", exc)
+
+
+@dataclass(slots=True)
+class TcpLimits:
+    idle_timeout: float
+    max_connections: int
+    open: int = 0
+
+
+class TcpProtocol(asyncio.Protocol):
+    def __init__(
+        self, respond: Respond, servfail: Callable[[bytes], bytes | None], limits: TcpLimits
+    ) -> None:
+        # Global state
+        self._respond = respond
+        self._servfail = servfail
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        # Per-connection state
+        self._transport: asyncio.Transport
+        self._buffer = bytearray()
+        self._last_activity = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    # Protocol interface
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        if self._limits.open >= self._limits.max_connections:
+            # RFC 7766 §6.2.2: a server may close connections to protect its resources.
+            self._transport.abort()
+            return
+        self._limits.open += 1
+        self._counted = True
+        self._last_activity = self._loop.time()
+        self._idle_timer = self._loop.call_later(self._limits.idle_timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self._loop.time()
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        replies: list[bytes] = []
+        while len(buffer) - start >= 2:
+            length = buffer[start] << 8 | buffer[start + 1]
+            end = start + 2 + length
+            if len(buffer) < end:
+                break
+            message = bytes(buffer[start + 2 : end])
+            start = end
+            try:
+                reply = self._respond(message, TCP)
+            except Exception:
+                _errors.report("TCP")
+                reply = self._servfail(message)
+            if reply is not None:
+                replies.append(len(reply).to_bytes(2, "big") + reply)
+        del buffer[:start]
+        if replies:
+            # One write for a pipelined batch keeps the order of replies (RFC 7766 §6.2.1.1 allows any
+            # order; in-order is what simple clients expect).
+            self._transport.write(b"".join(replies))
+
+    def eof_received(self) -> bool | None:
+        return None  # the peer is done sending: close once our replies are written
+
+    def pause_writing(self) -> None:
+        # The peer does not read its replies: stop reading its queries until it does.
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._counted:
+            self._limits.open -= 1
+            self._counted = False
+
+    def _check_idle(self) -> None:
+        remaining = self._last_activity + self._limits.idle_timeout - self._loop.time()
+        if remaining > 0:
+            self._idle_timer = self._loop.call_later(remaining, self._check_idle)
+            return
+        # RFC 7766 §6.2.3: the server closes idle connections.
+        self._idle_timer = None
+        self._transport.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    udp: asyncio.DatagramTransport
+    tcp: asyncio.Server
+    address: ListenAddress  # with the port actually bound
+
+
+async def start_listeners(
+    settings: ServerSettings, respond: Respond, servfail: Callable[[bytes], bytes | None]
+) -> list[Listener]:
+    """Bind UDP and TCP on every ``--listen`` address; port 0 picks one port for both."""
+    loop = asyncio.get_running_loop()
+    limits = TcpLimits(settings.tcp_idle_timeout, settings.tcp_max_connections)
+    listeners: list[Listener] = []
+    try:
+        for address in settings.listen:
+            listeners.append(await _bind(loop, address, respond, servfail, limits))
+    except BaseException:
+        close_listeners(listeners)
+        raise
+    return listeners
+
+
+async def _bind(
+    loop: asyncio.AbstractEventLoop,
+    address: ListenAddress,
+    respond: Respond,
+    servfail: Callable[[bytes], bytes | None],
+    limits: TcpLimits,
+) -> Listener:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    attempts = 20 if address.port == 0 else 1
+    for attempt in range(attempts):
+        try:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: UdpProtocol(respond, servfail), local_addr=(address.host, address.port), family=family
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on udp {address}: {exc.strerror or exc}") from None
+        sock = udp.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+        port = sock.getsockname()[1]
+        try:
+            tcp = await loop.create_server(
+                lambda: TcpProtocol(respond, servfail, limits),
+                address.host,
+                port,
+                family=family,
+                reuse_address=True,
+                backlog=1024,
+            )
+        except OSError as exc:
+            udp.close()
+            if attempt + 1 == attempts:
+                raise ListenError(
+                    f"cannot listen on tcp {address.host}:{port}: {exc.strerror or exc}"
+                ) from None
+            continue  # the UDP port's TCP twin was taken: pick another ephemeral port
+        return Listener(udp, tcp, ListenAddress(address.host, port))
+    raise AssertionError("unreachable")
+
+
+def close_listeners(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        listener.udp.close()
+        listener.tcp.close()

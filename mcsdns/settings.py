@@ -1,0 +1,285 @@
+"""Frozen, grouped settings and the one place that reads flags, ``MCSDNS_*`` and ``--config`` files.
+
+Precedence, highest first: command-line flag, environment variable ``MCSDNS_<FLAG>``, key in the
+``--config`` YAML file, default. Every invalid value raises ``ConfigError`` with one line naming the
+setting and where it came from; the CLI turns that into exit status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mcsdns.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:5353"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 5353),)
+    """UDP and TCP sockets, one pair per address."""
+    tcp_idle_timeout: float = 10.0
+    """Seconds a TCP connection may stay silent before it is closed (RFC 7766 §6.2.3)."""
+    tcp_max_connections: int = 1000
+    """Open TCP connections at most; a new one past the cap is closed at once."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneSettings:
+    zone: str = "clusterset.local"
+    """The clusterset zone (MCS DNS spec: ``clusterset.local``; configurable as CoreDNS allows)."""
+    ttl: int = 5
+    """TTL of every record but ``dns-version``, seconds, 0-3600 (CoreDNS's default and range)."""
+    dns_version: str = "1.0.0"
+    """The TXT answer of ``dns-version.<zone>``: the spec's schema version; CoreDNS answers 1.1.0."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSettings:
+    manifests: str | None = None
+    """Directory of ServiceImport/EndpointSlice YAML manifests, reloaded on change."""
+    manifests_poll: float = 0.25
+    """Seconds between scans of the manifests directory."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    format: str = "text"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    zone: ZoneSettings = field(default_factory=ZoneSettings)
+    sources: SourceSettings = field(default_factory=SourceSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+# --- parsing of raw values ----------------------------------------------------------------------------------
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """``HOST:PORT``, ``[V6]:PORT``, or ``:PORT`` (all IPv4 addresses)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    host = host or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    number = parse_int(port, low=0, high=65535)
+    return ListenAddress(host, number)
+
+
+def parse_int(text: str, *, low: int, high: int) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{value} is outside {low}..{high}")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    """``10``, ``2.5``, ``500ms``, ``2s`` or ``1m``: a positive duration in seconds."""
+    raw = str(text).strip().lower()
+    scale = 1.0
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if raw.endswith(suffix):
+            raw, scale = raw[: -len(suffix)], factor
+            break
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration like 2s or 500ms") from None
+    if not value > 0:
+        raise ValueError(f"{text!r} must be positive")
+    return value
+
+
+def parse_zone(text: str) -> str:
+    """A zone name: labels of 1-63 characters, at most 253 in all (RFC 1035 §2.3.4)."""
+    name = str(text).strip().rstrip(".").lower()
+    if not name:
+        raise ValueError("the zone cannot be the root")
+    if len(name) > 253 or any(not 0 < len(label) <= 63 for label in name.split(".")):
+        raise ValueError(f"{text!r} is not a valid DNS name")
+    if not name.isascii():
+        raise ValueError(f"{text!r} is not ASCII (use the IDNA form)")
+    return name
+
+
+def parse_choice(choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = str(text).strip().lower()
+        if value not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def parse_directory(text: str) -> str:
+    path = os.path.expanduser(str(text))
+    if not os.path.isdir(path):
+        raise ValueError(f"{text!r} is not a directory")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its flag, how to parse one value, and whether it repeats."""
+
+    flag: str
+    parse: Callable[[str], Any]
+    help: str
+    repeat: bool = False
+    metavar: str = "VALUE"
+
+    @property
+    def key(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "MCSDNS_" + self.key.upper()
+
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--listen", parse_listen, f"UDP+TCP address, repeatable (default {DEFAULT_LISTEN})", True, "HOST:PORT"
+    ),
+    Option("--zone", parse_zone, "clusterset zone (default clusterset.local)", metavar="ZONE"),
+    Option(
+        "--ttl",
+        lambda v: parse_int(v, low=0, high=3600),
+        "record TTL in seconds, 0-3600 (default 5)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--dns-version",
+        parse_choice(("1.0.0", "1.1.0")),
+        "dns-version TXT: 1.0.0 (spec) or 1.1.0 (CoreDNS)",
+        metavar="VERSION",
+    ),
+    Option("--manifests", parse_directory, "serve ServiceImport/EndpointSlice YAML from DIR", metavar="DIR"),
+    Option(
+        "--manifests-poll", parse_seconds, "scan interval of --manifests (default 250ms)", metavar="DURATION"
+    ),
+    Option(
+        "--tcp-idle-timeout",
+        parse_seconds,
+        "close idle TCP connections after (default 10s)",
+        metavar="DURATION",
+    ),
+    Option(
+        "--tcp-max-connections",
+        lambda v: parse_int(v, low=1, high=1_000_000),
+        "open TCP connections at most (default 1000)",
+        metavar="N",
+    ),
+    Option("--log-format", parse_choice(("text", "json")), "text or json (default text)", metavar="FORMAT"),
+    Option(
+        "--log-level",
+        parse_choice(("debug", "info", "warning", "error")),
+        "debug, info, warning or error (default info)",
+        metavar="LEVEL",
+    ),
+)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a ``--config`` YAML mapping whose keys are flag names with ``_`` or ``-``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"--config {path}:{where} not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    known = {option.key for option in SERVE_OPTIONS}
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"--config {path}: unknown setting {raw_key!r}")
+        out[key] = value
+    return out
+
+
+def resolve(
+    flags: Mapping[str, Any], *, environ: Mapping[str, str], config: Mapping[str, Any], config_path: str = ""
+) -> Settings:
+    """Merge flags (already split into strings), environment and config file into ``Settings``."""
+    values: dict[str, Any] = {}
+    for option in SERVE_OPTIONS:
+        raw: Any = None
+        origin = ""
+        if flags.get(option.key) not in (None, []):
+            raw, origin = flags[option.key], option.flag
+        elif option.env in environ:
+            raw, origin = environ[option.env], option.env
+            if option.repeat:
+                raw = [part for part in raw.replace(",", " ").split() if part]
+        elif option.key in config:
+            raw, origin = config[option.key], f"--config {config_path} key {option.key}"
+        if raw is None:
+            continue
+        try:
+            if option.repeat:
+                items = raw if isinstance(raw, list) else [raw]
+                values[option.key] = tuple(option.parse(str(item)) for item in items)
+                if not values[option.key]:
+                    raise ValueError("needs at least one value")
+            else:
+                if isinstance(raw, list | dict):
+                    raise ValueError("expects a single value")
+                values[option.key] = option.parse(str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+    return _build(values)
+
+
+def _build(values: Mapping[str, Any]) -> Settings:
+    def pick(group: type[Any], **names: str) -> Any:
+        return group(**{attr: values[key] for attr, key in names.items() if key in values})
+
+    return Settings(
+        server=pick(
+            ServerSettings,
+            listen="listen",
+            tcp_idle_timeout="tcp_idle_timeout",
+            tcp_max_connections="tcp_max_connections",
+        ),
+        zone=pick(ZoneSettings, zone="zone", ttl="ttl", dns_version="dns_version"),
+        sources=pick(SourceSettings, manifests="manifests", manifests_poll="manifests_poll"),
+        log=pick(LogSettings, format="log_format", level="log_level"),
+    )

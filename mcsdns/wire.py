@@ -1,0 +1,211 @@
+"""DNS wire format: the bytes of queries and responses (RFC 1035 §4, RFC 6891 EDNS0).
+
+Pure functions on ``bytes``: no sockets, no asyncio, no dnspython. The zone renders its records with the
+helpers at the bottom; the responder parses queries with ``parse_question``/``parse_edns`` and assembles
+replies with ``HEADER``. Everything here runs per packet or per record, so it works on ints and bytes only.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+
+from mcsdns.errors import WireError
+
+HEADER = struct.Struct("!HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
+HEADER_TAIL = struct.Struct("!HHHHH")  # the header after the id: flags and the four counts
+RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+SOA_FIXED = struct.Struct("!IIIII")
+SRV_FIXED = struct.Struct("!HHH")
+U16 = struct.Struct("!H")
+
+HEADER_SIZE = 12
+MAX_NAME_WIRE = 255  # RFC 1035 §3.1: a name is at most 255 octets on the wire
+MAX_LABEL = 63
+MAX_MESSAGE = 65535  # RFC 1035 §4.2.2: the TCP length prefix is 16 bits
+MIN_UDP_PAYLOAD = 512  # RFC 1035 §4.2.1; RFC 6891 §6.2.5: smaller EDNS sizes are treated as 512
+SERVER_UDP_PAYLOAD = 1232  # DNS flag day 2020: the largest payload that avoids IP fragmentation
+
+# Header flag bits (RFC 1035 §4.1.1, RFC 4035 §3.2 for CD).
+QR = 0x8000
+OPCODE_MASK = 0x7800
+AA = 0x0400
+TC = 0x0200
+RD = 0x0100
+RA = 0x0080
+CD = 0x0010
+COPIED_FLAGS = RD | CD  # RFC 1035 §4.1.1 copies RD; RFC 6840 §5.9 copies CD
+
+CLASS_IN = 1
+CLASS_ANY = 255
+EDNS_DO = 0x8000  # RFC 3225 §3: the DO bit is copied into the response
+
+
+class Rcode(enum.IntEnum):
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+    BADVERS = 16  # RFC 6891 §6.1.3: extended rcode, upper 8 bits go into the OPT TTL
+
+
+class QType(enum.IntEnum):
+    A = 1
+    NS = 2
+    SOA = 6
+    PTR = 12
+    TXT = 16
+    AAAA = 28
+    SRV = 33
+    OPT = 41
+    IXFR = 251
+    AXFR = 252
+    ANY = 255
+
+
+class Malformed(WireError):
+    """The question cannot be read: answered with FORMERR and no question section."""
+
+
+def parse_question(data: bytes) -> int:
+    """Return the offset just past the single question of ``data`` (after QTYPE and QCLASS).
+
+    The caller has checked the header. Compression pointers and the RFC 6891 extended label types are
+    refused in a question (RFC 1035 §4.1.4 allows pointers only to earlier names, and a question has
+    none before it), as are labels longer than 63 octets and names longer than 255.
+    """
+    pos = HEADER_SIZE
+    end = len(data)
+    try:
+        length = data[pos]
+        while length:
+            if length > MAX_LABEL:
+                raise Malformed("compression pointer or bad label type in the question")
+            pos += length + 1
+            length = data[pos]
+    except IndexError:
+        raise Malformed("question runs past the end of the message") from None
+    if pos - HEADER_SIZE + 1 > MAX_NAME_WIRE:
+        raise Malformed("question name longer than 255 octets")
+    pos += 5  # the root label, QTYPE, QCLASS
+    if pos > end:
+        raise Malformed("question has no QTYPE/QCLASS")
+    return pos
+
+
+def skip_name(data: bytes, pos: int) -> int:
+    """Return the offset after the (possibly compressed) name at ``pos``, for skipping records."""
+    try:
+        while True:
+            length = data[pos]
+            if length == 0:
+                return pos + 1
+            if length & 0xC0 == 0xC0:
+                return pos + 2  # a pointer ends the name (RFC 1035 §4.1.4)
+            if length > MAX_LABEL:
+                raise Malformed("bad label type")
+            pos += length + 1
+    except IndexError:
+        raise Malformed("name runs past the end of the message") from None
+
+
+NO_EDNS = -1
+
+
+def parse_edns(data: bytes, qend: int) -> int:
+    """Find the OPT record of a query; return ``NO_EDNS`` or ``payload << 32 | ttl``.
+
+    ``ttl`` holds the extended rcode, version and flags (RFC 6891 §6.1.3). Two OPT records are
+    malformed (§6.1.1). Records in the answer and authority sections of a query are skipped.
+    """
+    counts = data[6:12]
+    records = (counts[0] << 8 | counts[1]) + (counts[2] << 8 | counts[3]) + (counts[4] << 8 | counts[5])
+    found = NO_EDNS
+    pos = qend
+    ar_start = records - (counts[4] << 8 | counts[5])
+    for index in range(records):
+        owner = pos
+        pos = skip_name(data, pos)
+        if pos + 10 > len(data):
+            raise Malformed("record runs past the end of the message")
+        rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
+        pos += 10 + rdlength
+        if pos > len(data):
+            raise Malformed("record data runs past the end of the message")
+        if rtype == QType.OPT and index >= ar_start:
+            if found != NO_EDNS:
+                raise Malformed("more than one OPT record")
+            if data[owner] != 0:
+                raise Malformed("OPT owner is not the root")
+            found = max(rclass, MIN_UDP_PAYLOAD) << 32 | ttl
+    return found
+
+
+def error_response(data: bytes, rcode: int, *, question_end: int = 0, edns: int = NO_EDNS) -> bytes:
+    """A reply carrying only ``rcode``: header, the question if it could be read, and OPT if asked.
+
+    With ``question_end`` 0 the question could not be read, so QDCOUNT is 0 (what NSD and BIND do for
+    FORMERR).
+    """
+    flags = QR | (data[2] << 8 | data[3]) & (OPCODE_MASK | COPIED_FLAGS)
+    opt = b""
+    if edns != NO_EDNS:
+        opt = opt_record(edns, rcode)
+    flags |= rcode & 0xF
+    header = data[:2] + HEADER_TAIL.pack(flags, 1 if question_end else 0, 0, 0, 1 if opt else 0)
+    return header + data[HEADER_SIZE:question_end] + opt
+
+
+def opt_record(edns: int, rcode: int = 0) -> bytes:
+    """Our OPT record for a reply to a query whose OPT was ``edns`` (RFC 6891 §6.1.2-§6.1.3)."""
+    ttl = (rcode >> 4) << 24 | (edns & EDNS_DO)
+    return b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, ttl, 0)
+
+
+OPT_PLAIN = opt_record(0)
+OPT_DO = opt_record(EDNS_DO)
+
+
+# --- rendering helpers used when the zone is built ----------------------------------------------------------
+
+Name = tuple[bytes, ...]  # labels, lower-cased, without the root label
+
+
+def name_to_wire(name: Name) -> bytes:
+    return b"".join(bytes((len(label),)) + label for label in name) + b"\x00"
+
+
+def text_to_name(text: str) -> Name:
+    """``"a.b.c."`` → ``(b"a", b"b", b"c")``, lower-cased; raises ``ValueError`` if not a valid name."""
+    text = text.rstrip(".")
+    if not text:
+        return ()
+    labels = tuple(label.encode("ascii").lower() for label in text.split("."))
+    if any(not label or len(label) > MAX_LABEL for label in labels):
+        raise ValueError(f"invalid DNS name {text!r}: empty label or label over 63 characters")
+    if sum(len(label) + 1 for label in labels) + 1 > MAX_NAME_WIRE:
+        raise ValueError(f"invalid DNS name {text!r}: longer than 255 octets")
+    return labels
+
+
+def name_to_text(name: Name) -> str:
+    return ".".join(label.decode("ascii") for label in name) + "."
+
+
+def address_rdata(address: str) -> tuple[int, bytes]:
+    """An address's record type (A or AAAA) and RDATA."""
+    ip = ipaddress.ip_address(address)
+    return (QType.A if ip.version == 4 else QType.AAAA), ip.packed
+
+
+def txt_rdata(*strings: str) -> bytes:
+    out = b""
+    for text in strings:
+        raw = text.encode("utf-8")
+        for start in range(0, max(len(raw), 1), 255):  # RFC 1035 §3.3.14: character-strings of ≤ 255
+            chunk = raw[start : start + 255]
+            out += bytes((len(chunk),)) + chunk
+    return out

@@ -1,0 +1,154 @@
+"""Records to bytes: render one answer (answer, authority, additional sections) for one question.
+
+Each answer is rendered for the exact question it answers, so every absolute offset is known at build time
+and names are compressed against the question (RFC 1035 §4.1.4). SRV targets are never compressed
+(RFC 2782, "name compression is not to be used for this field"); SOA and NS names may be (RFC 3597 §4).
+Pure: runs while a snapshot is built, never per packet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from mcsdns.wire import (
+    AA,
+    HEADER_SIZE,
+    MAX_MESSAGE,
+    QR,
+    RR_FIXED,
+    SOA_FIXED,
+    SRV_FIXED,
+    U16,
+    Name,
+    QType,
+)
+from mcsdns.zone.snapshot import Answer
+
+# Room kept free for the largest question and our OPT record, so a rendered answer always fits a TCP
+# message (RFC 1035 §4.2.2). Records past the budget are left out: for headless services the spec allows
+# answering "a subset of ready endpoints ... due to ... response size limit" (spec §2.4.1).
+BODY_BUDGET = MAX_MESSAGE - HEADER_SIZE - 255 - 4 - 11
+
+
+@dataclass(frozen=True, slots=True)
+class Srv:
+    priority: int
+    weight: int
+    port: int
+    target: Name
+
+
+@dataclass(frozen=True, slots=True)
+class Soa:
+    mname: Name
+    rname: Name
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+    minimum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ns:
+    target: Name
+
+
+Rdata = bytes | Srv | Soa | Ns  # bytes: opaque RDATA (A, AAAA, TXT)
+
+
+@dataclass(frozen=True, slots=True)
+class RRset:
+    name: Name
+    rtype: int
+    ttl: int
+    rdatas: tuple[Rdata, ...]
+
+
+class _Writer:
+    """Appends records after a question, compressing names against everything written before."""
+
+    def __init__(self, qname: Name) -> None:
+        self._suffixes: dict[Name, int] = {}
+        offset = HEADER_SIZE
+        for index, label in enumerate(qname):
+            self._suffixes[qname[index:]] = offset
+            offset += 1 + len(label)
+        self._base = offset + 1 + 4  # the root label, QTYPE and QCLASS
+        self.buf = bytearray()
+
+    def name(self, name: Name, *, compress: bool = True) -> None:
+        for index, label in enumerate(name):
+            suffix = name[index:]
+            pointer = self._suffixes.get(suffix)
+            if compress and pointer is not None:
+                self.buf += U16.pack(0xC000 | pointer)
+                return
+            offset = self._base + len(self.buf)
+            if pointer is None and offset < 0x4000:  # pointers have 14 bits
+                self._suffixes[suffix] = offset
+            self.buf += bytes((len(label),)) + label
+        self.buf += b"\x00"
+
+    def rr(self, rrset: RRset, rdata: Rdata) -> None:
+        self.name(rrset.name)
+        fixed_at = len(self.buf)
+        self.buf += RR_FIXED.pack(rrset.rtype, 1, rrset.ttl, 0)
+        start = len(self.buf)
+        if isinstance(rdata, bytes):
+            self.buf += rdata
+        elif isinstance(rdata, Srv):
+            self.buf += SRV_FIXED.pack(rdata.priority, rdata.weight, rdata.port)
+            self.name(rdata.target, compress=False)
+        elif isinstance(rdata, Soa):
+            self.name(rdata.mname)
+            self.name(rdata.rname)
+            self.buf += SOA_FIXED.pack(rdata.serial, rdata.refresh, rdata.retry, rdata.expire, rdata.minimum)
+        else:
+            self.name(rdata.target)
+        U16.pack_into(self.buf, fixed_at + 8, len(self.buf) - start)
+
+    def section(self, rrsets: Iterable[RRset]) -> int:
+        """Write whole records while they fit the budget; return how many were written."""
+        count = 0
+        for rrset in rrsets:
+            for rdata in rrset.rdatas:
+                mark = len(self.buf)
+                self.rr(rrset, rdata)
+                if len(self.buf) > BODY_BUDGET:
+                    del self.buf[mark:]
+                    return count
+                count += 1
+        return count
+
+
+def render_answer(
+    qname: Name,
+    *,
+    rcode: int = 0,
+    answer: Sequence[RRset] = (),
+    authority: Sequence[RRset] = (),
+    additional: Sequence[RRset] = (),
+) -> Answer:
+    """Render the sections of the reply to a question for ``qname`` (its owner names point at it)."""
+    writer = _Writer(qname)
+    ancount = writer.section(answer)
+    nscount = writer.section(authority)
+    additional_at = len(writer.buf)
+    arcount = writer.section(additional)
+    return Answer(QR | AA | rcode, ancount, nscount, arcount, bytes(writer.buf), additional_at)
+
+
+def render_negative(*, rcode: int, qname_length: int, apex: Name, soa: RRset) -> Answer:
+    """NXDOMAIN or NODATA for any in-zone name of ``qname_length`` wire octets: SOA in authority.
+
+    The SOA owner is the apex, a suffix of every in-zone question, so it points into the question at
+    12 + qname_length - len(apex wire) whatever the name asked (RFC 2308 §3: SOA in authority).
+    """
+    apex_length = sum(len(label) + 1 for label in apex) + 1
+    placeholder = (b"x" * (qname_length - apex_length - 1),) if qname_length > apex_length else ()
+    return render_answer((*placeholder, *apex) if placeholder else apex, rcode=rcode, authority=(soa,))
+
+
+RENDERED_TYPES = (QType.A, QType.AAAA, QType.SRV, QType.TXT, QType.SOA, QType.NS)
