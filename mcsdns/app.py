@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from mcsdns.errors import ConfigError
@@ -52,9 +52,11 @@ def make_sources(settings: Settings) -> list[Source]:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[App]:
+async def running(settings: Settings, *, sources: Sequence[Source] | None = None) -> AsyncIterator[App]:
+    """Bind every listener, start the engine, yield; ``sources`` replaces those the settings name."""
     store = ZoneStore()
-    engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=make_sources(settings))
+    chosen = list(sources) if sources is not None else make_sources(settings)
+    engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
     responder = Responder(store, settings.zone)
     listeners = await start_listeners(settings.server, responder.respond, responder.servfail)
     for listener in listeners:

@@ -200,7 +200,7 @@ async def _bind(
                 lambda: UdpProtocol(respond, servfail), local_addr=(address.host, address.port), family=family
             )
         except OSError as exc:
-            raise ListenError(f"cannot listen on udp {address}: {exc.strerror or exc}") from None
+            raise ListenError(f"cannot listen on udp {address}: {_reason(exc)}") from None
         sock = udp.get_extra_info("socket")
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
@@ -223,6 +223,12 @@ async def _bind(
             continue  # the UDP port's TCP twin was taken: pick another ephemeral port
         return Listener(udp, tcp, ListenAddress(address.host, port))
     raise AssertionError("unreachable")
+
+
+def _reason(exc: OSError) -> str:
+    # uvloop wraps the bind error ("could not bind to local_addr") with the errno on its cause.
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    return cause.strerror or str(cause)
 
 
 def close_listeners(listeners: list[Listener]) -> None:

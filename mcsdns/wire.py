@@ -115,12 +115,21 @@ def skip_name(data: bytes, pos: int) -> int:
 NO_EDNS = -1
 
 
+_OPT_AFTER_QUESTION = struct.Struct("!BHHIH")  # root owner, TYPE, CLASS (payload), TTL, RDLENGTH
+_ONLY_ADDITIONAL_ONE = b"\x00\x00\x00\x00\x00\x01"
+
+
 def parse_edns(data: bytes, qend: int) -> int:
     """Find the OPT record of a query; return ``NO_EDNS`` or ``payload << 32 | ttl``.
 
     ``ttl`` holds the extended rcode, version and flags (RFC 6891 §6.1.3). Two OPT records are
     malformed (§6.1.1). Records in the answer and authority sections of a query are skipped.
     """
+    if data[6:12] == _ONLY_ADDITIONAL_ONE and len(data) >= qend + 11:
+        # The common shape (one OPT right after the question, options such as a cookie inside it).
+        owner, rtype, payload, ttl, rdlength = _OPT_AFTER_QUESTION.unpack_from(data, qend)
+        if owner == 0 and rtype == QType.OPT and qend + 11 + rdlength <= len(data):
+            return max(payload, MIN_UDP_PAYLOAD) << 32 | ttl
     counts = data[6:12]
     records = (counts[0] << 8 | counts[1]) + (counts[2] << 8 | counts[3]) + (counts[4] << 8 | counts[5])
     found = NO_EDNS

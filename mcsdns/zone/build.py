@@ -26,7 +26,7 @@ from mcsdns.wire import (
 )
 from mcsdns.zone.model import ImportedService, ServiceKey, ServiceType
 from mcsdns.zone.names import cluster_labels, endpoint_hostname, namespace_name, service_name, srv_name
-from mcsdns.zone.render import Ns, RRset, Soa, Srv, render_answer, render_negative
+from mcsdns.zone.render import Ns, RRset, Soa, Srv, render_answer, render_negatives
 from mcsdns.zone.snapshot import Answer, ZoneSnapshot
 
 DNS_VERSION_TTL = 28800  # spec §2.2 example: dns-version.clusterset.local. 28800 IN TXT "1.0.0"
@@ -200,29 +200,18 @@ class ZoneBuilder:
                 names |= fragment.names
                 self._count_namespace(fragment.namespace, +1, names)
                 self._fragments[key] = fragment
-        soa = self._soa(serial)
-        answers.update(self._static_answers(soa))
+        apex = self._apex
+        soa = Soa((b"ns", b"dns", *apex), (b"hostmaster", *apex), serial, *SOA_TIMERS, self._ttl)
+        answers.update(self._static_answers(RRset(apex, QType.SOA, self._ttl, (soa,))))
         names |= self._static_names
         self._answers, self._names = answers, names
-        apex_length = len(name_to_wire(self._apex))
-        nodata: list[Answer | None] = [None] * 256
-        nxdomain: list[Answer | None] = [None] * 256
-        for length in range(apex_length, 256):
-            if length == apex_length + 1:
-                continue  # no name is one octet longer than its parent
-            nodata[length] = render_negative(
-                rcode=Rcode.NOERROR, qname_length=length, apex=self._apex, soa=soa
-            )
-            nxdomain[length] = render_negative(
-                rcode=Rcode.NXDOMAIN, qname_length=length, apex=self._apex, soa=soa
-            )
         return ZoneSnapshot(
             serial=serial,
             zone_wire=name_to_wire(self._apex),
             answers=answers,
             names=names,
-            nodata=tuple(nodata),
-            nxdomain=tuple(nxdomain),
+            nodata=render_negatives(rcode=Rcode.NOERROR, apex=apex, soa=soa, ttl=self._ttl),
+            nxdomain=render_negatives(rcode=Rcode.NXDOMAIN, apex=apex, soa=soa, ttl=self._ttl),
             services=len(self._fragments),
         )
 
@@ -235,11 +224,6 @@ class ZoneBuilder:
         else:
             del self._namespaces[namespace]
             names.discard(wire)
-
-    def _soa(self, serial: int) -> RRset:
-        apex = self._apex
-        soa = Soa((b"ns", b"dns", *apex), (b"hostmaster", *apex), serial, *SOA_TIMERS, self._ttl)
-        return RRset(apex, QType.SOA, self._ttl, (soa,))
 
     def _static_answers(self, soa: RRset) -> dict[bytes, Answer]:
         apex = self._apex

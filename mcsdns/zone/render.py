@@ -15,6 +15,7 @@ from mcsdns.wire import (
     AA,
     HEADER_SIZE,
     MAX_MESSAGE,
+    MAX_NAME_WIRE,
     QR,
     RR_FIXED,
     SOA_FIXED,
@@ -140,15 +141,26 @@ def render_answer(
     return Answer(QR | AA | rcode, ancount, nscount, arcount, bytes(writer.buf), additional_at)
 
 
-def render_negative(*, rcode: int, qname_length: int, apex: Name, soa: RRset) -> Answer:
-    """NXDOMAIN or NODATA for any in-zone name of ``qname_length`` wire octets: SOA in authority.
+def render_negatives(*, rcode: int, apex: Name, soa: Soa, ttl: int) -> tuple[Answer | None, ...]:
+    """NXDOMAIN or NODATA answers, indexed by the qname's wire length: the zone SOA in authority.
 
-    The SOA owner is the apex, a suffix of every in-zone question, so it points into the question at
-    12 + qname_length - len(apex wire) whatever the name asked (RFC 2308 §3: SOA in authority).
+    The apex is a suffix of every in-zone question, at offset 12 + qname length - apex length, so the SOA
+    owner, and the apex inside its MNAME and RNAME, point there whatever name was asked (RFC 2308 §3).
+    Lengths no in-zone name can have (shorter than the apex, or one octet longer) hold None.
     """
     apex_length = sum(len(label) + 1 for label in apex) + 1
-    placeholder = (b"x" * (qname_length - apex_length - 1),) if qname_length > apex_length else ()
-    return render_answer((*placeholder, *apex) if placeholder else apex, rcode=rcode, authority=(soa,))
+    mname = b"".join(bytes((len(label),)) + label for label in soa.mname[: len(soa.mname) - len(apex)])
+    rname = b"".join(bytes((len(label),)) + label for label in soa.rname[: len(soa.rname) - len(apex)])
+    timers = SOA_FIXED.pack(soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
+    fixed = RR_FIXED.pack(QType.SOA, 1, ttl, len(mname) + len(rname) + 4 + len(timers))
+    answers: list[Answer | None] = [None] * (MAX_NAME_WIRE + 1)
+    for length in range(apex_length, MAX_NAME_WIRE + 1):
+        if length == apex_length + 1:
+            continue
+        pointer = U16.pack(0xC000 | (HEADER_SIZE + length - apex_length))
+        body = b"".join((pointer, fixed, mname, pointer, rname, pointer, timers))
+        answers[length] = Answer(QR | AA | rcode, 0, 1, 0, body, len(body))
+    return tuple(answers)
 
 
 RENDERED_TYPES = (QType.A, QType.AAAA, QType.SRV, QType.TXT, QType.SOA, QType.NS)
