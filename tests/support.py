@@ -1,0 +1,235 @@
+"""Test helpers: a real mcsdns server in a background thread on ephemeral loopback ports, and clients.
+
+The server runs exactly as ``mcsdns serve`` does (``app.running`` on uvloop), in its own thread, so tests
+stay synchronous and query it with dnspython's blocking clients and with ``dig``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
+import dns.rrset
+import uvloop
+import yaml
+
+from mcsdns.app import App, running
+from mcsdns.settings import ListenAddress, ServerSettings, Settings, SourceSettings, ZoneSettings
+from mcsdns.sync.events import Source
+
+DEADLINE = 5.0
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = DEADLINE, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 10 ms until it is truthy; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def settings_for(
+    manifests: Path | None = None,
+    *,
+    listen: Sequence[str] = ("127.0.0.1",),
+    zone: ZoneSettings | None = None,
+    server: ServerSettings | None = None,
+) -> Settings:
+    return Settings(
+        server=replace(server or ServerSettings(), listen=tuple(ListenAddress(host, 0) for host in listen)),
+        zone=zone or ZoneSettings(),
+        sources=SourceSettings(manifests=str(manifests) if manifests else None, manifests_poll=0.05),
+    )
+
+
+class ServerThread:
+    """``with ServerThread(settings) as server:`` → a serving mcsdns; ``server.port`` is UDP and TCP."""
+
+    def __init__(self, settings: Settings, *, sources: Sequence[Source] | None = None) -> None:
+        self.settings = settings
+        self._sources = sources
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.app: App | None = None
+        self._thread = threading.Thread(target=self._main, name="mcsdns-test-server", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(DEADLINE):
+            raise AssertionError("server did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(DEADLINE)
+
+    def _main(self) -> None:
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(self._serve())
+        except BaseException as exc:  # surfaced to the test through __enter__
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with running(self.settings, sources=self._sources) as app:
+            self.app = app
+            self._ready.set()
+            await self._stop.wait()
+
+    @property
+    def port(self) -> int:
+        assert self.app is not None
+        return self.app.addresses[0].port
+
+    @property
+    def host(self) -> str:
+        assert self.app is not None
+        return self.app.addresses[0].host
+
+    def serial(self) -> int | None:
+        assert self.app is not None
+        current = self.app.store.current
+        return current.serial if current is not None else None
+
+    def wait_serving(self) -> int:
+        return int(wait_for(self.serial, what="the first zone to be published"))
+
+    def wait_new_serial(self, after: int | None) -> int:
+        return int(
+            wait_for(lambda: (self.serial() or 0) > (after or 0) and self.serial(), what="a new serial")
+        )
+
+
+def query(
+    server: ServerThread,
+    name: str,
+    rdtype: str = "A",
+    *,
+    tcp: bool = False,
+    payload: int | None = None,
+    want_dnssec: bool = False,
+) -> dns.message.Message:
+    message = dns.message.make_query(
+        name, rdtype, use_edns=payload is not None, payload=payload or 1232, want_dnssec=want_dnssec
+    )
+    if tcp:
+        return dns.query.tcp(message, server.host, port=server.port, timeout=2)
+    return dns.query.udp(message, server.host, port=server.port, timeout=2, ignore_trailing=False)
+
+
+def rrset_texts(section: Sequence[dns.rrset.RRset]) -> list[str]:
+    """Each record as one sorted line of zone-file text (``name ttl IN type rdata``), names lower-cased."""
+    lines = []
+    for rrset in section:
+        for line in rrset.to_text().splitlines():
+            lines.append(line.lower())
+    return sorted(lines)
+
+
+def dig(server: ServerThread, *args: str) -> str:
+    """Run Debian's ``dig`` against the server; returns stdout."""
+    path = shutil.which("dig")
+    assert path, "dig is required (Debian package bind9-dnsutils; .ci/run installs it)"
+    result = subprocess.run(
+        [path, f"@{server.host}", "-p", str(server.port), "+tries=1", "+time=2", *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return result.stdout
+
+
+def write_manifests(directory: Path, name: str, objects: Sequence[dict[str, Any]]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    tmp.replace(path)  # atomic, like a ConfigMap update: the scanner never sees half a file
+    return path
+
+
+def service_import(
+    name: str,
+    namespace: str,
+    *,
+    type: str = "ClusterSetIP",
+    ips: Sequence[str] = (),
+    ports: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": type, "ports": list(ports)}
+    if ips:
+        spec["ips"] = list(ips)
+    return {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceImport",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def endpoint_slice(
+    name: str,
+    namespace: str,
+    *,
+    service: str,
+    cluster: str,
+    endpoints: Sequence[dict[str, Any]],
+    ports: Sequence[dict[str, Any]] = (),
+    address_type: str = "IPv4",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "multicluster.kubernetes.io/service-name": service,
+                "multicluster.kubernetes.io/source-cluster": cluster,
+            },
+        },
+        "addressType": address_type,
+        "ports": list(ports),
+        "endpoints": list(endpoints),
+    }
+
+
+def endpoint(address: str, *, hostname: str | None = None, ready: bool | None = True) -> dict[str, Any]:
+    out: dict[str, Any] = {"addresses": [address]}
+    if ready is not None:
+        out["conditions"] = {"ready": ready}
+    if hostname:
+        out["hostname"] = hostname
+    return out
+
+
+def flags_text(message: dns.message.Message) -> str:
+    return dns.flags.to_text(message.flags)
+
+
+def rdtype(text: str) -> dns.rdatatype.RdataType:
+    return dns.rdatatype.from_text(text)
