@@ -10,15 +10,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+import socket
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mcsdns.errors import ConfigError
 from mcsdns.responder import Responder
 from mcsdns.server import Listener, close_listeners, start_listeners
-from mcsdns.settings import ListenAddress, Settings
+from mcsdns.settings import IN_CLUSTER, KubernetesSettings, ListenAddress, Settings
 from mcsdns.sync.engine import SyncEngine
 from mcsdns.sync.events import Source
+from mcsdns.sync.identity import ClusterIdentity
+from mcsdns.sync.leader import LeaderElector, LeaseConfig
 from mcsdns.sync.manifests import ManifestSource
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.store import ZoneStore
@@ -26,13 +31,15 @@ from mcsdns.zone.store import ZoneStore
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class App:
     settings: Settings
     store: ZoneStore
     engine: SyncEngine
     listeners: tuple[Listener, ...]
-    engine_task: asyncio.Task[None]
+    task: asyncio.Task[None]  # the engine, its sources and the other background loops
+    identity: ClusterIdentity | None = None
+    elector: LeaderElector | None = None
 
     @property
     def addresses(self) -> tuple[ListenAddress, ...]:
@@ -40,49 +47,95 @@ class App:
         return tuple(listener.address for listener in self.listeners)
 
 
-def make_sources(settings: Settings) -> list[Source]:
-    sources: list[Source] = []
-    if settings.sources.manifests:
-        sources.append(
-            ManifestSource(settings.sources.manifests, poll_interval=settings.sources.manifests_poll)
-        )
-    if not sources:
-        raise ConfigError("no zone source: give --manifests DIR")
-    return sources
+def check_sources(settings: Settings) -> None:
+    """A missing zone source is a usage error, found before any socket is bound."""
+    if not settings.sources.manifests and not settings.kubernetes.kubeconfig:
+        raise ConfigError("no zone source: give --manifests DIR or --kubeconfig PATH")
+
+
+def lease_config(settings: KubernetesSettings) -> LeaseConfig:
+    identity = settings.leader_id or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    return LeaseConfig(
+        namespace=settings.lease_namespace,
+        name=settings.lease_name,
+        identity=identity,
+        lease_duration=settings.lease_duration,
+        renew_deadline=settings.renew_deadline,
+        retry_period=min(2.0, settings.renew_deadline / 4),  # client-go's 2 s, shorter for short deadlines
+    )
 
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *, sources: Sequence[Source] | None = None) -> AsyncIterator[App]:
     """Bind every listener, start the engine, yield; ``sources`` replaces those the settings name."""
-    store = ZoneStore()
-    chosen = list(sources) if sources is not None else make_sources(settings)
-    engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
-    responder = Responder(store, settings.zone)
-    listeners = await start_listeners(settings.server, responder.respond, responder.servfail)
-    for listener in listeners:
-        logger.info("listening on %s (udp+tcp)", listener.address)
-    engine_task = asyncio.create_task(engine.run(), name="sync engine")
-    app = App(settings, store, engine, tuple(listeners), engine_task)
-    try:
-        yield app
-    finally:
-        close_listeners(listeners)
-        engine_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await engine_task
+    async with contextlib.AsyncExitStack() as stack:
+        chosen: list[Source] = list(sources) if sources is not None else []
+        loops: list[Coroutine[Any, Any, None]] = []
+        identity = elector = None
+        if sources is None:
+            check_sources(settings)
+            if settings.sources.manifests:
+                chosen.append(
+                    ManifestSource(settings.sources.manifests, poll_interval=settings.sources.manifests_poll)
+                )
+            if settings.kubernetes.kubeconfig:
+                # Deferred import: only this path loads the Kubernetes client.
+                from mcsdns.sync import k8s
+
+                kube = settings.kubernetes
+                api = await k8s.KubeApi.connect(None if kube.kubeconfig == IN_CLUSTER else kube.kubeconfig)
+                stack.push_async_callback(api.close)
+                logger.info("watching Kubernetes API %s", api.host)
+                chosen.extend(k8s.zone_sources(api))
+                identity = ClusterIdentity(cluster_id=kube.cluster_id, clusterset_id=kube.clusterset_id)
+                if identity.missing:
+                    loops.append(k8s.ClusterPropertyWatch(api, identity.update).run())
+                if kube.leader_elect:
+                    elector = LeaderElector(k8s.KubeLeases(api), lease_config(kube))
+                    loops.append(elector.run())
+        store = ZoneStore()
+        engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
+        responder = Responder(store, settings.zone)
+        listeners = await start_listeners(settings.server, responder.respond, responder.servfail)
+        stack.callback(close_listeners, listeners)
+        for listener in listeners:
+            logger.info("listening on %s (udp+tcp)", listener.address)
+        task = asyncio.create_task(_run_all([engine.run(), *loops]), name="mcsdns")
+        try:
+            yield App(
+                settings=settings,
+                store=store,
+                engine=engine,
+                listeners=tuple(listeners),
+                task=task,
+                identity=identity,
+                elector=elector,
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _run_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    # One failure cancels the rest: the process exits non-zero and its supervisor restarts it, while
+    # until then the last good snapshot keeps serving.
+    async with asyncio.TaskGroup() as group:
+        for coroutine in coroutines:
+            group.create_task(coroutine)
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM, or until the engine fails (then the error propagates)."""
+    """Serve until SIGINT/SIGTERM, or until a background loop fails (then the error propagates)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with running(settings) as app:
         stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({stopping, app.engine_task}, return_when=asyncio.FIRST_COMPLETED)
-        if app.engine_task in done:
-            app.engine_task.result()  # re-raise why the engine stopped
+        done, _ = await asyncio.wait({stopping, app.task}, return_when=asyncio.FIRST_COMPLETED)
+        if app.task in done:
+            app.task.result()  # re-raise why it stopped
         logger.info("stopping (%d listeners)", len(app.listeners))
         stopping.cancel()
 

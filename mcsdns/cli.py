@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log)
         from mcsdns import app  # deferred: `mcsdns version` and errors stay fast
 
-        app.make_sources(settings)  # a missing source is a usage error, found before binding sockets
+        app.check_sources(settings)
         return app.run(settings)
     except ConfigError as exc:
         print(f"mcsdns: error: {exc}", file=sys.stderr)

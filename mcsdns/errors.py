@@ -31,5 +31,9 @@ class SourceError(McsDnsError):
         self.source = source
 
 
+class WriteConflict(SourceError):
+    """Another writer changed the object first (HTTP 409): re-read and decide again."""
+
+
 class WireError(McsDnsError):
     """A DNS message is malformed (answered with FORMERR)."""

@@ -57,6 +57,29 @@ class SourceSettings:
     """Seconds between scans of the manifests directory."""
 
 
+IN_CLUSTER = "in-cluster"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KubernetesSettings:
+    kubeconfig: str | None = None
+    """A kubeconfig path, ``in-cluster`` for the pod's service account, or None: no Kubernetes."""
+    cluster_id: str | None = None
+    """This cluster's id; else the ClusterProperty ``cluster.clusterset.k8s.io`` (KEP-2149)."""
+    clusterset_id: str | None = None
+    """The clusterset's id; else the ClusterProperty ``clusterset.k8s.io``."""
+    leader_elect: bool = True
+    """Elect one writer among replicas on a Lease (every replica serves DNS either way)."""
+    lease_name: str = "mcsdns-leader"
+    lease_namespace: str = "default"
+    lease_duration: float = 15.0
+    """Seconds a lease is valid after its last renewal."""
+    renew_deadline: float = 10.0
+    """Seconds a leader keeps writing without a successful renewal; below ``lease_duration``."""
+    leader_id: str | None = None
+    """This replica's name in the lease; default: host name and a random suffix."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     format: str = "text"
@@ -68,6 +91,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     zone: ZoneSettings = field(default_factory=ZoneSettings)
     sources: SourceSettings = field(default_factory=SourceSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -139,6 +163,57 @@ def parse_choice(choices: Sequence[str]) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def parse_bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def parse_kubeconfig(text: str) -> str:
+    if str(text).strip() == IN_CLUSTER:
+        return IN_CLUSTER
+    path = os.path.expanduser(str(text))
+    if not os.path.isfile(path):
+        raise ValueError(f"{text!r} is not a file (or say {IN_CLUSTER})")
+    return path
+
+
+def parse_cluster_id(text: str) -> str:
+    """KEP-2149: a cluster id is an RFC 1123 subdomain of at most 128 characters."""
+    value = str(text).strip().lower()
+    labels = value.split(".")
+    if (
+        not value
+        or len(value) > 128
+        or not all(
+            label
+            and len(label) <= 63
+            and label.replace("-", "").isalnum()
+            and label.isascii()
+            and label[0] != "-"
+            and label[-1] != "-"
+            for label in labels
+        )
+    ):
+        raise ValueError(f"{text!r} is not an RFC 1123 subdomain of at most 128 characters")
+    return value
+
+
+def parse_name(text: str) -> str:
+    value = str(text).strip()
+    if (
+        not value
+        or len(value) > 253
+        or value != value.lower()
+        or not value.replace("-", "").replace(".", "").isalnum()
+    ):
+        raise ValueError(f"{text!r} is not a Kubernetes object name")
+    return value
 
 
 def parse_directory(text: str) -> str:
@@ -265,7 +340,15 @@ def resolve(
                 values[option.key] = option.parse(str(raw))
         except ValueError as exc:
             raise ConfigError(f"{origin}: {exc}") from None
-    return _build(values)
+    # In a pod with no source named, the cluster is the source (the Helm chart also says so explicitly).
+    if "manifests" not in values and "kubeconfig" not in values and "KUBERNETES_SERVICE_HOST" in environ:
+        values["kubeconfig"] = IN_CLUSTER
+    if "lease_namespace" not in values and environ.get("POD_NAMESPACE"):
+        values["lease_namespace"] = environ["POD_NAMESPACE"]
+    settings = _build(values)
+    if not settings.kubernetes.renew_deadline < settings.kubernetes.lease_duration:
+        raise ConfigError("--renew-deadline must be shorter than --lease-duration")
+    return settings
 
 
 def _build(values: Mapping[str, Any]) -> Settings:
@@ -281,5 +364,17 @@ def _build(values: Mapping[str, Any]) -> Settings:
         ),
         zone=pick(ZoneSettings, zone="zone", ttl="ttl", dns_version="dns_version"),
         sources=pick(SourceSettings, manifests="manifests", manifests_poll="manifests_poll"),
+        kubernetes=pick(
+            KubernetesSettings,
+            kubeconfig="kubeconfig",
+            cluster_id="cluster_id",
+            clusterset_id="clusterset_id",
+            leader_elect="leader_elect",
+            lease_name="lease_name",
+            lease_namespace="lease_namespace",
+            lease_duration="lease_duration",
+            renew_deadline="renew_deadline",
+            leader_id="leader_id",
+        ),
         log=pick(LogSettings, format="log_format", level="log_level"),
     )

@@ -129,7 +129,7 @@ def parse_edns(data: bytes, qend: int) -> int:
         # The common shape (one OPT right after the question, options such as a cookie inside it).
         owner, rtype, payload, ttl, rdlength = _OPT_AFTER_QUESTION.unpack_from(data, qend)
         if owner == 0 and rtype == QType.OPT and qend + 11 + rdlength <= len(data):
-            return max(payload, MIN_UDP_PAYLOAD) << 32 | ttl
+            return int(max(payload, MIN_UDP_PAYLOAD)) << 32 | int(ttl)
     counts = data[6:12]
     records = (counts[0] << 8 | counts[1]) + (counts[2] << 8 | counts[3]) + (counts[4] << 8 | counts[5])
     found = NO_EDNS

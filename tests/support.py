@@ -79,9 +79,14 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Shut down gracefully, as on SIGTERM; stopping twice is harmless."""
         assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(DEADLINE)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(DEADLINE)
 
     def _main(self) -> None:
         try:
@@ -98,6 +103,11 @@ class ServerThread:
             self.app = app
             self._ready.set()
             await self._stop.wait()
+
+    def stall(self, seconds: float) -> None:
+        """Block the server's event loop for ``seconds``, as a stuck process or a long GC pause would."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(time.sleep, seconds)
 
     @property
     def port(self) -> int:

@@ -1,0 +1,438 @@
+"""Kubernetes API adapter: the only module that imports ``kubernetes``.
+
+Reads and writes plain JSON objects through the official asyncio client (``kubernetes.aio``), so the same
+``sync.objects`` conversion serves manifests and the cluster. ``Reflector`` is the list+watch loop every
+watcher uses: list (paginated), then watch from the list's resourceVersion with bookmarks; on 410 Gone it
+lists again, which replaces everything the watcher reported (deletions missed while disconnected are not
+lost); any other failure is retried with capped, jittered backoff while everything already reported stays
+as it is. Client errors never leave this module: they become ``SourceError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes.aio import client as kclient
+from kubernetes.aio import config as kconfig
+
+from mcsdns.errors import ManifestError, SourceError, WriteConflict
+from mcsdns.sync.events import Deleted, Emit, Listed, SourceName, Upserted
+from mcsdns.sync.objects import SERVICE_NAME_LABEL, ObjectRef, Record, convert, describe
+
+logger = logging.getLogger(__name__)
+
+LIST_PAGE = 500  # objects per list page, as client-go's reflector pages
+WATCH_SECONDS = 300  # the server ends each watch after this; we resume from the last resourceVersion
+BACKOFF_START = 0.2
+BACKOFF_CAP = 30.0
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A resource addressed as ``/apis/<group>/<version>/<plural>`` (every one mcsdns watches is)."""
+
+    group: str
+    version: str
+    plural: str
+    label_selector: str | None = None
+    namespaced: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.plural}.{self.group}/{self.version}"
+
+
+SERVICE_IMPORTS = Resource("multicluster.x-k8s.io", "v1alpha1", "serviceimports")
+SERVICE_IMPORTS_BETA = Resource("multicluster.x-k8s.io", "v1beta1", "serviceimports")
+MCS_ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", label_selector=SERVICE_NAME_LABEL)
+CLUSTER_PROPERTIES = Resource("about.k8s.io", "v1alpha1", "clusterproperties", namespaced=False)
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter, so replicas do not retry in lockstep."""
+
+    def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> None:
+        self._start, self._cap, self._next = start, cap, start
+
+    def reset(self) -> None:
+        self._next = self._start
+
+    async def sleep(self) -> None:
+        delay = random.uniform(self._next / 2, self._next)
+        self._next = min(self._next * 2, self._cap)
+        await asyncio.sleep(delay)
+
+
+class KubeApi:
+    """An authenticated connection to one API server, speaking JSON objects."""
+
+    def __init__(self, api_client: kclient.ApiClient) -> None:
+        self._client = api_client
+        self._objects = kclient.CustomObjectsApi(api_client)
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None) -> KubeApi:
+        """From a kubeconfig file, or the pod's service account when ``kubeconfig`` is None."""
+        configuration = kclient.Configuration()
+        try:
+            if kubeconfig:
+                await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            else:
+                kconfig.load_incluster_config(client_configuration=configuration)
+        except (kconfig.ConfigException, OSError, ValueError) as exc:
+            raise SourceError(
+                f"cannot load the Kubernetes configuration: {exc}", source="kubernetes"
+            ) from None
+        return cls(kclient.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    @property
+    def host(self) -> str:
+        return str(self._client.configuration.host)
+
+    async def _call(self, what: str, call: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
+        try:
+            response = await call
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SourceError(f"{what}: {exc.__class__.__name__}: {exc}", source="kubernetes") from None
+        if response.status >= 400:
+            raise await _status_error(what, response)
+        return response
+
+    async def list(self, resource: Resource, *, continue_token: str | None = None) -> Obj:
+        response = await self._call(
+            f"list {resource}",
+            self._objects.list_cluster_custom_object_without_preload_content(
+                resource.group,
+                resource.version,
+                resource.plural,
+                label_selector=resource.label_selector,
+                limit=LIST_PAGE,
+                _continue=continue_token,
+            ),
+        )
+        return await _json(response)
+
+    async def watch(self, resource: Resource, resource_version: str) -> AsyncIterator[Obj]:
+        """Watch events from ``resource_version`` until the server ends the watch."""
+        response = await self._call(
+            f"watch {resource}",
+            self._objects.list_cluster_custom_object_without_preload_content(
+                resource.group,
+                resource.version,
+                resource.plural,
+                label_selector=resource.label_selector,
+                watch=True,
+                allow_watch_bookmarks=True,
+                resource_version=resource_version,
+                timeout_seconds=WATCH_SECONDS,
+                _request_timeout=WATCH_SECONDS + 30,
+            ),
+        )
+        try:
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise SourceError(
+                f"watch {resource}: {exc.__class__.__name__}: {exc}", source="kubernetes"
+            ) from None
+        finally:
+            response.release()
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it does not exist."""
+        try:
+            response = await self._call(
+                f"get {resource} {namespace}/{name}",
+                self._objects.get_namespaced_custom_object_without_preload_content(
+                    resource.group, resource.version, namespace, resource.plural, name
+                ),
+            )
+        except NotFound:
+            return None
+        return await _json(response)
+
+    async def create(self, resource: Resource, namespace: str, body: Obj) -> Obj:
+        response = await self._call(
+            f"create {resource} in {namespace}",
+            self._objects.create_namespaced_custom_object_without_preload_content(
+                resource.group, resource.version, namespace, resource.plural, body
+            ),
+        )
+        return await _json(response)
+
+    async def replace(self, resource: Resource, namespace: str, name: str, body: Obj) -> Obj:
+        """PUT ``body``; its resourceVersion makes a stale write fail with ``Conflict``."""
+        response = await self._call(
+            f"replace {resource} {namespace}/{name}",
+            self._objects.replace_namespaced_custom_object_without_preload_content(
+                resource.group, resource.version, namespace, resource.plural, name, body
+            ),
+        )
+        return await _json(response)
+
+
+class ApiStatusError(SourceError):
+    def __init__(self, message: str, *, code: int, reason: str) -> None:
+        super().__init__(message, source="kubernetes")
+        self.code, self.reason = code, reason
+
+
+class NotFound(ApiStatusError):
+    pass
+
+
+class Conflict(ApiStatusError, WriteConflict):
+    """409: the object exists already, or we wrote from a stale resourceVersion."""
+
+
+class Gone(ApiStatusError):
+    """410: the resourceVersion we hold is too old to watch from; list again."""
+
+
+async def _json(response: aiohttp.ClientResponse) -> Obj:
+    try:
+        data = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise SourceError(f"unreadable response: {exc}", source="kubernetes") from None
+    if not isinstance(data, dict):
+        raise SourceError("response is not a JSON object", source="kubernetes")
+    return data
+
+
+async def _status_error(what: str, response: aiohttp.ClientResponse) -> ApiStatusError:
+    try:
+        status = json.loads(await response.text())
+        message = status.get("message") or response.reason
+        reason = status.get("reason") or ""
+    except (aiohttp.ClientError, ValueError, AttributeError):
+        message, reason = response.reason, ""
+    finally:
+        response.release()
+    text = f"{what}: {response.status} {message}"
+    kind = {404: NotFound, 409: Conflict, 410: Gone}.get(response.status, ApiStatusError)
+    return kind(text, code=response.status, reason=str(reason))
+
+
+class Reflector:
+    """List, then watch; relist after 410; retry other failures with backoff. Runs until cancelled."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        resources: tuple[Resource, ...],
+        *,
+        on_list: Callable[[list[Obj]], None],
+        on_event: Callable[[str, Obj], None],
+    ) -> None:
+        self._api = api
+        self._candidates = resources  # versions to try, preferred first (a CRD may serve only some)
+        self._resource = resources[0]
+        self._on_list = on_list
+        self._on_event = on_event
+
+    @property
+    def resource(self) -> Resource:
+        return self._resource
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        resource_version: str | None = None
+        while True:
+            try:
+                if resource_version is None:
+                    resource_version = await self._list()
+                    backoff.reset()
+                resource_version = await self._watch(resource_version, backoff)
+            except Gone:
+                # The history we would resume from is compacted: only a full list is exact again.
+                logger.info("%s: resourceVersion %s expired, listing again", self._resource, resource_version)
+                resource_version = None
+            except NotFound as exc:
+                # This version is not served (CRD missing, or only another version installed): try the next.
+                index = self._candidates.index(self._resource)
+                self._resource = self._candidates[(index + 1) % len(self._candidates)]
+                logger.warning("%s; trying %s", exc, self._resource)
+                resource_version = None
+                await backoff.sleep()
+            except SourceError as exc:
+                # The API is unreachable or failing: what we reported keeps serving; try again later.
+                logger.warning("%s: %s; retrying", self._resource, exc)
+                await backoff.sleep()
+
+    async def _list(self) -> str:
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            page = await self._api.list(self._resource, continue_token=token)
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or None
+            if token is None:
+                break
+        self._on_list(items)
+        logger.info(
+            "%s: listed %d objects at resourceVersion %s",
+            self._resource,
+            len(items),
+            metadata.get("resourceVersion"),
+        )
+        return str(metadata.get("resourceVersion") or "0")
+
+    async def _watch(self, resource_version: str, backoff: Backoff) -> str:
+        async for event in self._api.watch(self._resource, resource_version):
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                code = obj.get("code")
+                if code == 410:
+                    raise Gone(f"watch {self._resource}: {obj.get('message')}", code=410, reason="Expired")
+                raise SourceError(f"watch {self._resource}: {code} {obj.get('message')}", source="kubernetes")
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self._on_event(kind, obj)
+            if version:
+                resource_version = str(version)
+            backoff.reset()
+        return resource_version
+
+
+class KubeZoneSource:
+    """ServiceImports or MCS EndpointSlices of one cluster as a zone source (one watch each)."""
+
+    def __init__(self, api: KubeApi, resources: tuple[Resource, ...], *, name: str) -> None:
+        self._api = api
+        self._resources = resources
+        self._name = SourceName(name)
+        self._reflector: Reflector | None = None
+
+    @property
+    def name(self) -> SourceName:
+        return self._name
+
+    async def run(self, emit: Emit) -> None:
+        self._reflector = Reflector(
+            self._api,
+            self._resources,
+            on_list=lambda items: emit(Listed(self._name, self._convert_all(items))),
+            on_event=lambda kind, obj: self._event(emit, kind, obj),
+        )
+        await self._reflector.run()
+
+    @property
+    def _resource(self) -> Resource:
+        assert self._reflector is not None
+        return self._reflector.resource
+
+    def _convert_all(self, items: list[Obj]) -> dict[ObjectRef, Record]:
+        records: dict[ObjectRef, Record] = {}
+        for obj in items:
+            converted = self._convert(_with_kind(obj, self._resource))
+            if converted is not None:
+                records[converted[0]] = converted[1]
+        return records
+
+    def _event(self, emit: Emit, kind: str, obj: Obj) -> None:
+        obj = _with_kind(obj, self._resource)
+        if kind == "DELETED":
+            ref = _ref(obj)
+            if ref is not None:
+                emit(Deleted(self._name, ref))
+            return
+        converted = self._convert(obj)
+        if converted is not None:
+            emit(Upserted(self._name, *converted))
+
+    def _convert(self, obj: Mapping[str, Any]) -> tuple[ObjectRef, Record] | None:
+        try:
+            return convert(obj)
+        except ManifestError as exc:
+            # An invalid object in the cluster: say so once per version, keep serving what it was before.
+            logger.error("%s: %s; ignoring this version of the object", self._name, exc)
+            return None
+
+
+_KINDS = {"serviceimports": "ServiceImport", "endpointslices": "EndpointSlice"}
+
+
+def _with_kind(obj: Obj, resource: Resource) -> Obj:
+    # List items carry no kind/apiVersion on a real API server; conversion keys on them.
+    if "kind" not in obj or "apiVersion" not in obj:
+        obj = {**obj, "kind": _KINDS[resource.plural], "apiVersion": f"{resource.group}/{resource.version}"}
+    return obj
+
+
+def _ref(obj: Obj) -> ObjectRef | None:
+    metadata = obj.get("metadata") or {}
+    if not metadata.get("name"):
+        logger.warning("deleted object without a name: %s", describe(obj))
+        return None
+    return (str(obj.get("kind")), str(metadata.get("namespace") or "default"), str(metadata["name"]))
+
+
+def zone_sources(api: KubeApi) -> list[KubeZoneSource]:
+    """The two watches whose first list gates serving: ServiceImports and MCS EndpointSlices."""
+    return [
+        KubeZoneSource(api, (SERVICE_IMPORTS, SERVICE_IMPORTS_BETA), name="kubernetes/serviceimports"),
+        KubeZoneSource(api, (MCS_ENDPOINT_SLICES,), name="kubernetes/endpointslices"),
+    ]
+
+
+class KubeLeases:
+    """``LeaseStore`` for ``sync.leader`` on the API server."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+
+    async def get(self, namespace: str, name: str) -> Obj | None:
+        return await self._api.get(LEASES, namespace, name)
+
+    async def create(self, namespace: str, body: Obj) -> Obj:
+        return await self._api.create(LEASES, namespace, body)
+
+    async def replace(self, namespace: str, name: str, body: Obj) -> Obj:
+        return await self._api.replace(LEASES, namespace, name, body)
+
+
+class ClusterPropertyWatch:
+    """Follows the ClusterProperties that name this cluster and its clusterset (KEP-2149)."""
+
+    def __init__(self, api: KubeApi, on_change: Callable[[dict[str, str]], None]) -> None:
+        self._api = api
+        self._on_change = on_change
+        self._values: dict[str, str] = {}
+
+    async def run(self) -> None:
+        await Reflector(self._api, (CLUSTER_PROPERTIES,), on_list=self._listed, on_event=self._event).run()
+
+    def _listed(self, items: list[Obj]) -> None:
+        self._values = {}
+        for obj in items:
+            self._store(obj)
+        self._on_change(dict(self._values))
+
+    def _event(self, kind: str, obj: Obj) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if kind == "DELETED":
+            self._values.pop(str(name), None)
+        else:
+            self._store(obj)
+        self._on_change(dict(self._values))
+
+    def _store(self, obj: Obj) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        value = (obj.get("spec") or {}).get("value")
+        if isinstance(name, str) and isinstance(value, str) and value:
+            self._values[name] = value
