@@ -40,6 +40,7 @@ class App:
     task: asyncio.Task[None]  # the engine, its sources and the other background loops
     identity: ClusterIdentity | None = None
     elector: LeaderElector | None = None
+    controllers: tuple[Any, ...] = ()  # the export and import controllers, with Kubernetes and Cloud Map
 
     @property
     def addresses(self) -> tuple[ListenAddress, ...]:
@@ -49,8 +50,12 @@ class App:
 
 def check_sources(settings: Settings) -> None:
     """A missing zone source is a usage error, found before any socket is bound."""
-    if not settings.sources.manifests and not settings.kubernetes.kubeconfig:
-        raise ConfigError("no zone source: give --manifests DIR or --kubeconfig PATH")
+    if (
+        not settings.sources.manifests
+        and not settings.kubernetes.kubeconfig
+        and not settings.cloudmap.enabled
+    ):
+        raise ConfigError("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true")
 
 
 def lease_config(settings: KubernetesSettings) -> LeaseConfig:
@@ -72,6 +77,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
         chosen: list[Source] = list(sources) if sources is not None else []
         loops: list[Coroutine[Any, Any, None]] = []
         identity = elector = None
+        controllers: tuple[Any, ...] = ()
         if sources is None:
             check_sources(settings)
             if settings.sources.manifests:
@@ -93,6 +99,40 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 if kube.leader_elect:
                     elector = LeaderElector(k8s.KubeLeases(api), lease_config(kube))
                     loops.append(elector.run())
+                if settings.cloudmap.enabled:
+                    # With a cluster, Cloud Map feeds the cluster (the MCS controller), not the zone directly:
+                    # the zone follows the ServiceImports and EndpointSlices the controller writes.
+                    from mcsdns.sync.cloudmap import CloudMapClient
+                    from mcsdns.sync.export import ExportController
+                    from mcsdns.sync.import_ import ImportController
+
+                    cloudmap = CloudMapClient(region=settings.cloudmap.region)
+                    logger.info("exporting to and importing from Cloud Map at %s", cloudmap.endpoint)
+                    exporter = ExportController(
+                        api=api, cloudmap=cloudmap, identity=identity, elector=elector
+                    )
+                    importer = ImportController(
+                        api=api,
+                        cloudmap=cloudmap,
+                        identity=identity,
+                        elector=elector,
+                        poll_interval=settings.cloudmap.poll,
+                    )
+                    controllers = (exporter, importer)
+                    loops.extend(controller.run() for controller in controllers)
+            elif settings.cloudmap.enabled:
+                from mcsdns.sync.cloudmap import CloudMapClient
+                from mcsdns.sync.cloudmap_zone import CloudMapZoneSource
+
+                cloudmap = CloudMapClient(region=settings.cloudmap.region)
+                logger.info("reading Cloud Map at %s", cloudmap.endpoint)
+                chosen.append(
+                    CloudMapZoneSource(
+                        cloudmap,
+                        clusterset_id=settings.kubernetes.clusterset_id,
+                        poll_interval=settings.cloudmap.poll,
+                    )
+                )
         store = ZoneStore()
         engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
         responder = Responder(store, settings.zone)

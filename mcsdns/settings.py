@@ -81,6 +81,16 @@ class KubernetesSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CloudMapSettings:
+    enabled: bool = False
+    """Read AWS Cloud Map (region and endpoint from AWS_REGION / AWS_ENDPOINT_URL_SERVICEDISCOVERY)."""
+    poll: float = 2.0
+    """Seconds between Cloud Map polls (the AWS controller's fixed period)."""
+    region: str | None = None
+    """``--aws-region``, else ``AWS_REGION``, else ``AWS_DEFAULT_REGION`` (EKS with IRSA sets both)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     format: str = "text"
     level: str = "info"
@@ -92,6 +102,7 @@ class Settings:
     zone: ZoneSettings = field(default_factory=ZoneSettings)
     sources: SourceSettings = field(default_factory=SourceSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    cloudmap: CloudMapSettings = field(default_factory=CloudMapSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -341,8 +352,11 @@ def resolve(
         except ValueError as exc:
             raise ConfigError(f"{origin}: {exc}") from None
     # In a pod with no source named, the cluster is the source (the Helm chart also says so explicitly).
-    if "manifests" not in values and "kubeconfig" not in values and "KUBERNETES_SERVICE_HOST" in environ:
+    if not ({"manifests", "kubeconfig", "cloudmap"} & values.keys()) and "KUBERNETES_SERVICE_HOST" in environ:
         values["kubeconfig"] = IN_CLUSTER
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if "aws_region" not in values and region:
+        values["aws_region"] = region
     if "lease_namespace" not in values and environ.get("POD_NAMESPACE"):
         values["lease_namespace"] = environ["POD_NAMESPACE"]
     settings = _build(values)
@@ -376,5 +390,6 @@ def _build(values: Mapping[str, Any]) -> Settings:
             renew_deadline="renew_deadline",
             leader_id="leader_id",
         ),
+        cloudmap=pick(CloudMapSettings, enabled="cloudmap", poll="cloudmap_poll", region="aws_region"),
         log=pick(LogSettings, format="log_format", level="log_level"),
     )

@@ -14,9 +14,10 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from kubernetes.aio import client as kclient
@@ -38,7 +39,7 @@ Obj = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """A resource addressed as ``/apis/<group>/<version>/<plural>`` (every one mcsdns watches is)."""
+    """A resource type: ``/api/v1/<plural>`` for the core group, ``/apis/<group>/<version>/<plural>`` else."""
 
     group: str
     version: str
@@ -47,12 +48,33 @@ class Resource:
     namespaced: bool = True
 
     def __str__(self) -> str:
-        return f"{self.plural}.{self.group}/{self.version}"
+        return f"{self.plural}.{self.group}/{self.version}" if self.group else f"{self.plural}/{self.version}"
+
+    def with_selector(self, selector: str) -> Resource:
+        return replace(self, label_selector=selector)
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        parts = [prefix]
+        if namespace is not None and self.namespaced:
+            parts.append(f"/namespaces/{quote(namespace, safe='')}")
+        parts.append(f"/{self.plural}")
+        if name is not None:
+            parts.append(f"/{quote(name, safe='')}")
+        if subresource:
+            parts.append(f"/{subresource}")
+        return "".join(parts)
 
 
 SERVICE_IMPORTS = Resource("multicluster.x-k8s.io", "v1alpha1", "serviceimports")
 SERVICE_IMPORTS_BETA = Resource("multicluster.x-k8s.io", "v1beta1", "serviceimports")
+SERVICE_EXPORTS = Resource("multicluster.x-k8s.io", "v1alpha1", "serviceexports")
 MCS_ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", label_selector=SERVICE_NAME_LABEL)
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
+SERVICES = Resource("", "v1", "services")
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 CLUSTER_PROPERTIES = Resource("about.k8s.io", "v1alpha1", "clusterproperties", namespaced=False)
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
@@ -73,11 +95,10 @@ class Backoff:
 
 
 class KubeApi:
-    """An authenticated connection to one API server, speaking JSON objects."""
+    """An authenticated connection to one API server, speaking JSON objects on resource paths."""
 
     def __init__(self, api_client: kclient.ApiClient) -> None:
         self._client = api_client
-        self._objects = kclient.CustomObjectsApi(api_client)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None) -> KubeApi:
@@ -101,9 +122,33 @@ class KubeApi:
     def host(self) -> str:
         return str(self._client.configuration.host)
 
-    async def _call(self, what: str, call: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+        what: str = "",
+    ) -> aiohttp.ClientResponse:
+        """One API request; a status of 400 or more raises (``NotFound``, ``Conflict``, ``Gone`` ...)."""
+        what = what or f"{method} {path}"
+        params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
         try:
-            response = await call
+            serialized = await self._client.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=params,
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            result = await self._client.call_api(
+                *serialized, _preload_content=False, _request_timeout=timeout
+            )
+            response: aiohttp.ClientResponse = result.response
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SourceError(f"{what}: {exc.__class__.__name__}: {exc}", source="kubernetes") from None
         if response.status >= 400:
@@ -111,34 +156,28 @@ class KubeApi:
         return response
 
     async def list(self, resource: Resource, *, continue_token: str | None = None) -> Obj:
-        response = await self._call(
-            f"list {resource}",
-            self._objects.list_cluster_custom_object_without_preload_content(
-                resource.group,
-                resource.version,
-                resource.plural,
-                label_selector=resource.label_selector,
-                limit=LIST_PAGE,
-                _continue=continue_token,
-            ),
+        response = await self.request(
+            "GET",
+            resource.path(),
+            what=f"list {resource}",
+            query={"labelSelector": resource.label_selector, "limit": LIST_PAGE, "continue": continue_token},
         )
         return await _json(response)
 
     async def watch(self, resource: Resource, resource_version: str) -> AsyncIterator[Obj]:
         """Watch events from ``resource_version`` until the server ends the watch."""
-        response = await self._call(
-            f"watch {resource}",
-            self._objects.list_cluster_custom_object_without_preload_content(
-                resource.group,
-                resource.version,
-                resource.plural,
-                label_selector=resource.label_selector,
-                watch=True,
-                allow_watch_bookmarks=True,
-                resource_version=resource_version,
-                timeout_seconds=WATCH_SECONDS,
-                _request_timeout=WATCH_SECONDS + 30,
-            ),
+        response = await self.request(
+            "GET",
+            resource.path(),
+            what=f"watch {resource}",
+            timeout=WATCH_SECONDS + 30,
+            query={
+                "labelSelector": resource.label_selector,
+                "watch": True,
+                "allowWatchBookmarks": True,
+                "resourceVersion": resource_version,
+                "timeoutSeconds": WATCH_SECONDS,
+            },
         )
         try:
             async for line in response.content:
@@ -151,37 +190,67 @@ class KubeApi:
         finally:
             response.release()
 
-    async def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
         """The object, or None when it does not exist."""
         try:
-            response = await self._call(
-                f"get {resource} {namespace}/{name}",
-                self._objects.get_namespaced_custom_object_without_preload_content(
-                    resource.group, resource.version, namespace, resource.plural, name
-                ),
+            response = await self.request(
+                "GET", resource.path(namespace, name), what=f"get {resource} {name}"
             )
         except NotFound:
             return None
         return await _json(response)
 
-    async def create(self, resource: Resource, namespace: str, body: Obj) -> Obj:
-        response = await self._call(
-            f"create {resource} in {namespace}",
-            self._objects.create_namespaced_custom_object_without_preload_content(
-                resource.group, resource.version, namespace, resource.plural, body
-            ),
+    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+        response = await self.request(
+            "POST", resource.path(namespace), body=body, what=f"create {resource} in {namespace}"
         )
         return await _json(response)
 
-    async def replace(self, resource: Resource, namespace: str, name: str, body: Obj) -> Obj:
+    async def replace(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: Obj,
+        *,
+        subresource: str | None = None,
+    ) -> Obj:
         """PUT ``body``; its resourceVersion makes a stale write fail with ``Conflict``."""
-        response = await self._call(
-            f"replace {resource} {namespace}/{name}",
-            self._objects.replace_namespaced_custom_object_without_preload_content(
-                resource.group, resource.version, namespace, resource.plural, name, body
-            ),
+        response = await self.request(
+            "PUT",
+            resource.path(namespace, name, subresource),
+            body=body,
+            what=f"replace {resource} {namespace}/{name}{'/' + subresource if subresource else ''}",
         )
         return await _json(response)
+
+    async def patch(self, resource: Resource, namespace: str | None, name: str, body: Obj) -> Obj:
+        """A JSON merge patch (RFC 7386)."""
+        response = await self.request(
+            "PATCH",
+            resource.path(namespace, name),
+            body=body,
+            content_type="application/merge-patch+json",
+            what=f"patch {resource} {namespace}/{name}",
+        )
+        return await _json(response)
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str) -> None:
+        """Delete; already gone counts as done."""
+        try:
+            response = await self.request(
+                "DELETE",
+                resource.path(namespace, name),
+                what=f"delete {resource} {namespace}/{name}",
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+        except NotFound:
+            return
+        response.release()
+
+
+def _query_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 class ApiStatusError(SourceError):
@@ -436,3 +505,43 @@ class ClusterPropertyWatch:
         value = (obj.get("spec") or {}).get("value")
         if isinstance(name, str) and isinstance(value, str) and value:
             self._values[name] = value
+
+
+Key = tuple[str, str]  # namespace, name
+
+
+def key_of(obj: Obj) -> Key:
+    metadata = obj.get("metadata") or {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+class Informer:
+    """A Reflector that keeps what it saw, keyed (namespace, name), and reports which keys changed."""
+
+    def __init__(
+        self, api: KubeApi, resource: Resource, *, on_change: Callable[[set[Key]], None] | None = None
+    ) -> None:
+        self.objects: dict[Key, Obj] = {}
+        self.synced = asyncio.Event()
+        self._on_change = on_change
+        self._reflector = Reflector(api, (resource,), on_list=self._listed, on_event=self._event)
+
+    async def run(self) -> None:
+        await self._reflector.run()
+
+    def _listed(self, items: list[Obj]) -> None:
+        fresh = {key_of(obj): obj for obj in items}
+        changed = {k for k in self.objects.keys() | fresh.keys() if self.objects.get(k) != fresh.get(k)}
+        self.objects = fresh
+        self.synced.set()
+        if changed and self._on_change is not None:
+            self._on_change(changed)
+
+    def _event(self, kind: str, obj: Obj) -> None:
+        key = key_of(obj)
+        if kind == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        if self._on_change is not None:
+            self._on_change({key})
