@@ -1,0 +1,283 @@
+"""The zone from a cluster's ServiceImports and EndpointSlices, through the official client, against the
+project's Kubernetes API emulator: changes show in DNS, relists converge exactly, outages keep serving,
+and replicas elect one leader."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dns.rcode
+import pytest
+
+from mcsdns.sandbox.kubeapi import KubeApiEmulator
+from mcsdns.settings import KubernetesSettings, Settings
+from mcsdns.sync.leader import LeaderElector
+from tests.support import (
+    ServerThread,
+    endpoint,
+    endpoint_slice,
+    query,
+    service_import,
+    settings_for,
+    wait_for,
+)
+
+Z = "clusterset.local."
+WEB = f"web.prod.svc.{Z}"
+DB = f"db.prod.svc.{Z}"
+
+
+def addresses(server: ServerThread, name: str, rdtype: str = "A") -> list[str]:
+    reply = query(server, name, rdtype)
+    return sorted(r.to_text() for rrset in reply.answer for r in rrset)
+
+
+def kube_settings(kubeconfig: Path, **kubernetes: Any) -> Settings:
+    options: dict[str, Any] = {"lease_duration": 3.0, "renew_deadline": 2.0, **kubernetes}
+    return replace(settings_for(), kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig), **options))
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[KubeApiEmulator]:
+    with KubeApiEmulator(cluster_id="cls2", clusterset_id="clusterset1") as emulator:
+        emulator.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}})
+        emulator.write_kubeconfig(tmp_path / "kubeconfig")
+        yield emulator
+
+
+@pytest.fixture
+def kubeconfig(api: KubeApiEmulator, tmp_path: Path) -> Path:
+    return tmp_path / "kubeconfig"
+
+
+@pytest.fixture
+def server(api: KubeApiEmulator, kubeconfig: Path) -> Iterator[ServerThread]:
+    api.store.create(service_import("web", "prod", ips=["10.0.0.1"]))
+    with ServerThread(kube_settings(kubeconfig)) as running:
+        running.wait_serving()
+        yield running
+
+
+def test_kubectl_apply_shows_in_dns_and_follows_updates_and_deletion(
+    server: ServerThread, kubeconfig: Path, tmp_path: Path
+) -> None:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is required (.ci/run installs it)"
+    manifest = tmp_path / "db.yaml"
+
+    def apply(ips: str) -> None:
+        manifest.write_text(
+            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\n"
+            "metadata: {name: api, namespace: prod}\n"
+            f"spec: {{type: ClusterSetIP, ips: [{ips}], ports: [{{name: http, port: 80, protocol: TCP}}]}}\n"
+        )
+        subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", str(manifest)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    apply("10.0.0.5")
+    wait_for(lambda: addresses(server, f"api.prod.svc.{Z}") == ["10.0.0.5"], what="the applied import")
+    apply("10.0.0.6")
+    wait_for(lambda: addresses(server, f"api.prod.svc.{Z}") == ["10.0.0.6"], what="the update")
+    subprocess.run(
+        [kubectl, "--kubeconfig", str(kubeconfig), "delete", "-f", str(manifest)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    wait_for(lambda: query(server, f"api.prod.svc.{Z}").rcode() == dns.rcode.NXDOMAIN, what="the deletion")
+
+
+def test_headless_endpoints_of_two_clusters_and_readiness(server: ServerThread, api: KubeApiEmulator) -> None:
+    api.store.create(service_import("db", "prod", type="Headless"))
+    api.store.create(
+        endpoint_slice(
+            "db-cls1", "prod", service="db", cluster="cls1", endpoints=[endpoint("10.1.0.1", hostname="db-0")]
+        )
+    )
+    api.store.create(
+        endpoint_slice(
+            "db-cls2",
+            "prod",
+            service="db",
+            cluster="cls2",
+            endpoints=[endpoint("10.2.0.1", hostname="db-0"), endpoint("10.2.0.2")],
+        )
+    )
+    wait_for(lambda: addresses(server, DB) == ["10.1.0.1", "10.2.0.1", "10.2.0.2"], what="both clusters")
+    assert addresses(server, f"db-0.cls2.db.prod.svc.{Z}") == ["10.2.0.1"]
+
+    slice_cls2 = api.store.get("endpointslices", "db-cls2", namespace="prod")
+    slice_cls2["endpoints"][1]["conditions"] = {"ready": False}
+    api.store.update(slice_cls2)
+    wait_for(
+        lambda: addresses(server, DB) == ["10.1.0.1", "10.2.0.1"], what="the not-ready endpoint to leave"
+    )
+    assert query(server, f"10-2-0-2.cls2.db.prod.svc.{Z}").rcode() == dns.rcode.NXDOMAIN
+
+    api.store.delete("endpointslices", "db-cls1", namespace="prod")
+    wait_for(lambda: addresses(server, DB) == ["10.2.0.1"], what="cls1's slice to go")
+
+
+def _change_while_disconnected(api: KubeApiEmulator) -> None:
+    api.store.delete("serviceimports", "web", namespace="prod")  # a deletion the watch never sees
+    api.store.create(service_import("api", "prod", ips=["10.0.0.7"]))
+
+
+def _converged(server: ServerThread) -> bool:
+    return query(server, WEB).rcode() == dns.rcode.NXDOMAIN and addresses(server, f"api.prod.svc.{Z}") == [
+        "10.0.0.7"
+    ]
+
+
+def test_relist_after_410_converges_including_deletions(server: ServerThread, api: KubeApiEmulator) -> None:
+    api.pause("refuse")
+    try:
+        _change_while_disconnected(api)
+        api.compact()  # the version mcsdns resumes from is gone: it must list again
+    finally:
+        api.resume()
+    wait_for(lambda: _converged(server), timeout=15, what="convergence after 410")
+
+
+def test_dropped_watches_resume_without_losing_events(server: ServerThread, api: KubeApiEmulator) -> None:
+    api.close_watches()
+    _change_while_disconnected(api)
+    wait_for(lambda: _converged(server), timeout=15, what="convergence after dropped watches")
+
+
+@pytest.mark.parametrize("outage", ["hang", "refuse", "errors"])
+def test_api_outage_keeps_serving_the_last_good_zone(
+    server: ServerThread, api: KubeApiEmulator, outage: str
+) -> None:
+    if outage == "errors":
+        api.fail_next(20, code=500)
+        api.close_watches()
+    else:
+        api.pause(outage)
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert addresses(server, WEB) == ["10.0.0.1"]
+            time.sleep(0.1)
+    finally:
+        api.resume()
+    api.store.create(service_import("after", "prod", ips=["10.0.0.8"]))
+    wait_for(lambda: addresses(server, f"after.prod.svc.{Z}") == ["10.0.0.8"], timeout=20, what="recovery")
+
+
+def test_servfail_until_both_watches_have_listed(api: KubeApiEmulator, kubeconfig: Path) -> None:
+    api.pause("refuse")
+    with ServerThread(kube_settings(kubeconfig)) as server:
+        assert query(server, WEB).rcode() == dns.rcode.SERVFAIL
+        api.resume()
+        server.wait_serving()
+        assert query(server, WEB).rcode() == dns.rcode.NXDOMAIN
+
+
+def test_service_imports_served_only_as_v1beta1(tmp_path: Path) -> None:
+    with KubeApiEmulator(mcs_versions=("v1beta1",)) as api:
+        api.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}})
+        obj = service_import("web", "prod", ips=["10.0.0.1"])
+        obj["apiVersion"] = "multicluster.x-k8s.io/v1beta1"
+        api.store.create(obj)
+        with ServerThread(kube_settings(api.write_kubeconfig(tmp_path / "kc"))) as server:
+            server.wait_serving()
+            assert addresses(server, WEB) == ["10.0.0.1"]
+
+
+def test_cluster_identity_from_cluster_properties_and_flags(api: KubeApiEmulator, kubeconfig: Path) -> None:
+    with ServerThread(kube_settings(kubeconfig)) as server:
+        assert server.app is not None and server.app.identity is not None
+        identity = server.app.identity
+        wait_for(lambda: identity.cluster_id == "cls2", what="the ClusterProperty id")
+        assert identity.clusterset_id == "clusterset1" and identity.missing == []
+        api.store.delete("clusterproperties", "cluster.clusterset.k8s.io")
+        wait_for(lambda: identity.cluster_id is None, what="the deletion to be seen")
+        assert identity.missing == [
+            "cluster id unknown: set --cluster-id or create ClusterProperty cluster.clusterset.k8s.io"
+        ]
+    with ServerThread(kube_settings(kubeconfig, cluster_id="flagged")) as server:
+        assert server.app is not None and server.app.identity is not None
+        assert server.app.identity.cluster_id == "flagged", "a flag wins"
+
+
+@pytest.fixture
+def replicas(api: KubeApiEmulator, kubeconfig: Path) -> Iterator[list[ServerThread]]:
+    settings = kube_settings(kubeconfig)
+    with (
+        ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="a"))) as a,
+        ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="b"))) as b,
+    ):
+        yield [a, b]
+
+
+def _elector(server: ServerThread) -> LeaderElector:
+    assert server.app is not None and server.app.elector is not None
+    return server.app.elector
+
+
+class OneWriter:
+    """Samples every 10 ms that at most one replica may write."""
+
+    def __init__(self, electors: list[LeaderElector]) -> None:
+        self.violations = 0
+        self._electors = electors
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.violations += sum(e.may_write() for e in self._electors) > 1
+            time.sleep(0.01)
+
+    def __enter__(self) -> OneWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_two_replicas_elect_one_leader_and_a_stuck_leader_fails_over(
+    api: KubeApiEmulator, replicas: list[ServerThread]
+) -> None:
+    electors = [_elector(server) for server in replicas]
+    with OneWriter(electors) as sampler:
+        wait_for(lambda: sum(e.may_write() for e in electors) == 1, what="one leader")
+        index = next(i for i, e in enumerate(electors) if e.may_write())
+        leader, follower = electors[index], electors[1 - index]
+        stalled_at = time.monotonic()
+        replicas[index].stall(6.0)  # the leader's process hangs: it cannot renew
+        wait_for(lambda: not leader.may_write(), timeout=2.5, what="the stuck leader to stop writing")
+        wait_for(follower.may_write, timeout=6, what="the follower to take over")
+        assert time.monotonic() - stalled_at >= 3.0, "not before the lease (3 s) expired"
+        lease = api.store.get("leases", "mcsdns-leader", namespace="default")
+        assert lease["spec"]["holderIdentity"] == follower.identity
+        assert lease["spec"]["leaseTransitions"] == 1
+        time.sleep(6.5 - (time.monotonic() - stalled_at))  # the old leader wakes up: it must stay a follower
+        wait_for(lambda: leader.holder == follower.identity, what="the old leader to see the new holder")
+        assert follower.may_write() and not leader.may_write()
+    assert sampler.violations == 0, "two writers at once"
+
+
+def test_a_leader_that_stops_releases_the_lease(api: KubeApiEmulator, kubeconfig: Path) -> None:
+    settings = kube_settings(kubeconfig, lease_duration=30.0, renew_deadline=20.0)
+    with ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="a"))) as a:
+        wait_for(_elector(a).may_write, what="a to lead")
+        with ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="b"))) as b:
+            a.stop()  # graceful shutdown of the leader
+            started = time.monotonic()
+            wait_for(_elector(b).may_write, timeout=10, what="b to take the released lease")
+            assert time.monotonic() - started < 30, "long before the 30 s lease would have expired"
