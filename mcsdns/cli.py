@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
             action="append" if option.repeat else "store",
             help=f"{option.help} [{option.env}]",
         )
+    demo = commands.add_parser(
+        "demo",
+        help="run the seed tutorial on this machine: two emulated clusters, Cloud Map, two engines",
+        description="The seed tutorial with mcsdns: exports nginx-hello from cls1 and answers it in cls2.",
+    )
+    demo.add_argument("--port", type=int, default=5353, metavar="PORT",
+                      help="DNS port of cls1; cls2 gets PORT+1 (0: any free ports; default 5353)")
+    demo.add_argument("--once", action="store_true", help="print the tutorial's results and exit")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -82,6 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"mcsdns {__version__}")
         return 0
+    if args.command == "demo":
+        if not 0 <= args.port <= 65534:
+            print("mcsdns: error: --port must be 0..65534", file=sys.stderr)
+            return 2
+        setup_logging(LogSettings(level="warning"))
+        from mcsdns.demo import run_demo  # deferred: loads the emulators and moto
+
+        try:
+            return run_demo(port=args.port, once=args.once)
+        except McsDnsError as exc:
+            print(f"mcsdns: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
     try:
         settings = settings_from(args, dict(os.environ))
         setup_logging(settings.log)

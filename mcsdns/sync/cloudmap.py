@@ -37,11 +37,13 @@ OPERATION_POLL = 0.5
 OPERATION_TIMEOUT = 60.0  # the AWS controller's poller gives operations one minute too
 DISCOVER_MAX = 1000  # DiscoverInstances has no paging: 1000 is the most it returns (and a service's quota)
 
-# Client-side limits (per second, burst): the AWS controller's values (reference §2.2), DiscoverInstances
-# and its revision a little under the published 1,000/s and 3,000/s account quotas.
+# Client-side limits (per second, burst): the AWS controller's values (reference §2.2) for writes and
+# operations; DiscoverInstances and its revision a little under the published 1,000/s and 3,000/s account
+# quotas. The lists run once per import cycle (every 2 s by default) instead of being cached for 10 s as
+# the AWS controller does, so a new namespace or service is seen within one cycle.
 RATE_LIMITS: Mapping[str, tuple[float, int]] = {
-    "ListNamespaces": (0.5, 5),
-    "ListServices": (2.0, 10),
+    "ListNamespaces": (1.0, 5),
+    "ListServices": (25.0, 50),
     "DiscoverInstances": (500.0, 1000),
     "DiscoverInstancesRevision": (1000.0, 2000),
     "GetOperation": (100.0, 200),
@@ -88,7 +90,7 @@ class Instance:
 
 
 class CloudMapClient:
-    def __init__(self, *, region: str | None = None, cache_ttl: float = 10.0) -> None:
+    def __init__(self, *, region: str | None = None, cache_ttl: float = 1.0) -> None:
         config = botocore.config.Config(
             retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15
         )
@@ -189,16 +191,44 @@ class CloudMapClient:
         return int(result.get("InstancesRevision") or 0), instances
 
     async def create_namespace(self, name: str) -> str:
-        """Create an HTTP namespace (the AWS controller's choice) and return its id."""
-        result = await self._call("CreateHttpNamespace", Name=name)
-        operation = await self._wait(result["OperationId"])
+        """Create an HTTP namespace (the AWS controller's choice) and return its id.
+
+        Two clusters exporting into a new namespace race to create it: the loser (told at once, or by the
+        operation) reads the winner's id instead of failing until its cache expires.
+        """
         self._namespaces.clear()
-        return str(operation.get("Targets", {}).get("NAMESPACE", ""))
+        try:
+            result = await self._call("CreateHttpNamespace", Name=name)
+            operation = await self._wait(result["OperationId"])
+            return str(operation.get("Targets", {}).get("NAMESPACE", ""))
+        except CloudMapError as exc:
+            if exc.code != "NamespaceAlreadyExists":
+                raise
+        finally:
+            self._namespaces.clear()
+        existing = (await self.namespaces()).get(name)
+        if existing is None:
+            raise CloudMapError(
+                f"namespace {name} exists but is not HTTP or DNS_PRIVATE", code="InvalidInput"
+            )
+        return existing.id
 
     async def create_service(self, namespace_id: str, name: str) -> str:
-        result = await self._call("CreateService", Name=name, NamespaceId=namespace_id)
         self._services.pop(namespace_id, None)
-        return str(result["Service"]["Id"])
+        try:
+            result = await self._call("CreateService", Name=name, NamespaceId=namespace_id)
+            return str(result["Service"]["Id"])
+        except CloudMapError as exc:
+            if exc.code != "ServiceAlreadyExists":
+                raise
+        finally:
+            self._services.pop(namespace_id, None)
+        existing = (await self.services(namespace_id)).get(name)
+        if existing is None:
+            raise CloudMapError(
+                f"service {name} was reported to exist but is not listed", code="ServiceNotFound"
+            )
+        return existing
 
     async def register(self, service_id: str, instance_id: str, attributes: Mapping[str, str]) -> None:
         result = await self._call(

@@ -1,0 +1,470 @@
+"""Export and import through Cloud Map, end to end: two emulated clusters, the embedded Cloud Map (moto
+over HTTP, through boto3), two mcsdns engines, and real DNS queries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dns.rcode
+import pytest
+
+from mcsdns.sandbox.cloudmap import EmbeddedCloudMap
+from mcsdns.sandbox.kubeapi import KubeApiEmulator
+from mcsdns.settings import CloudMapSettings, KubernetesSettings, Settings
+from mcsdns.sync.import_ import derived_name
+from tests.support import ServerThread, query, settings_for, wait_for
+
+TUTORIAL = Path(__file__).resolve().parents[2] / "examples" / "tutorial"
+NAME = "nginx-hello.demo.svc.clusterset.local."
+CLUSTERSET = "set1"
+
+
+@dataclass
+class Cluster:
+    name: str
+    api: KubeApiEmulator
+    kubeconfig: Path
+    server: ServerThread | None = None
+
+    @property
+    def dns(self) -> ServerThread:
+        assert self.server is not None
+        return self.server
+
+    def answer(self, name: str = NAME, rdtype: str = "A") -> list[str]:
+        reply = query(self.dns, name, rdtype)
+        return sorted(r.to_text() for rrset in reply.answer for r in rrset)
+
+    def vip(self, service: str = "nginx-hello") -> str | None:
+        found = self.api.store.find("services", derived_name("demo", service), namespace="demo")
+        return found["spec"]["clusterIP"] if found else None
+
+
+def engine_settings(cluster: Cluster, cloudmap: EmbeddedCloudMap, **kubernetes: Any) -> Settings:
+    return replace(
+        settings_for(),
+        kubernetes=KubernetesSettings(
+            kubeconfig=str(cluster.kubeconfig), lease_duration=3.0, renew_deadline=2.0, **kubernetes
+        ),
+        cloudmap=CloudMapSettings(enabled=True, poll=0.3, region=cloudmap.region),
+    )
+
+
+@pytest.fixture
+def cloudmap(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedCloudMap]:
+    with EmbeddedCloudMap() as embedded:
+        for key, value in embedded.env().items():
+            monkeypatch.setenv(key, value)
+        yield embedded
+
+
+@pytest.fixture
+def clusters(cloudmap: EmbeddedCloudMap, tmp_path: Path) -> Iterator[dict[str, Cluster]]:
+    with (
+        KubeApiEmulator(
+            cluster_name="cls1", cluster_id="cls1", clusterset_id=CLUSTERSET, service_cidr="10.100.0.0/16"
+        ) as one,
+        KubeApiEmulator(
+            cluster_name="cls2", cluster_id="cls2", clusterset_id=CLUSTERSET, service_cidr="172.20.0.0/16"
+        ) as two,
+    ):
+        out = {}
+        for name, api in (("cls1", one), ("cls2", two)):
+            api.store.load_yaml(TUTORIAL / "namespace.yaml")
+            out[name] = Cluster(name, api, api.write_kubeconfig(tmp_path / f"{name}.kubeconfig"))
+        one.store.load_yaml(TUTORIAL / "nginx-service.yaml")
+        one.store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
+        with (
+            ServerThread(engine_settings(out["cls1"], cloudmap)) as s1,
+            ServerThread(engine_settings(out["cls2"], cloudmap)) as s2,
+        ):
+            out["cls1"].server, out["cls2"].server = s1, s2
+            s1.wait_serving()
+            s2.wait_serving()
+            yield out
+
+
+def sd_client(cloudmap: EmbeddedCloudMap) -> Any:
+    return boto3.client("servicediscovery", region_name=cloudmap.region, endpoint_url=cloudmap.endpoint_url)
+
+
+def instances(cloudmap: EmbeddedCloudMap, service: str = "nginx-hello") -> dict[str, dict[str, str]]:
+    client = sd_client(cloudmap)
+    try:
+        found = client.discover_instances(
+            NamespaceName="demo", ServiceName=service, HealthStatus="ALL", MaxResults=1000
+        )["Instances"]
+    except client.exceptions.ClientError:
+        return {}
+    return {i["InstanceId"]: i["Attributes"] for i in found}
+
+
+def export(cluster: Cluster) -> None:
+    cluster.api.store.load_yaml(TUTORIAL / "nginx-serviceexport.yaml")
+
+
+def conditions(cluster: Cluster, name: str = "nginx-hello") -> dict[str, tuple[str, str]]:
+    obj = cluster.api.store.get("serviceexports", name, namespace="demo")
+    return {c["type"]: (c["status"], c["reason"]) for c in (obj.get("status") or {}).get("conditions", [])}
+
+
+def test_seed_tutorial_end_to_end(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    started = time.monotonic()
+    export(cls1)
+    wait_for(lambda: cls2.answer(), timeout=10, what="cls2 to answer")
+    elapsed = time.monotonic() - started
+    assert cls2.answer() == [cls2.vip()], "cls2 answers its own derived Service's ClusterIP"
+    assert cls2.vip() is not None and cls2.vip().startswith("172.20.")  # type: ignore[union-attr]
+    wait_for(lambda: cls1.answer() == [cls1.vip()], what="the exporting cluster to import too")
+    assert elapsed < 5, f"export to answer took {elapsed:.1f}s"
+
+    found = instances(cloudmap)
+    assert sorted(a["AWS_INSTANCE_IPV4"] for a in found.values()) == [
+        "10.10.16.120",
+        "10.10.21.133",
+        "10.10.28.116",
+    ]
+    assert all(
+        set(a) == set(attrs_keys()) and a["CLUSTER_ID"] == "cls1" and a["READY"] == "true"
+        for a in found.values()
+    )
+    wait_for(
+        lambda: (
+            conditions(cls1)
+            == {
+                "Valid": ("True", "Valid"),
+                "Ready": ("True", "Exported"),
+                "Conflict": ("False", "NoConflicts"),
+            }
+        ),
+        what="the export's conditions",
+    )
+
+    imported = cls2.api.store.get("serviceimports", "nginx-hello", namespace="demo")
+    assert imported["spec"]["type"] == "ClusterSetIP" and imported["spec"]["ips"] == [cls2.vip()]
+    assert imported["status"]["clusters"] == [{"cluster": "cls1"}]
+    slices = cls2.api.store.list("endpointslices", namespace="demo")
+    (only,) = slices
+    assert sorted(e["addresses"][0] for e in only["endpoints"]) == [
+        "10.10.16.120",
+        "10.10.21.133",
+        "10.10.28.116",
+    ]
+    assert only["metadata"]["labels"]["multicluster.kubernetes.io/source-cluster"] == "cls1"
+
+
+def attrs_keys() -> list[str]:
+    """The 16 keys the AWS controller writes for an IPv4 endpoint (reference §1.7)."""
+    from mcsdns.sync.instances import IPV6, OURS
+
+    return [key for key in OURS if key != IPV6]
+
+
+def test_scale_readiness_and_unexport(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    export(cls1)
+    wait_for(lambda: len(instances(cloudmap)) == 3, what="3 instances")
+    endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+    endpoint_slice["endpoints"].append({"addresses": ["10.10.30.1"], "conditions": {"ready": True}})
+    endpoint_slice["endpoints"][0]["conditions"] = {"ready": False}
+    cls1.api.store.update(endpoint_slice)
+    wait_for(lambda: len(instances(cloudmap)) == 4, what="scale up to 4")
+    assert sorted(a["READY"] for a in instances(cloudmap).values()) == ["false", "true", "true", "true"]
+
+    def imported_readiness() -> list[tuple[str, bool]]:
+        items = cls2.api.store.list("endpointslices", namespace="demo")
+        return sorted((e["addresses"][0], e["conditions"]["ready"]) for s in items for e in s["endpoints"])
+
+    wait_for(
+        lambda: (
+            imported_readiness()
+            == [("10.10.16.120", False), ("10.10.21.133", True), ("10.10.28.116", True), ("10.10.30.1", True)]
+        ),
+        what="readiness to reach cls2",
+    )
+    endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+    endpoint_slice["endpoints"] = endpoint_slice["endpoints"][2:]
+    cls1.api.store.update(endpoint_slice)
+    wait_for(lambda: len(instances(cloudmap)) == 2, what="scale down to 2")
+
+    cls1.api.store.delete("serviceexports", "nginx-hello", namespace="demo")
+    wait_for(lambda: instances(cloudmap) == {}, what="deregistration")
+    wait_for(
+        lambda: cls1.api.store.find("serviceexports", "nginx-hello", namespace="demo") is None,
+        what="the finalizer to be removed",
+    )
+    wait_for(lambda: query(cls2.dns, NAME).rcode() == dns.rcode.NXDOMAIN, what="the import to go")
+    assert cls2.vip() is None and cls2.api.store.list("endpointslices", namespace="demo") == []
+
+
+def test_two_clusters_export_one_service_union_and_one_vip(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    cls2.api.store.load_yaml(TUTORIAL / "nginx-service.yaml")
+    cls2.api.store.create(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "nginx-hello-cls2",
+                "namespace": "demo",
+                "labels": {"kubernetes.io/service-name": "nginx-hello"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.20.0.5"], "conditions": {"ready": True}}],
+        }
+    )
+    export(cls1)
+    export(cls2)
+    wait_for(lambda: len(instances(cloudmap)) == 4, what="both clusters' instances")
+    for cluster in (cls1, cls2):
+
+        def clusters_of(c: Cluster = cluster) -> list[str]:
+            obj = c.api.store.find("serviceimports", "nginx-hello", namespace="demo")
+            return [x["cluster"] for x in ((obj or {}).get("status") or {}).get("clusters", [])]
+
+        wait_for(lambda c=cluster: clusters_of(c) == ["cls1", "cls2"], what=f"{cluster.name} to import both")
+
+        def imported(c: Cluster = cluster) -> list[str]:
+            items = c.api.store.list(
+                "endpointslices",
+                namespace="demo",
+                label_selector="endpointslice.kubernetes.io/managed-by=mcsdns",
+            )
+            return sorted(e["addresses"][0] for s in items for e in s["endpoints"])
+
+        union = ["10.10.16.120", "10.10.21.133", "10.10.28.116", "10.20.0.5"]
+        wait_for(lambda c=cluster, u=union: imported(c) == u, what=f"{cluster.name} to import the union")
+        wait_for(lambda c=cluster: c.answer() == [c.vip()], what=f"{cluster.name} to answer its VIP")
+        assert cluster.answer() == [cluster.vip()], "one VIP per importing cluster"
+
+
+def test_type_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    export(cls1)
+    wait_for(lambda: len(instances(cloudmap)) == 3, what="cls1's export")
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "nginx-hello", "namespace": "demo"},
+        "spec": {"clusterIP": "None", "ports": [{"port": 80, "protocol": "TCP"}]},
+    }
+    cls2.api.store.create(headless)
+    cls2.api.store.create(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "nginx-hello-h",
+                "namespace": "demo",
+                "labels": {"kubernetes.io/service-name": "nginx-hello"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.20.0.9"], "conditions": {"ready": True}}],
+        }
+    )
+    export(cls2)
+    wait_for(lambda: conditions(cls2).get("Conflict") == ("True", "TypeConflict"), what="cls2's conflict")
+    assert conditions(cls1).get("Conflict") == ("False", "NoConflicts")
+    wait_for(lambda: len(instances(cloudmap)) == 4, what="cls2 still exports")
+
+    def clusters_of(cluster: Cluster) -> list[str]:
+        obj = cluster.api.store.find("serviceimports", "nginx-hello", namespace="demo") or {}
+        return [c["cluster"] for c in (obj.get("status") or {}).get("clusters", [])]
+
+    for cluster in (cls1, cls2):
+        wait_for(lambda c=cluster: clusters_of(c) == ["cls1", "cls2"], what=f"{cluster.name} to import both")
+        imported = cluster.api.store.get("serviceimports", "nginx-hello", namespace="demo")
+        assert imported["spec"]["type"] == "ClusterSetIP", "the older export's type"
+        wait_for(lambda c=cluster: c.answer() == [c.vip()], what=f"{cluster.name} to answer its VIP")
+
+
+def test_headless_across_clusters(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    for cluster, address in ((cls1, "10.10.5.5"), (cls2, "10.20.5.5")):
+        cluster.api.store.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "db", "namespace": "demo"},
+                "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]},
+            }
+        )
+        cluster.api.store.create(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "db-x",
+                    "namespace": "demo",
+                    "labels": {"kubernetes.io/service-name": "db"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [address], "hostname": "db-0", "conditions": {"ready": True}}],
+            }
+        )
+        cluster.api.store.create(
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                "kind": "ServiceExport",
+                "metadata": {"name": "db", "namespace": "demo"},
+            }
+        )
+    db = "db.demo.svc.clusterset.local."
+    wait_for(lambda: cls2.answer(db) == ["10.10.5.5", "10.20.5.5"], what="both clusters' endpoints")
+    assert cls2.answer(f"db-0.cls1.{db}") == ["10.10.5.5"]
+    assert sorted(r.split()[-1] for r in cls2.answer(f"_pg._tcp.{db}", "SRV")) == [
+        f"db-0.cls1.{db}",
+        f"db-0.cls2.{db}",
+    ]
+
+
+def test_outages_keep_serving_delete_nothing_and_converge(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    export(cls1)
+    wait_for(lambda: cls2.answer() == [cls2.vip()], what="the import")
+    vip = cls2.vip()
+    cloudmap.stop()
+    cls2.api.pause("hang")
+    try:
+        endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+        endpoint_slice["endpoints"] = endpoint_slice["endpoints"][:1]
+        cls1.api.store.update(endpoint_slice)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert cls2.answer() == [vip] and cls1.answer() == [cls1.vip()]
+            time.sleep(0.2)
+    finally:
+        cls2.api.resume()
+        cloudmap.start()
+    assert cls2.api.store.find("serviceimports", "nginx-hello", namespace="demo") is not None, (
+        "nothing deleted"
+    )
+    wait_for(lambda: len(instances(cloudmap)) == 1, timeout=60, what="the export to converge")
+
+    def imported() -> list[str]:
+        items = cls2.api.store.list("endpointslices", namespace="demo")
+        return [e["addresses"][0] for s in items for e in s["endpoints"]]
+
+    wait_for(lambda: imported() == ["10.10.16.120"], timeout=60, what="the import to converge")
+    assert cls2.answer() == [vip], "the VIP never changed"
+
+
+def test_throttling_is_retried(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
+    cloudmap.throttle_next(8)
+    export(clusters["cls1"])
+    wait_for(lambda: clusters["cls2"].answer(), timeout=20, what="the import despite throttling")
+    assert len(instances(cloudmap)) == 3
+
+
+def test_unmanaged_service_imports_are_never_touched(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    cls2 = clusters["cls2"]
+    handmade = {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceImport",
+        "metadata": {"name": "legacy", "namespace": "demo"},
+        "spec": {"type": "ClusterSetIP", "ips": ["172.20.9.9"], "ports": [{"port": 80, "protocol": "TCP"}]},
+    }
+    cls2.api.store.create(handmade)
+    export(clusters["cls1"])
+    wait_for(lambda: cls2.answer(), what="the managed import")
+    time.sleep(1.0)  # several import cycles
+    assert cls2.api.store.get("serviceimports", "legacy", namespace="demo")["spec"]["ips"] == ["172.20.9.9"]
+
+
+def test_aws_controller_instances_are_imported(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    # A cluster running aws-cloud-map-mcs-controller-for-k8s registered this, in its format.
+    client = sd_client(cloudmap)
+    operation = client.create_http_namespace(Name="demo")["OperationId"]
+    namespace_id = client.get_operation(OperationId=operation)["Operation"]["Targets"]["NAMESPACE"]
+    service_id = client.create_service(Name="legacy-app", NamespaceId=namespace_id)["Service"]["Id"]
+    client.register_instance(
+        ServiceId=service_id,
+        InstanceId="tcp-10_9_0_1-80",
+        Attributes={
+            "AWS_INSTANCE_IPV4": "10.9.0.1",
+            "AWS_INSTANCE_PORT": "80",
+            "ENDPOINT_PORT_NAME": "",
+            "ENDPOINT_PROTOCOL": "TCP",
+            "SERVICE_PORT_NAME": "",
+            "SERVICE_PORT": "80",
+            "SERVICE_TARGET_PORT": "80",
+            "SERVICE_PROTOCOL": "TCP",
+            "SERVICE_TYPE": "ClusterSetIP",
+            "CLUSTER_ID": "eks-legacy",
+            "CLUSTERSET_ID": CLUSTERSET,
+            "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108812830",
+            "READY": "true",
+            "K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s 0.3.1 (cc4f541)",
+        },
+    )
+    cls2 = clusters["cls2"]
+    wait_for(
+        lambda: cls2.answer("legacy-app.demo.svc.clusterset.local.") == [cls2.vip("legacy-app")],
+        what="the AWS controller's export to be imported",
+    )
+
+
+def test_standalone_cloudmap_mode_answers_endpoints(
+    cloudmap: EmbeddedCloudMap, clusters: dict[str, Cluster]
+) -> None:
+    export(clusters["cls1"])
+    wait_for(lambda: len(instances(cloudmap)) == 3, what="the export")
+    settings = replace(
+        settings_for(),
+        kubernetes=KubernetesSettings(clusterset_id=CLUSTERSET),
+        cloudmap=CloudMapSettings(enabled=True, poll=0.3, region=cloudmap.region),
+    )
+    with ServerThread(settings) as standalone:
+        standalone.wait_serving()
+        reply = query(standalone, NAME)
+        assert sorted(r.to_text() for rrset in reply.answer for r in rrset) == [
+            "10.10.16.120",
+            "10.10.21.133",
+            "10.10.28.116",
+        ]
+
+
+def test_leader_failover_in_the_middle_of_an_export(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    cls1 = clusters["cls1"]
+    endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+    endpoint_slice["endpoints"] = [
+        {"addresses": [f"10.10.40.{i}"], "conditions": {"ready": True}} for i in range(1, 61)
+    ]
+    cls1.api.store.update(endpoint_slice)
+    settings = engine_settings(cls1, cloudmap, leader_id="replica-b")
+    with ServerThread(settings) as replica:
+        replica.wait_serving()
+        first = cls1.dns.app.elector if cls1.dns.app else None
+        assert first is not None and first.may_write(), "the first engine leads"
+        cloudmap.throttle_next(40, operations=["RegisterInstance"])  # slow the export down ...
+        export(cls1)
+        wait_for(lambda: 0 < len(instances(cloudmap)) < 60, timeout=10, what="the export to be half done")
+        cls1.dns.stall(4.0)  # ... and the leader hangs in the middle of it
+        assert replica.app is not None and replica.app.elector is not None
+        wait_for(replica.app.elector.may_write, timeout=8, what="the other replica to take over")
+        wait_for(lambda: len(instances(cloudmap)) == 60, timeout=30, what="the new leader to finish")
+        time.sleep(5.0)  # the old leader wakes up: it must not write any more
+        found = instances(cloudmap)
+        assert sorted(found) == sorted(f"tcp-10_10_40_{i}-80-cls1" for i in range(1, 61)), (
+            "none lost, none twice"
+        )
+        assert not first.may_write()
