@@ -56,10 +56,17 @@ def _show(title: str, body: Any) -> None:
 
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
     """What `kubectl get -o yaml` shows that matters to the tutorial (no uid/resourceVersion noise)."""
-    metadata = {k: v for k, v in obj["metadata"].items() if k in ("name", "namespace", "labels", "annotations",
-                                                                   "ownerReferences")}
-    head = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
-    return {**head, "metadata": metadata, **{k: v for k, v in obj.items() if k not in head and k != "metadata"}}
+    metadata = {
+        k: v
+        for k, v in obj["metadata"].items()
+        if k in ("name", "namespace", "labels", "annotations", "ownerReferences")
+    }
+    head: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
+    return {
+        **head,
+        "metadata": metadata,
+        **{k: v for k, v in obj.items() if k not in head and k != "metadata"},
+    }
 
 
 async def _wait(predicate: Callable[[], Awaitable[Any]], what: str) -> Any:
@@ -75,7 +82,9 @@ async def _wait(predicate: Callable[[], Awaitable[Any]], what: str) -> Any:
 
 async def _answer(app: App) -> list[str]:
     address = app.addresses[0]
-    reply = await dns.asyncquery.udp(dns.message.make_query(NAME, "A"), address.host, port=address.port, timeout=2)
+    reply = await dns.asyncquery.udp(
+        dns.message.make_query(NAME, "A"), address.host, port=address.port, timeout=2
+    )
     return sorted(r.to_text() for rrset in reply.answer for r in rrset)
 
 
@@ -100,8 +109,11 @@ async def _demo(port: int, once: bool) -> None:
         cloudmap = stack.enter_context(EmbeddedCloudMap())
         stack.enter_context(_environment(cloudmap.env()))
         clusters = {
-            name: stack.enter_context(KubeApiEmulator(cluster_name=name, cluster_id=name, clusterset_id=CLUSTERSET,
-                                                      service_cidr=cidr))
+            name: stack.enter_context(
+                KubeApiEmulator(
+                    cluster_name=name, cluster_id=name, clusterset_id=CLUSTERSET, service_cidr=cidr
+                )
+            )
             for name, cidr in CLUSTERS
         }
         for api in clusters.values():
@@ -114,39 +126,57 @@ async def _demo(port: int, once: bool) -> None:
             for index, (name, api) in enumerate(clusters.items()):
                 settings = Settings(
                     server=ServerSettings(listen=(ListenAddress("127.0.0.1", port + index if port else 0),)),
-                    kubernetes=KubernetesSettings(kubeconfig=str(api.write_kubeconfig(workdir / f"{name}.kubeconfig"))),
+                    kubernetes=KubernetesSettings(
+                        kubeconfig=str(api.write_kubeconfig(workdir / f"{name}.kubeconfig"))
+                    ),
                     cloudmap=CloudMapSettings(enabled=True, poll=1.0, region=cloudmap.region),
                 )
                 apps[name] = await engines.enter_async_context(running(settings))
                 print(f"  {name}: Kubernetes API {api.url}, DNS 127.0.0.1:{apps[name].addresses[0].port}")
             started = time.monotonic()
             clusters["cls1"].store.load_yaml(_tutorial_file("nginx-serviceexport.yaml"))
-            print(f"\nkubectl --kubeconfig {workdir}/cls1.kubeconfig apply -f examples/tutorial/nginx-serviceexport.yaml")
+            print(
+                f"\nkubectl --kubeconfig {workdir}/cls1.kubeconfig apply"
+                " -f examples/tutorial/nginx-serviceexport.yaml"
+            )
             answer = await _wait(lambda: _answer(apps["cls2"]), "cls2's DNS to answer")
             elapsed = time.monotonic() - started
             await _print_cloudmap(cloudmap.region)
             cls2 = clusters["cls2"].store
-            _show("ServiceImport in cls2", _clean(cls2.get("serviceimports", "nginx-hello", namespace="demo")))
-            derived = [s for s in cls2.list("services", namespace="demo")
-                       if s["metadata"]["name"].startswith("imported-")]
+            _show(
+                "ServiceImport in cls2", _clean(cls2.get("serviceimports", "nginx-hello", namespace="demo"))
+            )
+            derived = [
+                s
+                for s in cls2.list("services", namespace="demo")
+                if s["metadata"]["name"].startswith("imported-")
+            ]
             _show("derived Service in cls2", [_clean(s) for s in derived])
             slices = cls2.list("endpointslices", namespace="demo")
             _show("EndpointSlice in cls2", [_clean(s) for s in slices])
             export = clusters["cls1"].store.get("serviceexports", "nginx-hello", namespace="demo")
             _show("ServiceExport status in cls1", export.get("status"))
             cls1_answer = await _wait(lambda: _answer(apps["cls1"]), "cls1's DNS to answer")
-            _show(f"dig {NAME}", "\n".join([
-                f"from cls2 (127.0.0.1:{apps['cls2'].addresses[0].port}): {' '.join(answer)}   "
-                f"(cls2's VIP, {elapsed:.1f} s after the export)",
-                f"from cls1 (127.0.0.1:{apps['cls1'].addresses[0].port}): {' '.join(cls1_answer)}   "
-                "(exporting clusters import too, KEP-1645)",
-            ]))
+            _show(
+                f"dig {NAME}",
+                "\n".join(
+                    [
+                        f"from cls2 (127.0.0.1:{apps['cls2'].addresses[0].port}): {' '.join(answer)}   "
+                        f"(cls2's VIP, {elapsed:.1f} s after the export)",
+                        f"from cls1 (127.0.0.1:{apps['cls1'].addresses[0].port}): {' '.join(cls1_answer)}   "
+                        "(exporting clusters import too, KEP-1645)",
+                    ]
+                ),
+            )
             if once:
                 return
             print("\nServing until Ctrl-C. Try:")
             for name, app in apps.items():
                 print(f"  dig @127.0.0.1 -p {app.addresses[0].port} {NAME}        # {name}")
-            print(f"  kubectl --kubeconfig {workdir}/cls2.kubeconfig get serviceimports,svc,endpointslices -n demo")
+            print(
+                f"  kubectl --kubeconfig {workdir}/cls2.kubeconfig"
+                " get serviceimports,svc,endpointslices -n demo"
+            )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -161,8 +191,13 @@ async def _print_cloudmap(region: str) -> None:
     services = await client.services(namespace.id)
     _show("Cloud Map service", {"Name": "nginx-hello", "Id": services["nginx-hello"]})
     _, found = await client.discover("demo", "nginx-hello", CLUSTERSET)
-    _show("Cloud Map instances", [{"InstanceId": i.id, "Attributes": dict(sorted(i.attributes.items()))}
-                                  for i in sorted(found, key=lambda i: i.id)])
+    _show(
+        "Cloud Map instances",
+        [
+            {"InstanceId": i.id, "Attributes": dict(sorted(i.attributes.items()))}
+            for i in sorted(found, key=lambda i: i.id)
+        ],
+    )
 
 
 def run_demo(*, port: int, once: bool) -> int:
