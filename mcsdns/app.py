@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcsdns.errors import ConfigError
+from mcsdns.forward import Forwarder
+from mcsdns.health import HealthServer, Observed
 from mcsdns.responder import Responder
 from mcsdns.server import Listener, close_listeners, start_listeners
 from mcsdns.settings import IN_CLUSTER, KubernetesSettings, ListenAddress, Settings
@@ -27,6 +30,9 @@ from mcsdns.sync.leader import LeaderElector, LeaseConfig
 from mcsdns.sync.manifests import ManifestSource
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.store import ZoneStore
+
+if TYPE_CHECKING:
+    from mcsdns.sync.cloudmap import CloudMapClient
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +83,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
         chosen: list[Source] = list(sources) if sources is not None else []
         loops: list[Coroutine[Any, Any, None]] = []
         identity = elector = None
+        cloudmap: CloudMapClient | None = None
         controllers: tuple[Any, ...] = ()
         if sources is None:
             check_sources(settings)
@@ -135,12 +142,41 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 )
         store = ZoneStore()
         engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
-        responder = Responder(store, settings.zone)
-        listeners = await start_listeners(settings.server, responder.respond, responder.servfail)
+        forwarder = None
+        if settings.forward.upstreams:
+            forwarder = Forwarder(
+                [(a.host, a.port) for a in settings.forward.upstreams],
+                allow=[ipaddress.ip_network(n) for n in settings.forward.allow],
+                cache_size=settings.forward.cache_size,
+            )
+            logger.info(
+                "forwarding other names to %s for %s",
+                ", ".join(map(str, settings.forward.upstreams)),
+                ", ".join(settings.forward.allow),
+            )
+        responder = Responder(store, settings.zone, forwarding=forwarder is not None)
+        listeners = await start_listeners(settings.server, responder.respond, responder.servfail, forwarder)
         stack.callback(close_listeners, listeners)
         for listener in listeners:
             logger.info("listening on %s (udp+tcp)", listener.address)
         task = asyncio.create_task(_run_all([engine.run(), *loops]), name="mcsdns")
+        if settings.http is not None:
+            observed = Observed(
+                store=store,
+                engine=engine,
+                responder=responder,
+                listeners=tuple(listeners),
+                task=task,
+                identity=identity,
+                identity_required=bool(controllers),
+                elector=elector,
+                cloudmap=cloudmap,
+                forwarder=forwarder,
+                controllers=controllers,
+            )
+            http = await HealthServer(observed).start(settings.http)
+            stack.callback(http.close)
+            logger.info("serving /healthz, /readyz and /metrics on http://%s", settings.http)
         try:
             yield App(
                 settings=settings,

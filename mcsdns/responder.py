@@ -9,6 +9,8 @@ calls ``respond`` synchronously from its protocol callbacks.
 
 from __future__ import annotations
 
+import collections
+
 from mcsdns.settings import ZoneSettings
 from mcsdns.wire import (
     CLASS_ANY,
@@ -40,50 +42,76 @@ from mcsdns.zone.store import ZoneStore
 TCP = MAX_MESSAGE  # pass as ``limit`` for TCP: the whole answer always fits (render keeps it under)
 UDP = MIN_UDP_PAYLOAD  # pass as ``limit`` for UDP: 512 unless the query's EDNS allows more
 _QCLASS_IN = b"\x00\x01"
+_QCLASS_ANY = CLASS_ANY.to_bytes(2, "big")
 _ZONE_TRANSFERS = (QType.AXFR, QType.IXFR)
 
 
+class Forward:
+    """``respond``'s answer for a name outside the zone when forwarding is on: the server forwards it."""
+
+
+FORWARD = Forward()
+
+
 class Responder:
-    def __init__(self, store: ZoneStore, settings: ZoneSettings) -> None:
+    """Answers queries; counts every reply by transport, QTYPE and RCODE for the metrics endpoint.
+
+    Counting costs one dict increment per packet: the key (``QTYPE << 8 | RCODE``) of a precomputed
+    answer is precomputed with it.
+    """
+
+    def __init__(self, store: ZoneStore, settings: ZoneSettings, *, forwarding: bool = False) -> None:
         self._store = store
         self._zone_wire = name_to_wire(text_to_name(settings.zone))
+        self._forwarding = forwarding
+        self.udp: collections.defaultdict[int, int] = collections.defaultdict(int)
+        self.tcp: collections.defaultdict[int, int] = collections.defaultdict(int)
+        self.dropped = {"udp": 0, "tcp": 0}
+        self.truncated = 0
 
-    def respond(self, data: bytes, limit: int) -> bytes | None:
-        """The reply to ``data``, or None to drop it. ``limit`` is ``UDP`` or ``TCP``."""
+    def respond(self, data: bytes, limit: int) -> bytes | Forward | None:
+        """The reply to ``data``, None to drop it, or ``FORWARD``. ``limit`` is ``UDP`` or ``TCP``."""
+        counts = self.udp if limit == UDP else self.tcp
         if len(data) < HEADER_SIZE:
+            self.dropped["udp" if limit == UDP else "tcp"] += 1
             return None  # RFC 1035 §4.1.1: no header, no id to answer to
         flags = data[2] << 8 | data[3]
         if flags & (QR | OPCODE_MASK) or data[4:6] != b"\x00\x01":
-            return self._unusual_header(data, flags)
+            return self._unusual_header(data, flags, limit)
         try:
             qend = parse_question(data)
             edns = NO_EDNS
             if data[6:12] != b"\x00\x00\x00\x00\x00\x00":
                 edns = parse_edns(data, qend)
         except Malformed:
+            counts[Rcode.FORMERR] += 1
             return error_response(data, Rcode.FORMERR)
-        if edns != NO_EDNS and edns & 0x00FF0000:
-            # RFC 6891 §6.1.3: we speak EDNS version 0 only.
-            return error_response(data, Rcode.BADVERS, question_end=qend, edns=edns)
-
-        snapshot = self._store.current
         question = data[HEADER_SIZE:qend]
         key = question.lower()
+        if edns != NO_EDNS and edns & 0x00FF0000:
+            # RFC 6891 §6.1.3: we speak EDNS version 0 only.
+            return self._error(counts, data, key, Rcode.BADVERS, qend, edns)
+
+        snapshot = self._store.current
         if snapshot is None:
             # Not every source has listed yet: the zone is not complete enough to deny anything.
-            rcode = Rcode.SERVFAIL if in_zone(key[:-4], self._zone_wire) else Rcode.REFUSED
-            return error_response(data, rcode, question_end=qend, edns=edns)
+            if in_zone(key[:-4], self._zone_wire):
+                return self._error(counts, data, key, Rcode.SERVFAIL, qend, edns)
+            return self._outside(counts, data, key, qend, edns)
         answer = snapshot.answers.get(key)
-        if answer is None:
+        if answer is not None:
+            counts[answer.metric] += 1
+        else:
             if key[-2:] != _QCLASS_IN:
-                if key[-2:] != CLASS_ANY.to_bytes(2, "big"):
-                    return error_response(data, Rcode.REFUSED, question_end=qend, edns=edns)
+                if key[-2:] != _QCLASS_ANY:
+                    return self._outside(counts, data, key, qend, edns)
                 key = key[:-2] + _QCLASS_IN  # RFC 1035 §3.2.5: QCLASS * matches our class IN data
-            if int.from_bytes(key[-4:-2], "big") in _ZONE_TRANSFERS:
-                return error_response(data, Rcode.REFUSED, question_end=qend, edns=edns)
             answer = find_answer(snapshot, key)
             if answer is None:
-                return error_response(data, Rcode.REFUSED, question_end=qend, edns=edns)
+                return self._outside(counts, data, key, qend, edns)
+            if int.from_bytes(key[-4:-2], "big") in _ZONE_TRANSFERS:
+                return self._error(counts, data, key, Rcode.REFUSED, qend, edns)
+            counts[int.from_bytes(key[-4:-2], "big") << 8 | answer.flags & 0xF] += 1
 
         if edns == NO_EDNS:
             opt = b""
@@ -105,11 +133,28 @@ class Responder:
             tail = HEADER_TAIL.pack(answer.flags | copied, 1, answer.ancount, answer.nscount, extra)
             return b"".join((data[:2], tail, question, body[: answer.additional_at], opt))
         # RFC 1035 §4.2.1 / RFC 7766 §5: too big for UDP, the client retries over TCP.
+        self.truncated += 1
         tail = HEADER_TAIL.pack(answer.flags | copied | TC, 1, 0, 0, extra)
         return b"".join((data[:2], tail, question, opt))
 
-    def _unusual_header(self, data: bytes, flags: int) -> bytes | None:
+    def _error(
+        self, counts: dict[int, int], data: bytes, key: bytes, rcode: int, qend: int, edns: int
+    ) -> bytes:
+        counts[int.from_bytes(key[-4:-2], "big") << 8 | rcode & 0xF] += 1
+        return error_response(data, rcode, question_end=qend, edns=edns)
+
+    def _outside(
+        self, counts: dict[int, int], data: bytes, key: bytes, qend: int, edns: int
+    ) -> bytes | Forward:
+        """A name outside the zone (or a class we do not serve): forwarded when that is on, else REFUSED."""
+        if self._forwarding:
+            return FORWARD  # the forwarder counts what it answers
+        return self._error(counts, data, key, Rcode.REFUSED, qend, edns)
+
+    def _unusual_header(self, data: bytes, flags: int, limit: int) -> bytes | None:
+        counts = self.udp if limit == UDP else self.tcp
         if flags & QR:
+            self.dropped["udp" if limit == UDP else "tcp"] += 1
             return None  # a response sent to us: answering could start a loop between two servers
         question_end = 0
         if data[4:6] == b"\x00\x01":
@@ -118,7 +163,9 @@ class Responder:
             except Malformed:
                 question_end = 0
         if flags & OPCODE_MASK:
+            counts[Rcode.NOTIMP] += 1
             return error_response(data, Rcode.NOTIMP, question_end=question_end)
+        counts[Rcode.FORMERR] += 1
         return error_response(data, Rcode.FORMERR)
 
     def servfail(self, data: bytes) -> bytes | None:

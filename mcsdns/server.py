@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import cast
 
 from mcsdns.errors import ListenError
-from mcsdns.responder import TCP, UDP
+from mcsdns.forward import Forwarder
+from mcsdns.responder import FORWARD, TCP, UDP, Forward
 from mcsdns.settings import ListenAddress, ServerSettings
 
 logger = logging.getLogger(__name__)
 
-Respond = Callable[[bytes, int], "bytes | None"]
+Respond = Callable[[bytes, int], "bytes | Forward | None"]
+UDP_FORWARD_LIMIT = 1232  # forwarded answers over UDP: at most our EDNS size, else TC (RFC 7766 §5)
 UDP_BUFFER = 4 * 1024 * 1024  # absorb bursts while the loop is busy (e.g. publishing a large snapshot)
 _ERROR_LOG_INTERVAL = 10.0
 
@@ -50,10 +52,14 @@ _errors = _ErrorLog()
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, respond: Respond, servfail: Callable[[bytes], bytes | None]) -> None:
+    def __init__(
+        self, respond: Respond, servfail: Callable[[bytes], bytes | None], forwarder: Forwarder | None = None
+    ) -> None:
         self._respond = respond
         self._servfail = servfail
+        self._forwarder = forwarder
         self._transport: asyncio.DatagramTransport
+        self._pending: set[asyncio.Task[None]] = set()
 
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,7 +72,29 @@ class UdpProtocol(asyncio.DatagramProtocol):
         except Exception:
             _errors.report("UDP")
             reply = self._servfail(data)
-        if reply is not None:
+        if isinstance(reply, bytes):
+            self._transport.sendto(reply, addr)
+        elif reply is FORWARD:
+            self._forward(data, addr)
+
+    def _forward(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        forwarder = self._forwarder
+        if forwarder is None or not forwarder.allowed(str(addr[0])):
+            refused = forwarder.refuse(data) if forwarder else None
+            if refused is not None:
+                self._transport.sendto(refused, addr)
+            return
+        task = asyncio.ensure_future(self._forwarded(forwarder, data, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _forwarded(self, forwarder: Forwarder, data: bytes, addr: tuple[str | int, ...]) -> None:
+        try:
+            reply = await forwarder.answer(data, limit=UDP_FORWARD_LIMIT)
+        except Exception:
+            _errors.report("forwarded UDP")
+            reply = self._servfail(data)
+        if reply is not None and not self._transport.is_closing():
             self._transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -79,19 +107,28 @@ class TcpLimits:
     idle_timeout: float
     max_connections: int
     open: int = 0
+    accepted: int = 0
+    rejected: int = 0
 
 
 class TcpProtocol(asyncio.Protocol):
     def __init__(
-        self, respond: Respond, servfail: Callable[[bytes], bytes | None], limits: TcpLimits
+        self,
+        respond: Respond,
+        servfail: Callable[[bytes], bytes | None],
+        limits: TcpLimits,
+        forwarder: Forwarder | None = None,
     ) -> None:
         # Global state
         self._respond = respond
         self._servfail = servfail
         self._limits = limits
+        self._forwarder = forwarder
         self._loop = asyncio.get_running_loop()
         # Per-connection state
         self._transport: asyncio.Transport
+        self._peer = ""
+        self._pending: set[asyncio.Task[None]] = set()
         self._buffer = bytearray()
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -100,11 +137,15 @@ class TcpProtocol(asyncio.Protocol):
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if peer else ""
         if self._limits.open >= self._limits.max_connections:
             # RFC 7766 §6.2.2: a server may close connections to protect its resources.
+            self._limits.rejected += 1
             self._transport.abort()
             return
         self._limits.open += 1
+        self._limits.accepted += 1
         self._counted = True
         self._last_activity = self._loop.time()
         self._idle_timer = self._loop.call_later(self._limits.idle_timeout, self._check_idle)
@@ -127,13 +168,36 @@ class TcpProtocol(asyncio.Protocol):
             except Exception:
                 _errors.report("TCP")
                 reply = self._servfail(message)
-            if reply is not None:
+            if isinstance(reply, bytes):
                 replies.append(len(reply).to_bytes(2, "big") + reply)
+            elif reply is FORWARD:
+                self._forward(message, replies)
         del buffer[:start]
         if replies:
             # One write for a pipelined batch keeps the order of replies (RFC 7766 §6.2.1.1 allows any
             # order; in-order is what simple clients expect).
             self._transport.write(b"".join(replies))
+
+    def _forward(self, message: bytes, replies: list[bytes]) -> None:
+        forwarder = self._forwarder
+        if forwarder is None or not forwarder.allowed(self._peer):
+            if forwarder is not None:
+                refused = forwarder.refuse(message)
+                replies.append(len(refused).to_bytes(2, "big") + refused)
+            return
+        # RFC 7766 §6.2.1.1: replies to pipelined queries may come back in any order.
+        task = asyncio.ensure_future(self._forwarded(forwarder, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _forwarded(self, forwarder: Forwarder, message: bytes) -> None:
+        try:
+            reply = await forwarder.answer(message, limit=TCP)
+        except Exception:
+            _errors.report("forwarded TCP")
+            reply = self._servfail(message)
+        if reply is not None and not self._transport.is_closing():
+            self._transport.write(len(reply).to_bytes(2, "big") + reply)
 
     def eof_received(self) -> bool | None:
         return None  # the peer is done sending: close once our replies are written
@@ -167,10 +231,14 @@ class Listener:
     udp: asyncio.DatagramTransport
     tcp: asyncio.Server
     address: ListenAddress  # with the port actually bound
+    connections: TcpLimits  # shared by every listener: open, accepted and rejected TCP connections
 
 
 async def start_listeners(
-    settings: ServerSettings, respond: Respond, servfail: Callable[[bytes], bytes | None]
+    settings: ServerSettings,
+    respond: Respond,
+    servfail: Callable[[bytes], bytes | None],
+    forwarder: Forwarder | None = None,
 ) -> list[Listener]:
     """Bind UDP and TCP on every ``--listen`` address; port 0 picks one port for both."""
     loop = asyncio.get_running_loop()
@@ -178,7 +246,7 @@ async def start_listeners(
     listeners: list[Listener] = []
     try:
         for address in settings.listen:
-            listeners.append(await _bind(loop, address, respond, servfail, limits))
+            listeners.append(await _bind(loop, address, respond, servfail, limits, forwarder))
     except BaseException:
         close_listeners(listeners)
         raise
@@ -191,13 +259,16 @@ async def _bind(
     respond: Respond,
     servfail: Callable[[bytes], bytes | None],
     limits: TcpLimits,
+    forwarder: Forwarder | None,
 ) -> Listener:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     attempts = 20 if address.port == 0 else 1
     for attempt in range(attempts):
         try:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(respond, servfail), local_addr=(address.host, address.port), family=family
+                lambda: UdpProtocol(respond, servfail, forwarder),
+                local_addr=(address.host, address.port),
+                family=family,
             )
         except OSError as exc:
             raise ListenError(f"cannot listen on udp {address}: {_reason(exc)}") from None
@@ -207,7 +278,7 @@ async def _bind(
         port = sock.getsockname()[1]
         try:
             tcp = await loop.create_server(
-                lambda: TcpProtocol(respond, servfail, limits),
+                lambda: TcpProtocol(respond, servfail, limits, forwarder),
                 address.host,
                 port,
                 family=family,
@@ -221,7 +292,7 @@ async def _bind(
                     f"cannot listen on tcp {address.host}:{port}: {exc.strerror or exc}"
                 ) from None
             continue  # the UDP port's TCP twin was taken: pick another ephemeral port
-        return Listener(udp, tcp, ListenAddress(address.host, port))
+        return Listener(udp, tcp, ListenAddress(address.host, port), limits)
     raise AssertionError("unreachable")
 
 

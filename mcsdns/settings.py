@@ -91,6 +91,16 @@ class CloudMapSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardSettings:
+    upstreams: tuple[ListenAddress, ...] = ()
+    """Resolvers for names outside the zone (sidecar mode); none: such names are REFUSED."""
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Client networks that may use forwarding; anyone else gets REFUSED (never an open resolver)."""
+    cache_size: int = 10_000
+    """Answers kept at most in the forwarding cache."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     format: str = "text"
     level: str = "info"
@@ -103,6 +113,9 @@ class Settings:
     sources: SourceSettings = field(default_factory=SourceSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     cloudmap: CloudMapSettings = field(default_factory=CloudMapSettings)
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
+    http: ListenAddress | None = None
+    """Where /healthz, /readyz and /metrics are served; None: nowhere."""
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -225,6 +238,13 @@ def parse_name(text: str) -> str:
     ):
         raise ValueError(f"{text!r} is not a Kubernetes object name")
     return value
+
+
+def parse_network(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(str(text).strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a CIDR like 10.0.0.0/8") from None
 
 
 def parse_directory(text: str) -> str:
@@ -391,5 +411,9 @@ def _build(values: Mapping[str, Any]) -> Settings:
             leader_id="leader_id",
         ),
         cloudmap=pick(CloudMapSettings, enabled="cloudmap", poll="cloudmap_poll", region="aws_region"),
+        forward=pick(
+            ForwardSettings, upstreams="forward", allow="forward_allow", cache_size="forward_cache_size"
+        ),
+        http=values.get("http"),
         log=pick(LogSettings, format="log_format", level="log_level"),
     )

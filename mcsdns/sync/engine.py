@@ -13,8 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from mcsdns.sync.events import Change, Source
+from mcsdns.sync.events import Change, Listed, Source
 from mcsdns.sync.state import ClusterSetState
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.model import ServiceKey
@@ -23,6 +24,13 @@ from mcsdns.zone.store import ZoneStore
 logger = logging.getLogger(__name__)
 
 BATCH_WINDOW = 0.01  # seconds to wait for more changes before rendering (a relist arrives in bursts)
+
+
+@dataclass(slots=True)
+class SourceStats:
+    events: int = 0
+    listed: bool = False
+    last_change: float = 0.0  # Unix time
 
 
 class SyncEngine:
@@ -41,6 +49,7 @@ class SyncEngine:
         self._state = ClusterSetState()
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._serial = 0
+        self.stats = {str(source.name): SourceStats() for source in self._sources}
 
     @property
     def waiting_for(self) -> list[str]:
@@ -53,11 +62,18 @@ class SyncEngine:
                 group.create_task(source.run(self._queue.put_nowait), name=f"source {source.name}")
             group.create_task(self._publish_loop(), name="publish")
 
+    def _apply(self, change: Change) -> set[ServiceKey]:
+        stats = self.stats.setdefault(str(change.source), SourceStats())
+        stats.events += 1
+        stats.last_change = self._clock()
+        stats.listed = stats.listed or isinstance(change, Listed)
+        return self._state.apply(change)
+
     async def _publish_loop(self) -> None:
         dirty: set[ServiceKey] = set()
         loop = asyncio.get_running_loop()
         while True:
-            dirty |= self._state.apply(await self._queue.get())
+            dirty |= self._apply(await self._queue.get())
             deadline = loop.time() + BATCH_WINDOW
             while True:
                 try:
@@ -70,7 +86,7 @@ class SyncEngine:
                         change = await asyncio.wait_for(self._queue.get(), remaining)
                     except TimeoutError:
                         break
-                dirty |= self._state.apply(change)
+                dirty |= self._apply(change)
             if self.waiting_for or (not dirty and self._store.current is not None):
                 continue
             services = {key: self._state.service(key) for key in dirty}

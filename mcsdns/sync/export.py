@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mcsdns.errors import SourceError
 from mcsdns.sync import instances as attrs
@@ -213,6 +215,8 @@ class ExportController:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._retries: dict[Key, float] = {}
+        self._exported: dict[Key, int] = {}  # instances per exported service, for metrics
+        self.errors = 0
         self.exports = Informer(api, SERVICE_EXPORTS, on_change=self._enqueue)
         self.services = Informer(api, SERVICES, on_change=self._enqueue)
         # Every EndpointSlice of a Service, but not the ones mcsdns writes for imports.
@@ -230,6 +234,19 @@ class ExportController:
             )
             group.create_task(self._resync_loop())
             await self._work()
+
+    def metrics(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "mcsdns_exported_instances",
+            "Cloud Map instances this cluster exports",
+            value=sum(self._exported.values()),
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_exported_services", "Services this cluster exports", value=len(self._exported)
+        )
+        yield CounterMetricFamily(
+            "mcsdns_export_errors", "Export reconciles that failed and were retried", value=self.errors
+        )
 
     def _may_write(self) -> bool:
         return self._elector is None or self._elector.may_write()
@@ -272,6 +289,7 @@ class ExportController:
             except NotLeader:
                 logger.info("export %s/%s: leadership lost, stopping", *key)
             except SourceError as exc:
+                self.errors += 1
                 delay = min(self._retries.get(key, RETRY_START / 2) * 2, RETRY_CAP)
                 self._retries[key] = delay
                 logger.warning("export %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay)
@@ -298,6 +316,7 @@ class ExportController:
             return
         if deleting or not valid.status:
             removed = await self._unexport(key, cluster_id, clusterset_id)
+            self._exported.pop(key, None)
             if deleting:
                 await self._remove_finalizer(export)
                 logger.info("export %s/%s: deleted, %d instances deregistered", key[0], key[1], removed)
@@ -341,6 +360,7 @@ class ExportController:
         others = [_parse(i) for i in found if i.attributes.get(attrs.CLUSTER_ID) != cluster_id]
         plan = plan_instances(current, desired)
         await self._apply(service_id, plan)
+        self._exported[key] = len(desired)
         if plan:
             logger.info(
                 "export %s/%s: %d registered, %d deregistered (%d instances)",

@@ -15,9 +15,11 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mcsdns.errors import SourceError
 from mcsdns.sync import instances as attrs
@@ -244,6 +246,7 @@ class ImportController:
         self.services = Informer(api, SERVICES.with_selector(f"{MANAGED_LABEL}={MANAGER}"))
         self.slices = Informer(api, ENDPOINT_SLICES.with_selector(f"{SLICE_MANAGED_LABEL}={MANAGER}"))
         self.cycles = 0
+        self.errors = 0
 
     async def run(self) -> None:
         informers = (self.namespaces, self.imports, self.services, self.slices)
@@ -259,8 +262,22 @@ class ImportController:
                     try:
                         await self.sync_once()
                     except SourceError as exc:
+                        self.errors += 1
                         logger.warning("import: %s; keeping every import as it is", exc)
                 await asyncio.sleep(self._poll_interval)
+
+    def metrics(self) -> Iterator[Metric]:
+        managed = [obj for obj in self.imports.objects.values() if _managed(obj)]
+        yield GaugeMetricFamily(
+            "mcsdns_imported_services", "ServiceImports mcsdns manages here", value=len(managed)
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_imported_endpoint_slices",
+            "EndpointSlices mcsdns manages here",
+            value=len(self.slices.objects),
+        )
+        yield CounterMetricFamily("mcsdns_import_cycles", "Cloud Map import polls", value=self.cycles)
+        yield CounterMetricFamily("mcsdns_import_errors", "Import polls that failed", value=self.errors)
 
     def _guard(self) -> None:
         if self._elector is not None and not self._elector.may_write():

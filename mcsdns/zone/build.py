@@ -139,10 +139,14 @@ def render_nodes(nodes: Mapping[Name, Node]) -> dict[bytes, Answer]:
                 for target in dict.fromkeys(rdata.target for rdata in rrset.rdatas if isinstance(rdata, Srv)):
                     target_node = nodes.get(target, {})
                     additional.extend(target_node[t] for t in (QType.A, QType.AAAA) if t in target_node)
-            answers[question_key(name, rtype)] = render_answer(name, answer=(rrset,), additional=additional)
+            answers[question_key(name, rtype)] = render_answer(
+                name, qtype=rtype, answer=(rrset,), additional=additional
+            )
         for rtype in ANY_PREFERENCE:
             if rtype in node:
-                answers[question_key(name, QType.ANY)] = render_answer(name, answer=(node[rtype],))
+                answers[question_key(name, QType.ANY)] = render_answer(
+                    name, qtype=QType.ANY, answer=(node[rtype],)
+                )
                 break
     return answers
 
@@ -230,9 +234,13 @@ class ZoneBuilder:
         ns = RRset(apex, QType.NS, self._ttl, (Ns((b"ns", b"dns", *apex)),))
         version = RRset(self._version_name, QType.TXT, DNS_VERSION_TTL, (txt_rdata(self._dns_version),))
         return {
-            question_key(apex, QType.SOA): render_answer(apex, answer=(soa,)),
-            question_key(apex, QType.NS): render_answer(apex, answer=(ns,)),
-            question_key(apex, QType.ANY): render_answer(apex, answer=(soa,)),
-            question_key(self._version_name, QType.TXT): render_answer(self._version_name, answer=(version,)),
-            question_key(self._version_name, QType.ANY): render_answer(self._version_name, answer=(version,)),
+            question_key(apex, QType.SOA): render_answer(apex, qtype=QType.SOA, answer=(soa,)),
+            question_key(apex, QType.NS): render_answer(apex, qtype=QType.NS, answer=(ns,)),
+            question_key(apex, QType.ANY): render_answer(apex, qtype=QType.ANY, answer=(soa,)),
+            question_key(self._version_name, QType.TXT): render_answer(
+                self._version_name, qtype=QType.TXT, answer=(version,)
+            ),
+            question_key(self._version_name, QType.ANY): render_answer(
+                self._version_name, qtype=QType.ANY, answer=(version,)
+            ),
         }

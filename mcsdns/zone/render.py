@@ -127,6 +127,7 @@ class _Writer:
 def render_answer(
     qname: Name,
     *,
+    qtype: int = 0,
     rcode: int = 0,
     answer: Sequence[RRset] = (),
     authority: Sequence[RRset] = (),
@@ -138,7 +139,8 @@ def render_answer(
     nscount = writer.section(authority)
     additional_at = len(writer.buf)
     arcount = writer.section(additional)
-    return Answer(QR | AA | rcode, ancount, nscount, arcount, bytes(writer.buf), additional_at)
+    body = bytes(writer.buf)
+    return Answer(QR | AA | rcode, ancount, nscount, arcount, body, additional_at, qtype << 8 | rcode)
 
 
 def render_negatives(*, rcode: int, apex: Name, soa: Soa, ttl: int) -> tuple[Answer | None, ...]:

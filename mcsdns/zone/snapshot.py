@@ -20,6 +20,7 @@ class Answer:
     arcount: int
     body: bytes  # answer, authority and additional records
     additional_at: int  # length of ``body`` without the additional section (RFC 2181 §9: drop that first)
+    metric: int = 0  # QTYPE << 8 | RCODE: the key the responder counts this answer under
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

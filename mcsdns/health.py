@@ -1,0 +1,228 @@
+"""``--http``: /healthz, /readyz and /metrics, served from the event loop that serves DNS.
+
+Liveness: if this answers, the loop runs; it fails once a background loop has died. Readiness: every
+source has listed once (the zone is served) and, with the controller, the cluster and clusterset ids are
+known; otherwise 503 with the reasons, one per line. Metrics are Prometheus text, read at scrape time from
+the counters the components keep (the packet path only increments ints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from mcsdns.forward import Forwarder
+from mcsdns.responder import Responder
+from mcsdns.server import Listener
+from mcsdns.settings import ListenAddress
+from mcsdns.sync.engine import SyncEngine
+from mcsdns.sync.identity import ClusterIdentity
+from mcsdns.sync.leader import LeaderElector
+from mcsdns.wire import QType, Rcode
+from mcsdns.zone.store import ZoneStore
+
+if TYPE_CHECKING:
+    from mcsdns.sync.cloudmap import CloudMapClient  # only a type: boto3 loads only with --cloudmap
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST = 8192
+REQUEST_TIMEOUT = 5.0
+
+
+@dataclass(kw_only=True)
+class Observed:
+    """The components the endpoint reports on; absent ones are simply not reported."""
+
+    store: ZoneStore
+    engine: SyncEngine
+    responder: Responder
+    listeners: tuple[Listener, ...] = ()
+    task: asyncio.Task[None] | None = None
+    identity: ClusterIdentity | None = None
+    identity_required: bool = False
+    elector: LeaderElector | None = None
+    cloudmap: CloudMapClient | None = None
+    forwarder: Forwarder | None = None
+    controllers: tuple[Any, ...] = ()
+    extra: dict[str, Callable[[], float]] = field(default_factory=dict)
+
+    def not_ready(self) -> list[str]:
+        reasons = [f"waiting for the first list of {name}" for name in self.engine.waiting_for]
+        if self.store.current is None and not reasons:
+            reasons.append("the first zone is being built")
+        if self.identity_required and self.identity is not None:
+            reasons.extend(self.identity.missing)
+        return reasons
+
+    def alive(self) -> bool:
+        return self.task is None or not self.task.done()
+
+
+def _label(value: int, names: type[QType] | type[Rcode]) -> str:
+    try:
+        return names(value).name
+    except ValueError:
+        return str(value)
+
+
+class _Collector(Collector):
+    def __init__(self, observed: Observed) -> None:
+        self._observed = observed
+
+    def collect(self) -> Iterator[Any]:
+        o = self._observed
+        responses = CounterMetricFamily(
+            "mcsdns_dns_responses",
+            "DNS replies sent, by transport, QTYPE and RCODE",
+            labels=["transport", "qtype", "rcode"],
+        )
+        for transport, counts in (("udp", o.responder.udp), ("tcp", o.responder.tcp)):
+            for key, count in sorted(counts.items()):
+                responses.add_metric([transport, _label(key >> 8, QType), _label(key & 0xF, Rcode)], count)
+        yield responses
+        dropped = CounterMetricFamily(
+            "mcsdns_dns_dropped", "Packets dropped unanswered (short, or QR set)", labels=["transport"]
+        )
+        for transport, count in o.responder.dropped.items():
+            dropped.add_metric([transport], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "mcsdns_dns_truncated", "UDP replies sent with TC=1", value=o.responder.truncated
+        )
+        if o.listeners:
+            limits = o.listeners[0].connections
+            yield GaugeMetricFamily("mcsdns_tcp_connections", "Open TCP connections", value=limits.open)
+            yield CounterMetricFamily(
+                "mcsdns_tcp_connections_accepted", "TCP connections accepted", value=limits.accepted
+            )
+            yield CounterMetricFamily(
+                "mcsdns_tcp_connections_rejected", "TCP connections closed at the cap", value=limits.rejected
+            )
+        snapshot = o.store.current
+        yield GaugeMetricFamily(
+            "mcsdns_zone_serial", "SOA serial of the served zone", value=snapshot.serial if snapshot else 0
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_zone_services", "Services in the zone", value=snapshot.services if snapshot else 0
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_zone_names", "Names in the zone", value=len(snapshot.names) if snapshot else 0
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_zone_answers", "Precomputed answers", value=len(snapshot.answers) if snapshot else 0
+        )
+        events = CounterMetricFamily(
+            "mcsdns_source_events", "Changes received per zone source", labels=["source"]
+        )
+        listed = GaugeMetricFamily("mcsdns_source_listed", "1 once the source has listed", labels=["source"])
+        synced = GaugeMetricFamily(
+            "mcsdns_source_last_change_timestamp_seconds",
+            "Unix time of the source's last change",
+            labels=["source"],
+        )
+        for source, stats in sorted(o.engine.stats.items()):
+            events.add_metric([source], stats.events)
+            listed.add_metric([source], 1 if stats.listed else 0)
+            synced.add_metric([source], stats.last_change)
+        yield from (events, listed, synced)
+        if o.elector is not None:
+            yield GaugeMetricFamily(
+                "mcsdns_leader", "1 while this replica may write", value=int(o.elector.may_write())
+            )
+        if o.cloudmap is not None:
+            calls = CounterMetricFamily("mcsdns_cloudmap_calls", "Cloud Map API calls", labels=["operation"])
+            throttles = CounterMetricFamily(
+                "mcsdns_cloudmap_throttles", "Throttled Cloud Map calls", labels=["operation"]
+            )
+            for operation, count in sorted(o.cloudmap.calls.items()):
+                calls.add_metric([operation], count)
+            for operation, count in sorted(o.cloudmap.throttles.items()):
+                throttles.add_metric([operation], count)
+            yield from (calls, throttles)
+        for controller in o.controllers:
+            yield from controller.metrics()
+        if o.forwarder is not None:
+            f = o.forwarder
+            forwarded = CounterMetricFamily(
+                "mcsdns_forward_queries", "Forwarded queries by outcome", labels=["outcome"]
+            )
+            for outcome, count in (
+                ("cache_hit", f.hits),
+                ("cache_miss", f.misses),
+                ("refused", f.refused),
+                ("servfail", f.failures),
+            ):
+                forwarded.add_metric([outcome], count)
+            yield forwarded
+            yield CounterMetricFamily(
+                "mcsdns_forward_upstream_errors", "Failed upstream attempts", value=f.upstream_errors
+            )
+
+
+def make_registry(observed: Observed) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(observed))
+    return registry
+
+
+class HealthServer:
+    def __init__(self, observed: Observed) -> None:
+        self._observed = observed
+        self._registry = make_registry(observed)
+
+    async def start(self, address: ListenAddress) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, address.host, address.port, limit=MAX_REQUEST)
+
+    def route(self, path: str) -> tuple[int, str, bytes]:
+        """Status, content type and body for a GET of ``path``."""
+        path = path.split("?", 1)[0]
+        if path == "/healthz":
+            if self._observed.alive():
+                return 200, "text/plain", b"ok\n"
+            return 500, "text/plain", b"a background loop stopped\n"
+        if path == "/readyz":
+            reasons = self._observed.not_ready()
+            if not reasons:
+                return 200, "text/plain", b"ready\n"
+            return 503, "text/plain", ("\n".join(reasons) + "\n").encode()
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self._registry)
+        return 404, "text/plain", b"not found\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                request = await reader.readuntil(b"\r\n\r\n")
+            line = request.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(line) != 3 or line[0] not in ("GET", "HEAD"):
+                status, kind, body = 405, "text/plain", b"only GET\n"
+            else:
+                status, kind, body = self.route(line[1])
+            reason = {
+                200: "OK",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                500: "Internal Server Error",
+                503: "Service Unavailable",
+            }[status]
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            writer.write(head + (body if line and line[0] != "HEAD" else b""))
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # a slow, oversized or vanished client: nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

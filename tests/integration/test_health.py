@@ -1,0 +1,86 @@
+"""``--http``: /healthz, /readyz transitions, and /metrics counting a known query mix."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import dns.message
+
+from mcsdns.settings import ListenAddress
+from tests.integration.test_server import NeverListed
+from tests.support import ServerThread, query, service_import, settings_for, write_manifests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_readiness_waits_for_the_first_list_and_liveness_holds() -> None:
+    port = free_port()
+    settings = replace(settings_for(), http=ListenAddress("127.0.0.1", port))
+    with ServerThread(settings, sources=[NeverListed()]):
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert get(port, "/readyz") == (503, "waiting for the first list of stuck\n")
+        assert get(port, "/nope")[0] == 404
+
+
+def test_ready_once_served(tmp_path: Path) -> None:
+    write_manifests(tmp_path, "a.yaml", [service_import("web", "prod", ips=["10.0.0.1"])])
+    port = free_port()
+    with ServerThread(replace(settings_for(tmp_path), http=ListenAddress("127.0.0.1", port))) as server:
+        server.wait_serving()
+        assert get(port, "/readyz") == (200, "ready\n")
+
+
+def test_metrics_count_a_known_query_mix(tmp_path: Path) -> None:
+    write_manifests(tmp_path, "a.yaml", [service_import("web", "prod", ips=["10.0.0.1"])])
+    port = free_port()
+    with ServerThread(replace(settings_for(tmp_path), http=ListenAddress("127.0.0.1", port))) as server:
+        server.wait_serving()
+        for _ in range(3):
+            query(server, "web.prod.svc.clusterset.local.")
+        query(server, "web.prod.svc.clusterset.local.", tcp=True)
+        query(server, "nope.prod.svc.clusterset.local.")
+        query(server, "web.prod.svc.clusterset.local.", "TXT")
+        query(server, "example.com.")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"\x00\x01", (server.host, server.port))  # too short: dropped
+            garbage = dns.message.make_query("x.", "A").to_wire()[:12]  # QDCOUNT 1, no question: FORMERR
+            sock.sendto(garbage, (server.host, server.port))
+            sock.settimeout(2)
+            sock.recvfrom(512)
+        status, text = get(port, "/metrics")
+    assert status == 200
+    expect = {
+        'mcsdns_dns_responses_total{qtype="A",rcode="NOERROR",transport="udp"}': 3,
+        'mcsdns_dns_responses_total{qtype="A",rcode="NOERROR",transport="tcp"}': 1,
+        'mcsdns_dns_responses_total{qtype="A",rcode="NXDOMAIN",transport="udp"}': 1,
+        'mcsdns_dns_responses_total{qtype="TXT",rcode="NOERROR",transport="udp"}': 1,
+        'mcsdns_dns_responses_total{qtype="A",rcode="REFUSED",transport="udp"}': 1,
+        'mcsdns_dns_responses_total{qtype="0",rcode="FORMERR",transport="udp"}': 1,
+        'mcsdns_dns_dropped_total{transport="udp"}': 1,
+        "mcsdns_zone_services": 1,
+        'mcsdns_source_listed{source="manifests"}': 1,
+    }
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    for name, value in expect.items():
+        assert lines.get(name) == value, (name, lines.get(name))
+    assert lines["mcsdns_zone_serial"] == server.serial()
