@@ -64,15 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
             option.flag,
             metavar=option.metavar,
             action="append" if option.repeat else "store",
-            help=f"{option.help} [{option.env}]",
+            help=f"{option.help}"
+            + (f" (default {option.default})" if option.default else "")
+            + f" [{option.env}]",
         )
     demo = commands.add_parser(
         "demo",
         help="run the seed tutorial on this machine: two emulated clusters, Cloud Map, two engines",
         description="The seed tutorial with mcsdns: exports nginx-hello from cls1 and answers it in cls2.",
     )
-    demo.add_argument("--port", type=int, default=5353, metavar="PORT",
-                      help="DNS port of cls1; cls2 gets PORT+1 (0: any free ports; default 5353)")
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=5353,
+        metavar="PORT",
+        help="DNS port of cls1; cls2 gets PORT+1 (0: any free ports; default 5353)",
+    )
     demo.add_argument("--once", action="store_true", help="print the tutorial's results and exit")
     commands.add_parser("version", help="print the version")
     return parser

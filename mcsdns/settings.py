@@ -263,6 +263,7 @@ class Option:
     help: str
     repeat: bool = False
     metavar: str = "VALUE"
+    default: str = ""  # as documented; the values themselves live in the settings dataclasses
 
     @property
     def key(self) -> str:
@@ -274,46 +275,169 @@ class Option:
 
 
 SERVE_OPTIONS: tuple[Option, ...] = (
+    # DNS server
     Option(
-        "--listen", parse_listen, f"UDP+TCP address, repeatable (default {DEFAULT_LISTEN})", True, "HOST:PORT"
+        "--listen",
+        parse_listen,
+        "UDP and TCP address; repeatable; port 0 picks one",
+        True,
+        "HOST:PORT",
+        DEFAULT_LISTEN,
     ),
-    Option("--zone", parse_zone, "clusterset zone (default clusterset.local)", metavar="ZONE"),
+    Option("--zone", parse_zone, "the clusterset zone", metavar="ZONE", default="clusterset.local"),
     Option(
         "--ttl",
         lambda v: parse_int(v, low=0, high=3600),
-        "record TTL in seconds, 0-3600 (default 5)",
+        "TTL of every record but dns-version, 0-3600",
         metavar="SECONDS",
+        default="5",
     ),
     Option(
         "--dns-version",
         parse_choice(("1.0.0", "1.1.0")),
         "dns-version TXT: 1.0.0 (spec) or 1.1.0 (CoreDNS)",
         metavar="VERSION",
-    ),
-    Option("--manifests", parse_directory, "serve ServiceImport/EndpointSlice YAML from DIR", metavar="DIR"),
-    Option(
-        "--manifests-poll", parse_seconds, "scan interval of --manifests (default 250ms)", metavar="DURATION"
+        default="1.0.0",
     ),
     Option(
         "--tcp-idle-timeout",
         parse_seconds,
-        "close idle TCP connections after (default 10s)",
+        "close TCP connections silent this long",
         metavar="DURATION",
+        default="10s",
     ),
     Option(
         "--tcp-max-connections",
         lambda v: parse_int(v, low=1, high=1_000_000),
-        "open TCP connections at most (default 1000)",
+        "open TCP connections at most",
         metavar="N",
+        default="1000",
     ),
-    Option("--log-format", parse_choice(("text", "json")), "text or json (default text)", metavar="FORMAT"),
+    # Zone sources
+    Option(
+        "--manifests", parse_directory, "serve the ServiceImport/EndpointSlice YAML in DIR", metavar="DIR"
+    ),
+    Option(
+        "--manifests-poll", parse_seconds, "how often DIR is scanned", metavar="DURATION", default="250ms"
+    ),
+    Option(
+        "--kubeconfig",
+        parse_kubeconfig,
+        f"watch this cluster's ServiceImports/EndpointSlices ({IN_CLUSTER}: the pod's service account)",
+        metavar="PATH",
+        default="in-cluster in a pod",
+    ),
+    Option(
+        "--cloudmap",
+        parse_bool,
+        "use AWS Cloud Map: with --kubeconfig the export/import controller, without it the zone itself",
+        metavar="BOOL",
+        default="false",
+    ),
+    Option("--cloudmap-poll", parse_seconds, "Cloud Map import period", metavar="DURATION", default="2s"),
+    Option("--aws-region", parse_name, "AWS region of Cloud Map", metavar="REGION", default="$AWS_REGION"),
+    # Identity and leadership
+    Option(
+        "--cluster-id",
+        parse_cluster_id,
+        "this cluster's id",
+        metavar="ID",
+        default="ClusterProperty cluster.clusterset.k8s.io",
+    ),
+    Option(
+        "--clusterset-id",
+        parse_cluster_id,
+        "the clusterset's id",
+        metavar="ID",
+        default="ClusterProperty clusterset.k8s.io",
+    ),
+    Option(
+        "--leader-elect",
+        parse_bool,
+        "elect one writer among replicas on a Lease",
+        metavar="BOOL",
+        default="true",
+    ),
+    Option("--lease-name", parse_name, "the Lease's name", metavar="NAME", default="mcsdns-leader"),
+    Option(
+        "--lease-namespace",
+        parse_name,
+        "the Lease's namespace",
+        metavar="NAMESPACE",
+        default="$POD_NAMESPACE, else default",
+    ),
+    Option(
+        "--lease-duration",
+        parse_seconds,
+        "how long a lease holds after its last renewal",
+        metavar="DURATION",
+        default="15s",
+    ),
+    Option(
+        "--renew-deadline",
+        parse_seconds,
+        "a leader stops writing this long after its last renewal",
+        metavar="DURATION",
+        default="10s",
+    ),
+    Option(
+        "--leader-id",
+        parse_name,
+        "this replica's name in the Lease",
+        metavar="NAME",
+        default="host name + random suffix",
+    ),
+    # Sidecar forwarding
+    Option(
+        "--forward",
+        parse_listen,
+        "resolver for names outside the zone; repeatable, tried in order",
+        True,
+        "HOST:PORT",
+        "none: REFUSED",
+    ),
+    Option(
+        "--forward-allow",
+        parse_network,
+        "clients that may use forwarding; repeatable",
+        True,
+        "CIDR",
+        "127.0.0.0/8, ::1/128",
+    ),
+    Option(
+        "--forward-cache-size",
+        lambda v: parse_int(v, low=0, high=10_000_000),
+        "answers kept in the forwarding cache",
+        metavar="N",
+        default="10000",
+    ),
+    # Operations
+    Option(
+        "--http",
+        parse_listen,
+        "serve /healthz, /readyz and /metrics here",
+        metavar="HOST:PORT",
+        default="off",
+    ),
+    Option("--log-format", parse_choice(("text", "json")), "text or json", metavar="FORMAT", default="text"),
     Option(
         "--log-level",
         parse_choice(("debug", "info", "warning", "error")),
-        "debug, info, warning or error (default info)",
+        "debug, info, warning or error",
         metavar="LEVEL",
+        default="info",
     ),
 )
+
+
+def markdown_table() -> str:
+    """The configuration table of the README: one row per setting, generated so it never drifts."""
+    rows = ["| flag | environment | config key | default | meaning |", "|---|---|---|---|---|"]
+    for option in SERVE_OPTIONS:
+        flag = f"`{option.flag} {option.metavar}`" + (" …" if option.repeat else "")
+        default = f"`{option.default}`" if option.default else ""
+        rows.append(f"| {flag} | `{option.env}` | `{option.key}` | {default} | {option.help} |")
+    return "\n".join(rows) + "\n"
 
 
 def load_config_file(path: str) -> dict[str, Any]:

@@ -281,3 +281,51 @@ def test_a_leader_that_stops_releases_the_lease(api: KubeApiEmulator, kubeconfig
             started = time.monotonic()
             wait_for(_elector(b).may_write, timeout=10, what="b to take the released lease")
             assert time.monotonic() - started < 30, "long before the 30 s lease would have expired"
+
+
+def test_mcsdns_serve_kubeconfig_as_a_user_runs_it(
+    api: KubeApiEmulator, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The issue's 'done when': the command, kubectl apply, updates, deletion, and a paused API."""
+    from tests.integration.test_cli import ask, serving
+
+    kubectl = shutil.which("kubectl")
+    assert kubectl
+    manifest = tmp_path / "web.yaml"
+
+    def apply(ip: str) -> None:
+        manifest.write_text(
+            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\n"
+            "metadata: {name: web, namespace: prod}\n"
+            f"spec: {{type: ClusterSetIP, ips: [{ip}], ports: [{{port: 80, protocol: TCP}}]}}\n"
+        )
+        subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", str(manifest)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def answer(port: int) -> list[str]:
+        reply = ask(port, WEB)
+        return sorted(r.to_text() for rrset in reply.answer for r in rrset)
+
+    with serving(["--kubeconfig", str(kubeconfig), "--leader-elect", "false"]) as (port, _):
+        apply("10.0.0.5")
+        wait_for(lambda: answer(port) == ["10.0.0.5"], what="the applied import")
+        apply("10.0.0.6")
+        wait_for(lambda: answer(port) == ["10.0.0.6"], what="the update")
+        api.pause("hang")
+        try:
+            for _ in range(10):
+                assert answer(port) == ["10.0.0.6"], "keeps answering while the API is paused"
+                time.sleep(0.1)
+        finally:
+            api.resume()
+        subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "delete", "-f", str(manifest)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        wait_for(lambda: ask(port, WEB).rcode() == dns.rcode.NXDOMAIN, what="the deletion")
