@@ -76,12 +76,31 @@ def test_config_origin_is_named() -> None:
 
 
 SAMPLES = {
-    "listen": "127.0.0.2:53", "zone": "mesh.example", "ttl": "30", "dns_version": "1.1.0", "tcp_idle_timeout": "3s",
-    "tcp_max_connections": "7", "manifests": ".", "manifests_poll": "1s", "kubeconfig": "in-cluster",
-    "cloudmap": "true", "cloudmap_poll": "5s", "aws_region": "eu-west-1", "cluster_id": "east",
-    "clusterset_id": "set1", "leader_elect": "false", "lease_name": "lead", "lease_namespace": "ops",
-    "lease_duration": "20s", "renew_deadline": "12s", "leader_id": "pod-a", "forward": "127.0.0.53:53",
-    "forward_allow": "10.0.0.0/8", "forward_cache_size": "5", "http": "127.0.0.1:9153", "log_format": "json",
+    "listen": "127.0.0.2:53",
+    "zone": "mesh.example",
+    "ttl": "30",
+    "dns_version": "1.1.0",
+    "tcp_idle_timeout": "3s",
+    "tcp_max_connections": "7",
+    "manifests": ".",
+    "manifests_poll": "1s",
+    "kubeconfig": "in-cluster",
+    "cloudmap": "true",
+    "cloudmap_poll": "5s",
+    "aws_region": "eu-west-1",
+    "cluster_id": "east",
+    "clusterset_id": "set1",
+    "leader_elect": "false",
+    "lease_name": "lead",
+    "lease_namespace": "ops",
+    "lease_duration": "20s",
+    "renew_deadline": "12s",
+    "leader_id": "pod-a",
+    "forward": "127.0.0.53:53",
+    "forward_allow": "10.0.0.0/8",
+    "forward_cache_size": "5",
+    "http": "127.0.0.1:9153",
+    "log_format": "json",
     "log_level": "debug",
 }
 
@@ -92,8 +111,11 @@ def test_every_flag_reaches_a_setting() -> None:
     assert {option.key for option in SERVE_OPTIONS} == SAMPLES.keys(), "a sample for every flag"
     default = resolve({}, environ={}, config={})
     for option in SERVE_OPTIONS:
-        changed = resolve({option.key: [SAMPLES[option.key]] if option.repeat else SAMPLES[option.key]},
-                          environ={}, config={})
+        changed = resolve(
+            {option.key: [SAMPLES[option.key]] if option.repeat else SAMPLES[option.key]},
+            environ={},
+            config={},
+        )
         assert changed != default, f"{option.flag} changes nothing"
 
 
@@ -103,4 +125,6 @@ def test_readme_configuration_table_is_generated_from_the_settings() -> None:
     from mcsdns.settings import markdown_table
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate with: python -c 'import mcsdns.settings as s; print(s.markdown_table())'"
+    assert markdown_table() in readme, (
+        "regenerate with: python -c 'import mcsdns.settings as s; print(s.markdown_table())'"
+    )
