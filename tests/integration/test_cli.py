@@ -110,7 +110,12 @@ def test_version() -> None:
             "--config /nonexistent.yaml: No such file",
             id="config-missing",
         ),
-        pytest.param(["serve"], {}, "no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true", id="no-source"),
+        pytest.param(
+            ["serve"],
+            {},
+            "no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true",
+            id="no-source",
+        ),
         pytest.param([], {}, "the following arguments are required: COMMAND", id="no-command"),
     ],
 )
