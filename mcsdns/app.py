@@ -21,7 +21,7 @@ from mcsdns.errors import ConfigError
 from mcsdns.forward import Forwarder
 from mcsdns.health import HealthServer, Observed
 from mcsdns.responder import Responder
-from mcsdns.server import Listener, close_listeners, start_listeners
+from mcsdns.server import close_listeners, start_listeners
 from mcsdns.settings import IN_CLUSTER, KubernetesSettings, ListenAddress, Settings
 from mcsdns.sync.engine import SyncEngine
 from mcsdns.sync.events import Source
@@ -37,16 +37,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class App:
+@dataclass(kw_only=True)
+class App(Observed):
+    """Everything running, as the health endpoint and tests see it (``Observed``), plus the settings."""
+
     settings: Settings
-    store: ZoneStore
-    engine: SyncEngine
-    listeners: tuple[Listener, ...]
-    task: asyncio.Task[None]  # the engine, its sources and the other background loops
-    identity: ClusterIdentity | None = None
-    elector: LeaderElector | None = None
-    controllers: tuple[Any, ...] = ()  # the export and import controllers, with Kubernetes and Cloud Map
 
     @property
     def addresses(self) -> tuple[ListenAddress, ...]:
@@ -160,33 +155,26 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
         for listener in listeners:
             logger.info("listening on %s (udp+tcp)", listener.address)
         task = asyncio.create_task(_run_all([engine.run(), *loops]), name="mcsdns")
+        app = App(
+            settings=settings,
+            store=store,
+            engine=engine,
+            responder=responder,
+            listeners=tuple(listeners),
+            task=task,
+            identity=identity,
+            identity_required=bool(controllers),
+            elector=elector,
+            cloudmap=cloudmap,
+            forwarder=forwarder,
+            controllers=controllers,
+        )
         if settings.http is not None:
-            observed = Observed(
-                store=store,
-                engine=engine,
-                responder=responder,
-                listeners=tuple(listeners),
-                task=task,
-                identity=identity,
-                identity_required=bool(controllers),
-                elector=elector,
-                cloudmap=cloudmap,
-                forwarder=forwarder,
-                controllers=controllers,
-            )
-            http = await HealthServer(observed).start(settings.http)
+            http = await HealthServer(app).start(settings.http)
             stack.callback(http.close)
             logger.info("serving /healthz, /readyz and /metrics on http://%s", settings.http)
         try:
-            yield App(
-                settings=settings,
-                store=store,
-                engine=engine,
-                listeners=tuple(listeners),
-                task=task,
-                identity=identity,
-                elector=elector,
-            )
+            yield app
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -208,6 +196,7 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with running(settings) as app:
+        assert app.task is not None
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({stopping, app.task}, return_when=asyncio.FIRST_COMPLETED)
         if app.task in done:
