@@ -108,6 +108,29 @@ def export(cluster: Cluster) -> None:
     cluster.api.store.load_yaml(TUTORIAL / "nginx-serviceexport.yaml")
 
 
+def local_slice(
+    name: str, service: str, address: str, *, port_name: str = "", port: int = 80, hostname: str = ""
+) -> dict[str, Any]:
+    """An EndpointSlice as the EndpointSlice controller writes it for a local Service (one endpoint)."""
+    endpoint: dict[str, Any] = {"addresses": [address], "conditions": {"ready": True}}
+    if hostname:
+        endpoint["hostname"] = hostname
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "demo", "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": [endpoint],
+    }
+
+
+def imported_clusters(cluster: Cluster, name: str = "nginx-hello") -> list[str]:
+    """The clusters the ServiceImport's status lists."""
+    obj = cluster.api.store.find("serviceimports", name, namespace="demo") or {}
+    return [c["cluster"] for c in (obj.get("status") or {}).get("clusters", [])]
+
+
 def conditions(cluster: Cluster, name: str = "nginx-hello") -> dict[str, tuple[str, str]]:
     obj = cluster.api.store.get("serviceexports", name, namespace="demo")
     return {c["type"]: (c["status"], c["reason"]) for c in (obj.get("status") or {}).get("conditions", [])}
@@ -208,30 +231,14 @@ def test_two_clusters_export_one_service_union_and_one_vip(
 ) -> None:
     cls1, cls2 = clusters["cls1"], clusters["cls2"]
     cls2.api.store.load_yaml(TUTORIAL / "nginx-service.yaml")
-    cls2.api.store.create(
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "nginx-hello-cls2",
-                "namespace": "demo",
-                "labels": {"kubernetes.io/service-name": "nginx-hello"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.20.0.5"], "conditions": {"ready": True}}],
-        }
-    )
+    cls2.api.store.create(local_slice("nginx-hello-cls2", "nginx-hello", "10.20.0.5"))
     export(cls1)
     export(cls2)
     wait_for(lambda: len(instances(cloudmap)) == 4, what="both clusters' instances")
     for cluster in (cls1, cls2):
-
-        def clusters_of(c: Cluster = cluster) -> list[str]:
-            obj = c.api.store.find("serviceimports", "nginx-hello", namespace="demo")
-            return [x["cluster"] for x in ((obj or {}).get("status") or {}).get("clusters", [])]
-
-        wait_for(lambda c=cluster: clusters_of(c) == ["cls1", "cls2"], what=f"{cluster.name} to import both")
+        wait_for(
+            lambda c=cluster: imported_clusters(c) == ["cls1", "cls2"], what=f"{cluster.name} to import both"
+        )
 
         def imported(c: Cluster = cluster) -> list[str]:
             items = c.api.store.list(
@@ -258,31 +265,16 @@ def test_type_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
         "spec": {"clusterIP": "None", "ports": [{"port": 80, "protocol": "TCP"}]},
     }
     cls2.api.store.create(headless)
-    cls2.api.store.create(
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "nginx-hello-h",
-                "namespace": "demo",
-                "labels": {"kubernetes.io/service-name": "nginx-hello"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.20.0.9"], "conditions": {"ready": True}}],
-        }
-    )
+    cls2.api.store.create(local_slice("nginx-hello-h", "nginx-hello", "10.20.0.9"))
     export(cls2)
     wait_for(lambda: conditions(cls2).get("Conflict") == ("True", "TypeConflict"), what="cls2's conflict")
     assert conditions(cls1).get("Conflict") == ("False", "NoConflicts")
     wait_for(lambda: len(instances(cloudmap)) == 4, what="cls2 still exports")
 
-    def clusters_of(cluster: Cluster) -> list[str]:
-        obj = cluster.api.store.find("serviceimports", "nginx-hello", namespace="demo") or {}
-        return [c["cluster"] for c in (obj.get("status") or {}).get("clusters", [])]
-
     for cluster in (cls1, cls2):
-        wait_for(lambda c=cluster: clusters_of(c) == ["cls1", "cls2"], what=f"{cluster.name} to import both")
+        wait_for(
+            lambda c=cluster: imported_clusters(c) == ["cls1", "cls2"], what=f"{cluster.name} to import both"
+        )
         imported = cluster.api.store.get("serviceimports", "nginx-hello", namespace="demo")
         assert imported["spec"]["type"] == "ClusterSetIP", "the older export's type"
         wait_for(lambda c=cluster: c.answer() == [c.vip()], what=f"{cluster.name} to answer its VIP")
@@ -300,18 +292,7 @@ def test_headless_across_clusters(clusters: dict[str, Cluster], cloudmap: Embedd
             }
         )
         cluster.api.store.create(
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": "db-x",
-                    "namespace": "demo",
-                    "labels": {"kubernetes.io/service-name": "db"},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
-                "endpoints": [{"addresses": [address], "hostname": "db-0", "conditions": {"ready": True}}],
-            }
+            local_slice("db-x", "db", address, port_name="pg", port=5432, hostname="db-0")
         )
         cluster.api.store.create(
             {

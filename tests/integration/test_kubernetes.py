@@ -65,37 +65,21 @@ def server(api: KubeApiEmulator, kubeconfig: Path) -> Iterator[ServerThread]:
         yield running
 
 
-def test_kubectl_apply_shows_in_dns_and_follows_updates_and_deletion(
-    server: ServerThread, kubeconfig: Path, tmp_path: Path
-) -> None:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is required (.ci/run installs it)"
-    manifest = tmp_path / "db.yaml"
-
-    def apply(ips: str) -> None:
-        manifest.write_text(
-            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\n"
-            "metadata: {name: api, namespace: prod}\n"
-            f"spec: {{type: ClusterSetIP, ips: [{ips}], ports: [{{name: http, port: 80, protocol: TCP}}]}}\n"
-        )
-        subprocess.run(
-            [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", str(manifest)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-
-    apply("10.0.0.5")
-    wait_for(lambda: addresses(server, f"api.prod.svc.{Z}") == ["10.0.0.5"], what="the applied import")
-    apply("10.0.0.6")
-    wait_for(lambda: addresses(server, f"api.prod.svc.{Z}") == ["10.0.0.6"], what="the update")
+def kubectl(kubeconfig: Path, *args: str) -> None:
+    path = shutil.which("kubectl")
+    assert path, "kubectl is required (the test extra installs it into the virtualenv)"
     subprocess.run(
-        [kubectl, "--kubeconfig", str(kubeconfig), "delete", "-f", str(manifest)],
-        check=True,
-        capture_output=True,
-        timeout=30,
+        [path, "--kubeconfig", str(kubeconfig), *args], check=True, capture_output=True, timeout=30
     )
-    wait_for(lambda: query(server, f"api.prod.svc.{Z}").rcode() == dns.rcode.NXDOMAIN, what="the deletion")
+
+
+def write_import(path: Path, name: str, ip: str) -> Path:
+    path.write_text(
+        "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\n"
+        f"metadata: {{name: {name}, namespace: prod}}\n"
+        f"spec: {{type: ClusterSetIP, ips: [{ip}], ports: [{{name: http, port: 80, protocol: TCP}}]}}\n"
+    )
+    return path
 
 
 def test_headless_endpoints_of_two_clusters_and_readiness(server: ServerThread, api: KubeApiEmulator) -> None:
@@ -289,31 +273,16 @@ def test_mcsdns_serve_kubeconfig_as_a_user_runs_it(
     """The issue's 'done when': the command, kubectl apply, updates, deletion, and a paused API."""
     from tests.integration.test_cli import ask, serving
 
-    kubectl = shutil.which("kubectl")
-    assert kubectl
     manifest = tmp_path / "web.yaml"
-
-    def apply(ip: str) -> None:
-        manifest.write_text(
-            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\n"
-            "metadata: {name: web, namespace: prod}\n"
-            f"spec: {{type: ClusterSetIP, ips: [{ip}], ports: [{{port: 80, protocol: TCP}}]}}\n"
-        )
-        subprocess.run(
-            [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", str(manifest)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
 
     def answer(port: int) -> list[str]:
         reply = ask(port, WEB)
         return sorted(r.to_text() for rrset in reply.answer for r in rrset)
 
     with serving(["--kubeconfig", str(kubeconfig), "--leader-elect", "false"]) as (port, _):
-        apply("10.0.0.5")
+        kubectl(kubeconfig, "apply", "-f", str(write_import(manifest, "web", "10.0.0.5")))
         wait_for(lambda: answer(port) == ["10.0.0.5"], what="the applied import")
-        apply("10.0.0.6")
+        kubectl(kubeconfig, "apply", "-f", str(write_import(manifest, "web", "10.0.0.6")))
         wait_for(lambda: answer(port) == ["10.0.0.6"], what="the update")
         api.pause("hang")
         try:
@@ -322,10 +291,5 @@ def test_mcsdns_serve_kubeconfig_as_a_user_runs_it(
                 time.sleep(0.1)
         finally:
             api.resume()
-        subprocess.run(
-            [kubectl, "--kubeconfig", str(kubeconfig), "delete", "-f", str(manifest)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        kubectl(kubeconfig, "delete", "-f", str(manifest))
         wait_for(lambda: ask(port, WEB).rcode() == dns.rcode.NXDOMAIN, what="the deletion")
