@@ -1,0 +1,125 @@
+"""Cost of one query inside the process, and the share the metrics counting takes of it.
+
+Runs ``Responder.respond`` on prebuilt packets (no sockets) and prints microseconds per query; then times
+the one statement the packet path spends on metrics (``counts[answer.metric] += 1``) in the same loop shape
+and prints its share. The DNS benchmark (dns_bench.py) measures queries/s over real sockets; this isolates
+the part of the packet path that mcsdns's own code costs. Bounded: a fixed number of calls per case.
+
+    .venv/bin/python bench/hotpath.py [--services 10000] [--calls 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import time
+from typing import Any
+
+import dns.edns
+import dns.message
+
+from mcsdns.responder import UDP, Responder
+from mcsdns.settings import ZoneSettings
+from mcsdns.zone.build import ZoneBuilder
+from mcsdns.zone.model import (
+    ClusterId,
+    Endpoint,
+    EndpointGroup,
+    ImportedService,
+    Port,
+    ServiceImport,
+    ServiceKey,
+    ServiceType,
+)
+from mcsdns.zone.store import ZoneStore
+
+
+def build(services: int) -> ZoneStore:
+    changes: dict[ServiceKey, ImportedService | None] = {}
+    for i in range(services):
+        key = ServiceKey(f"ns{i % 50}", f"svc{i}")
+        if i % 5 == 0:
+            endpoints = tuple(
+                Endpoint(
+                    cluster=ClusterId(f"c{j % 2}"),
+                    addresses=(f"10.{i >> 8 & 255}.{i & 255}.{j}",),
+                    hostname=f"h{j}",
+                )
+                for j in range(6)
+            )
+            group = EndpointGroup(service=key, cluster=ClusterId("c0"), ports=(), endpoints=endpoints)
+            changes[key] = ImportedService(
+                spec=ServiceImport(key=key, type=ServiceType.HEADLESS, ports=(Port("http", "TCP", 80),)),
+                groups=(group,),
+            )
+        else:
+            changes[key] = ImportedService(
+                spec=ServiceImport(
+                    key=key,
+                    type=ServiceType.CLUSTERSET_IP,
+                    ips=(f"172.20.{i >> 8}.{i & 255}",),
+                    ports=(Port("http", "TCP", 80),),
+                )
+            )
+    store = ZoneStore()
+    store.current = ZoneBuilder(ZoneSettings()).build(changes, serial=1)
+    return store
+
+
+def per_query(responder: Responder, packet: bytes, calls: int) -> float:
+    """Median of five runs, microseconds per call."""
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls // 5):
+            responder.respond(packet, UDP)
+        runs.append((time.perf_counter() - started) / (calls // 5) * 1e6)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--calls", type=int, default=300_000)
+    args = parser.parse_args()
+    store = build(args.services)
+    packets: dict[str, Any] = {
+        "A, ClusterSetIP": dns.message.make_query("svc1.ns1.svc.clusterset.local", "A").to_wire(),
+        "A, EDNS + cookie": dns.message.make_query(
+            "svc1.ns1.svc.clusterset.local",
+            "A",
+            use_edns=0,
+            options=[dns.edns.GenericOption(10, b"12345678")],
+        ).to_wire(),
+        "NXDOMAIN": dns.message.make_query("nope.ns1.svc.clusterset.local", "A").to_wire(),
+    }
+    responder = Responder(store, ZoneSettings())
+    increment = counting_cost(store, args.calls)
+    print(f"{'query':18} {'us/query':>9} {'counting share':>15}")
+    for name, packet in packets.items():
+        total = per_query(responder, packet, args.calls)
+        print(f"{name:18} {total:9.2f} {increment / total * 100:14.1f}%")
+    print(f"(the counter increment alone: {increment * 1000:.0f} ns)")
+
+
+def counting_cost(store: ZoneStore, calls: int) -> float:
+    """Microseconds of ``counts[answer.metric] += 1`` beyond an empty loop body reading the answer."""
+    assert store.current is not None
+    answer = next(iter(store.current.answers.values()))
+    counts: collections.defaultdict[int, int] = collections.defaultdict(int)
+    started = time.perf_counter()
+    for _ in range(calls):
+        counts[answer.metric] += 1
+    counted = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(calls):
+        answer.metric  # noqa: B018 - the same attribute read, without the increment
+    empty = time.perf_counter() - started
+    return (counted - empty) / calls * 1e6
+
+
+if __name__ == "__main__":
+    main()
