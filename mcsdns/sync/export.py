@@ -261,7 +261,7 @@ class ExportController:
         names = set()
         for key in keys:
             obj = self.slices.objects.get(key)
-            service = ((obj or {}).get("metadata") or {}).get("labels", {}).get(SERVICE_NAME)
+            service = _labels(obj).get(SERVICE_NAME)
             if service:
                 names.add((key[0], str(service)))
             else:
@@ -349,7 +349,7 @@ class ExportController:
             s
             for s in self.slices.objects.values()
             if key_of(s)[0] == key[0]
-            and (s.get("metadata") or {}).get("labels", {}).get(SERVICE_NAME) == key[1]
+            and _labels(s).get(SERVICE_NAME) == key[1]
         ]
         desired = desired_endpoints(
             export=export, service=service, slices=slices, cluster_id=cluster_id, clusterset_id=clusterset_id
@@ -449,6 +449,11 @@ class ExportController:
             SERVICE_EXPORTS, metadata.get("namespace"), str(metadata.get("name")), body, subresource="status"
         )
         self.exports.objects[key_of(updated)] = updated
+
+
+def _labels(obj: Obj | None) -> dict[str, str]:
+    """An object's labels; a missing or null ``labels`` is none."""
+    return ((obj or {}).get("metadata") or {}).get("labels") or {}
 
 
 def _comparable(conditions: list[Obj]) -> list[tuple[Any, ...]]:
