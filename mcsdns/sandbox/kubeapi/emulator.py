@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -19,7 +20,7 @@ import yaml
 from .errors import Obj
 from .faults import Faults
 from .gc import GarbageCollector
-from .handlers import ApiApp, WatchSettings
+from .handlers import ApiApp, Request, WatchSettings
 from .ipalloc import IPAllocator, PortAllocator, parse_cidrs
 from .resources import DEFAULT_MCS_VERSIONS, ResourceRegistry, builtin_resources
 from .server import ApiHTTPServer
@@ -204,6 +205,15 @@ class KubeApiEmulator:
             yaml.safe_dump(self.kubeconfig(context=context, namespace=namespace), sort_keys=False)
         )
         return target
+
+    # --- request hook -------------------------------------------------------------------------------------
+
+    def observe_requests(self, observer: Callable[[Request], None]) -> Callable[[], None]:
+        """Call ``observer(request)`` with every API request from now on (not the ``/_emulator/`` admin
+        paths), on the server's threads, before injected faults; returns the function that stops it. Tests
+        record with it which verbs and resources a client uses (to check RBAC rules against real calls)."""
+        self._app.observers.append(observer)
+        return lambda: self._app.observers.remove(observer)
 
     # --- fault hooks --------------------------------------------------------------------------------------
 

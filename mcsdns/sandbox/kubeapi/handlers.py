@@ -327,6 +327,9 @@ class ApiApp:
         self._router = ApiRouter(storage.registry)
         self._stopping = stopping
         self._rng = random.Random()
+        self.observers: list[Callable[[Request], None]] = []
+        """Called with every API request (admin paths excluded) before faults apply, on the server's thread:
+        what a client asked, whatever the answer (``KubeApiEmulator.observe_requests``)."""
 
     def wait_running_or_stopped(self) -> None:
         while not self.faults.wait_running(0.5):
@@ -336,6 +339,8 @@ class ApiApp:
     def handle(self, request: Request) -> Response | WatchStream:
         if request.path.startswith(_ADMIN_PREFIX):
             return self._admin(request)
+        for observe in tuple(self.observers):
+            observe(request)
         if self.faults.paused:
             self.wait_running_or_stopped()
         failure = self.faults.take_failure(request.method, request.path)
