@@ -288,11 +288,18 @@ class ExportController:
                 self._retries.pop(key, None)
             except NotLeader:
                 logger.info("export %s/%s: leadership lost, stopping", *key)
-            except SourceError as exc:
+            except Exception as exc:
+                # A Cloud Map or API error, or an object we did not expect: retry this export later and
+                # keep serving and exporting everything else (one bad object never stops the process).
                 self.errors += 1
                 delay = min(self._retries.get(key, RETRY_START / 2) * 2, RETRY_CAP)
                 self._retries[key] = delay
-                logger.warning("export %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay)
+                if isinstance(exc, SourceError):
+                    logger.warning("export %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay)
+                else:
+                    logger.exception(
+                        "export %s/%s failed unexpectedly; retrying in %.1fs", key[0], key[1], delay
+                    )
                 loop.call_later(delay, self._enqueue, {key})
 
     def _guard(self) -> None:
@@ -348,8 +355,7 @@ class ExportController:
         slices = [
             s
             for s in self.slices.objects.values()
-            if key_of(s)[0] == key[0]
-            and _labels(s).get(SERVICE_NAME) == key[1]
+            if key_of(s)[0] == key[0] and _labels(s).get(SERVICE_NAME) == key[1]
         ]
         desired = desired_endpoints(
             export=export, service=service, slices=slices, cluster_id=cluster_id, clusterset_id=clusterset_id

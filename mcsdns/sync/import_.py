@@ -264,6 +264,10 @@ class ImportController:
                     except SourceError as exc:
                         self.errors += 1
                         logger.warning("import: %s; keeping every import as it is", exc)
+                    except Exception:
+                        # Unexpected data: log it, keep everything as it is, and try again next poll.
+                        self.errors += 1
+                        logger.exception("import cycle failed unexpectedly; keeping every import as it is")
                 await asyncio.sleep(self._poll_interval)
 
     def metrics(self) -> Iterator[Metric]:
