@@ -188,7 +188,7 @@ async def _print_cloudmap(region: str) -> None:
     client = CloudMapClient(region=region)
     namespace = (await client.namespaces())["demo"]
     _show("Cloud Map namespace", {"Name": namespace.name, "Id": namespace.id, "Type": namespace.type})
-    services = await client.services(namespace.id)
+    services = await client.services(namespace)
     _show("Cloud Map service", {"Name": "nginx-hello", "Id": services["nginx-hello"]})
     _, found = await client.discover("demo", "nginx-hello", CLUSTERSET)
     _show(

@@ -33,6 +33,7 @@ THROTTLE_CODES = frozenset(
 )
 THROTTLE_ATTEMPTS = 6
 THROTTLE_CAP = 10.0
+SERVICE_LIST_MAX_AGE = 60.0  # a namespace's service list is read again at least this often
 OPERATION_POLL = 0.5
 OPERATION_TIMEOUT = 60.0  # the AWS controller's poller gives operations one minute too
 DISCOVER_MAX = 1000  # DiscoverInstances has no paging: 1000 is the most it returns (and a service's quota)
@@ -81,6 +82,7 @@ class Namespace:
     id: str
     name: str
     type: str
+    service_count: int | None = None  # NamespaceSummary.ServiceCount, when the service reports it
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +101,13 @@ class CloudMapClient:
         except botocore.exceptions.BotoCoreError as exc:
             raise CloudMapError(f"cannot create a Cloud Map client: {exc}") from None
         self._buckets = {op: TokenBucket(*limit) for op, limit in RATE_LIMITS.items()}
+        self._cache_ttl = cache_ttl
         self._namespaces: cachetools.TTLCache[str, dict[str, Namespace]] = cachetools.TTLCache(1, cache_ttl)
-        self._services: cachetools.TTLCache[str, dict[str, str]] = cachetools.TTLCache(2048, cache_ttl)
+        # Service lists per namespace, with the namespace's ServiceCount and when they were read. A filtered
+        # ListServices pages over every service of the account ("Cloud Map gets MaxResults services and then
+        # filters them"), so one namespace costs ceil(all services / 100) calls: a list is read again only
+        # when the namespace's ServiceCount moved, or after SERVICE_LIST_MAX_AGE.
+        self._services: dict[str, tuple[int | None, float, dict[str, str]]] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self.throttles: collections.Counter[str] = collections.Counter()
 
@@ -146,25 +153,34 @@ class CloudMapClient:
         if cached is not None:
             return cached
         found = {
-            item["Name"]: Namespace(item["Id"], item["Name"], item.get("Type", ""))
+            item["Name"]: Namespace(item["Id"], item["Name"], item.get("Type", ""), item.get("ServiceCount"))
             for item in await self._paginate("ListNamespaces", "Namespaces")
             if item.get("Type") in ("HTTP", "DNS_PRIVATE")
         }
         self._namespaces["all"] = found
         return found
 
-    async def services(self, namespace_id: str) -> dict[str, str]:
+    async def services(self, namespace: Namespace) -> dict[str, str]:
         """Service name → id in one namespace."""
-        cached = self._services.get(namespace_id)
+        cached = self._services.get(namespace.id)
+        now = time.monotonic()
         if cached is not None:
-            return cached
+            count, read_at, found = cached
+            fresh = now - read_at < self._cache_ttl
+            unchanged = (
+                count is not None
+                and count == namespace.service_count
+                and now - read_at < SERVICE_LIST_MAX_AGE
+            )
+            if fresh or unchanged:
+                return found
         items = await self._paginate(
             "ListServices",
             "Services",
-            Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace_id], "Condition": "EQ"}],
+            Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace.id], "Condition": "EQ"}],
         )
         found = {item["Name"]: item["Id"] for item in items}
-        self._services[namespace_id] = found
+        self._services[namespace.id] = (namespace.service_count, now, found)
         return found
 
     async def revision(self, namespace: str, service: str) -> int:
@@ -223,7 +239,8 @@ class CloudMapClient:
                 raise
         finally:
             self._services.pop(namespace_id, None)
-        existing = (await self.services(namespace_id)).get(name)
+            self._namespaces.clear()  # its ServiceCount moved
+        existing = (await self.services(Namespace(namespace_id, "", ""))).get(name)
         if existing is None:
             raise CloudMapError(
                 f"service {name} was reported to exist but is not listed", code="ServiceNotFound"

@@ -95,9 +95,7 @@ class CloudMapZoneSource:
         semaphore = asyncio.Semaphore(CONCURRENCY)
         keys: list[ServiceKey] = []
         for namespace in (await self._client.namespaces()).values():
-            keys.extend(
-                ServiceKey(namespace.name, name) for name in await self._client.services(namespace.id)
-            )
+            keys.extend(ServiceKey(namespace.name, name) for name in await self._client.services(namespace))
 
         async def refresh(key: ServiceKey) -> None:
             async with semaphore:

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from mcsdns.errors import SourceError
 from mcsdns.sync import instances as attrs
-from mcsdns.sync.cloudmap import CloudMapClient, Instance
+from mcsdns.sync.cloudmap import CloudMapClient, Instance, Namespace
 from mcsdns.sync.identity import ClusterIdentity
 from mcsdns.sync.k8s import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES, Informer, Key, KubeApi, key_of
 from mcsdns.sync.leader import LeaderElector
@@ -386,15 +386,15 @@ class ExportController:
         )
 
     async def _ensure_service(self, key: Key) -> str:
-        namespaces = await self._cloudmap.namespaces()
-        namespace = namespaces.get(key[0])
-        self._guard()
-        namespace_id = namespace.id if namespace else await self._cloudmap.create_namespace(key[0])
-        services = await self._cloudmap.services(namespace_id)
+        namespace = (await self._cloudmap.namespaces()).get(key[0])
+        if namespace is None:
+            self._guard()
+            namespace = Namespace(await self._cloudmap.create_namespace(key[0]), key[0], "HTTP")
+        services = await self._cloudmap.services(namespace)
         if key[1] in services:
             return services[key[1]]
         self._guard()
-        return await self._cloudmap.create_service(namespace_id, key[1])
+        return await self._cloudmap.create_service(namespace.id, key[1])
 
     async def _apply(self, service_id: str, plan: InstancePlan) -> None:
         semaphore = asyncio.Semaphore(REGISTER_CONCURRENCY)
@@ -418,7 +418,7 @@ class ExportController:
         namespace = (await self._cloudmap.namespaces()).get(key[0])
         if namespace is None:
             return 0
-        service_id = (await self._cloudmap.services(namespace.id)).get(key[1])
+        service_id = (await self._cloudmap.services(namespace)).get(key[1])
         if service_id is None:
             return 0
         _, found = await self._cloudmap.discover(key[0], key[1], clusterset_id)

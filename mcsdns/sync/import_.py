@@ -45,6 +45,7 @@ SLICE_MANAGED_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGER = "mcsdns"
 SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 MAX_SLICE_ENDPOINTS = 100  # the EndpointSlice controller's default, and the AWS controller's
+CONCURRENCY = 32  # Cloud Map reads in flight at once during a poll
 
 
 def derived_name(namespace: str, name: str) -> str:
@@ -220,6 +221,14 @@ def differs(existing: Obj, desired: Obj, fields: Iterable[str]) -> bool:
     return False
 
 
+def _ports(service: Obj) -> list[tuple[str, str, int]]:
+    """A Service's ports as we set them; the API server fills in targetPort and other defaults."""
+    ports = (service.get("spec") or {}).get("ports") or []
+    return sorted(
+        (str(p.get("name") or ""), str(p.get("protocol") or "TCP"), int(p.get("port") or 0)) for p in ports
+    )
+
+
 def _managed(obj: Obj, label: str = MANAGED_LABEL) -> bool:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(label) == MANAGER
 
@@ -258,6 +267,7 @@ class ImportController:
                 if self._identity.clusterset_id != self._clusterset_id:
                     self._clusterset_id = self._identity.clusterset_id
                     self._seen.clear()  # another clusterset: every service must be read again
+                started = asyncio.get_running_loop().time()
                 if self._clusterset_id and (self._elector is None or self._elector.may_write()):
                     try:
                         await self.sync_once()
@@ -268,7 +278,9 @@ class ImportController:
                         # Unexpected data: log it, keep everything as it is, and try again next poll.
                         self.errors += 1
                         logger.exception("import cycle failed unexpectedly; keeping every import as it is")
-                await asyncio.sleep(self._poll_interval)
+                # A fixed rate: a cycle that took part of the period shortens the wait, not the other way.
+                elapsed = asyncio.get_running_loop().time() - started
+                await asyncio.sleep(max(self._poll_interval - elapsed, 0.05))
 
     def metrics(self) -> Iterator[Metric]:
         managed = [obj for obj in self.imports.objects.values() if _managed(obj)]
@@ -294,16 +306,24 @@ class ImportController:
         namespaces = await self._cloudmap.namespaces()
         desired: dict[Key, ImportModel] = {}
         unknown: set[str] = set()  # namespaces we could not read: nothing in them is deleted
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+
+        async def model_of(key: Key) -> ImportModel | None:
+            async with semaphore:
+                return await self._model(key)
+
         for name in sorted(local & namespaces.keys()):
             try:
-                services = await self._cloudmap.services(namespaces[name].id)
-                for service in sorted(services):
-                    model = await self._model((name, service))
-                    if model is not None:
-                        desired[(name, service)] = model
+                keys = [
+                    (name, service) for service in sorted(await self._cloudmap.services(namespaces[name]))
+                ]
+                # Revision checks in parallel: each is a round trip, and there is one per service per poll.
+                models = await asyncio.gather(*(model_of(key) for key in keys))
             except SourceError as exc:
                 logger.warning("import: namespace %s: %s; its imports stay as they are", name, exc)
                 unknown.add(name)
+                continue
+            desired.update((key, model) for key, model in zip(keys, models, strict=True) if model is not None)
         for model in desired.values():
             await self._ensure(model)
         for key, existing in list(self.imports.objects.items()):
@@ -374,9 +394,7 @@ class ImportController:
             created = await self._api.create(SERVICES, namespace, want)
             self.services.objects[(namespace, name)] = created
             return created
-        if existing.get("spec", {}).get("ports") != want["spec"]["ports"] or differs(
-            existing, want, ("labels",)
-        ):
+        if _ports(existing) != _ports(want) or differs(existing, want, ("labels",)):
             self._guard()
             body = {**existing, "spec": {**existing["spec"], "ports": want["spec"]["ports"]}}
             body["metadata"] = {

@@ -449,3 +449,33 @@ def test_leader_failover_in_the_middle_of_an_export(
             "none lost, none twice"
         )
         assert not first.may_write()
+
+
+def test_idle_cycles_cost_one_revision_check_per_service_and_write_nothing(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    export(cls1)
+    wait_for(lambda: cls2.answer() == [cls2.vip()], what="the import")
+    assert cls2.dns.app is not None
+    importer = cls2.dns.app.controllers[1]
+    writes: list[str] = []
+    stop = cls2.api.observe_requests(
+        lambda r: (
+            writes.append(f"{r.method} {r.path}") if r.method != "GET" and "/leases/" not in r.path else None
+        )
+    )
+    try:
+        start = importer.cycles + 1
+        wait_for(lambda: importer.cycles >= start, what="a cycle to start")
+        cloudmap.reset_calls()
+        wait_for(lambda: importer.cycles >= start + 3, timeout=10, what="three idle cycles")
+        calls = cloudmap.calls()
+    finally:
+        stop()
+    # Both engines import (exporting clusters import too): per engine and cycle one revision check of the one
+    # service and at most one ListNamespaces; the service list is reused while ServiceCount stays put.
+    assert calls.get("DiscoverInstances", 0) == 0
+    assert calls.get("ListServices", 0) == 0
+    assert 3 <= calls.get("DiscoverInstancesRevision", 0) <= 2 * 4
+    assert writes == [], "an idle cycle writes nothing to the cluster (lease renewals aside)"

@@ -168,3 +168,20 @@ def test_list_instances_returns_100_per_page_by_default(sd: Any) -> None:
     assert len(first["Instances"]) == 100
     rest = sd.list_instances(ServiceId=svc, NextToken=first["NextToken"])
     assert [i["Id"] for i in rest["Instances"]] == ["i100"]
+
+
+def test_list_namespaces_reports_service_count(sd: Any) -> None:
+    """NamespaceSummary.ServiceCount: the number of services associated with the namespace."""
+    operation = sd.create_http_namespace(Name="counted")["OperationId"]
+    namespace_id = sd.get_operation(OperationId=operation)["Operation"]["Targets"]["NAMESPACE"]
+
+    def count() -> int:
+        found = [ns for ns in sd.list_namespaces()["Namespaces"] if ns["Id"] == namespace_id]
+        return int(found[0]["ServiceCount"])
+
+    assert count() == 0
+    sd.create_service(Name="a", NamespaceId=namespace_id)
+    service_id = sd.create_service(Name="b", NamespaceId=namespace_id)["Service"]["Id"]
+    assert count() == 2
+    sd.delete_service(Id=service_id)
+    assert count() == 1

@@ -383,7 +383,15 @@ def list_namespaces(self: ServiceDiscoveryResponse) -> str:
         }
         return all(_matches(fields[name], cond, values) for name, cond, values in filters)
 
-    result: dict[str, Any] = {"Namespaces": [ns.to_json() for ns in page if keep(ns)]}
+    def summary(namespace: Namespace) -> dict[str, Any]:
+        # NamespaceSummary.ServiceCount: "The number of services that are associated with the namespace."
+        # moto leaves it out.
+        count = sum(
+            1 for svc in self.servicediscovery_backend.services.values() if svc.namespace_id == namespace.id
+        )
+        return {**namespace.to_json(), "ServiceCount": count}
+
+    result: dict[str, Any] = {"Namespaces": [summary(ns) for ns in page if keep(ns)]}
     if token:
         result["NextToken"] = token
     return json.dumps(result)
