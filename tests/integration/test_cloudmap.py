@@ -479,3 +479,26 @@ def test_idle_cycles_cost_one_revision_check_per_service_and_write_nothing(
     assert calls.get("ListServices", 0) == 0
     assert 3 <= calls.get("DiscoverInstancesRevision", 0) <= 2 * 4
     assert writes == [], "an idle cycle writes nothing to the cluster (lease renewals aside)"
+
+
+def test_port_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    export(cls1)
+    wait_for(lambda: len(instances(cloudmap)) == 3, what="cls1's export")
+    cls2.api.store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "nginx-hello", "namespace": "demo"},
+            "spec": {"ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]},
+        }
+    )
+    cls2.api.store.create(local_slice("nginx-hello-p", "nginx-hello", "10.20.0.7"))
+    export(cls2)
+    wait_for(
+        lambda: conditions(cls2).get("Conflict") == ("True", "PortConflict"), what="cls2's port conflict"
+    )
+    assert conditions(cls1).get("Conflict") == ("False", "NoConflicts")
+    wait_for(lambda: imported_clusters(cls1) == ["cls1", "cls2"], what="both clusters imported")
+    ports = cls1.api.store.get("serviceimports", "nginx-hello", namespace="demo")["spec"]["ports"]
+    assert [p["port"] for p in ports] == [80], "the older export's port"
