@@ -230,16 +230,20 @@ class CloudMapClient:
         return existing.id
 
     async def create_service(self, namespace_id: str, name: str) -> str:
-        self._services.pop(namespace_id, None)
         try:
             result = await self._call("CreateService", Name=name, NamespaceId=namespace_id)
-            return str(result["Service"]["Id"])
         except CloudMapError as exc:
             if exc.code != "ServiceAlreadyExists":
                 raise
-        finally:
-            self._services.pop(namespace_id, None)
-            self._namespaces.clear()  # its ServiceCount moved
+        else:
+            service_id = str(result["Service"]["Id"])
+            # Add it to the namespace's list; with no ServiceCount to check the list against, it is read
+            # again once its cache time is over.
+            cached = self._services.get(namespace_id)
+            known = cached[2] if cached else {}
+            self._services[namespace_id] = (None, time.monotonic(), {**known, name: service_id})
+            return service_id
+        self._services.pop(namespace_id, None)
         existing = (await self.services(Namespace(namespace_id, "", ""))).get(name)
         if existing is None:
             raise CloudMapError(
