@@ -303,14 +303,18 @@ class Reflector:
         api: KubeApi,
         resources: tuple[Resource, ...],
         *,
-        on_list: Callable[[list[Obj]], None],
+        on_list: Callable[[list[Any]], None],
         on_event: Callable[[str, Obj], None],
+        page: Callable[[list[Obj]], list[Any]] | None = None,
     ) -> None:
         self._api = api
         self._candidates = resources  # versions to try, preferred first (a CRD may serve only some)
         self._resource = resources[0]
         self._on_list = on_list
         self._on_event = on_event
+        # Applied to each list page as it arrives, so a 30,000-object list never holds all of its JSON at
+        # once (the peak would stay in the process's memory for good).
+        self._page = page
 
     @property
     def resource(self) -> Resource:
@@ -342,11 +346,12 @@ class Reflector:
                 await backoff.sleep()
 
     async def _list(self) -> str:
-        items: list[Obj] = []
+        items: list[Any] = []
         token: str | None = None
         while True:
             page = await self._api.list(self._resource, continue_token=token)
-            items.extend(page.get("items") or [])
+            objects = page.get("items") or []
+            items.extend(self._page(objects) if self._page is not None else objects)
             metadata = page.get("metadata") or {}
             token = metadata.get("continue") or None
             if token is None:
@@ -395,8 +400,9 @@ class KubeZoneSource:
         self._reflector = Reflector(
             self._api,
             self._resources,
-            on_list=lambda items: emit(Listed(self._name, self._convert_all(items))),
+            on_list=lambda converted: emit(Listed(self._name, dict(converted))),
             on_event=lambda kind, obj: self._event(emit, kind, obj),
+            page=self._convert_page,
         )
         await self._reflector.run()
 
@@ -405,13 +411,9 @@ class KubeZoneSource:
         assert self._reflector is not None
         return self._reflector.resource
 
-    def _convert_all(self, items: list[Obj]) -> dict[ObjectRef, Record]:
-        records: dict[ObjectRef, Record] = {}
-        for obj in items:
-            converted = self._convert(_with_kind(obj, self._resource))
-            if converted is not None:
-                records[converted[0]] = converted[1]
-        return records
+    def _convert_page(self, items: list[Obj]) -> list[tuple[ObjectRef, Record]]:
+        converted = (self._convert(_with_kind(obj, self._resource)) for obj in items)
+        return [pair for pair in converted if pair is not None]
 
     def _event(self, emit: Emit, kind: str, obj: Obj) -> None:
         obj = _with_kind(obj, self._resource)
