@@ -35,6 +35,7 @@ MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 RESYNC = 60.0  # every export is reconciled again this often, so Cloud Map drift is repaired
 RETRY_START, RETRY_CAP = 0.5, 60.0
 REGISTER_CONCURRENCY = 16
+WORKERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,8 @@ class ExportController:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._retries: dict[Key, float] = {}
+        self._active: set[Key] = set()  # being reconciled by a worker
+        self._dirty: set[Key] = set()  # changed while being reconciled
         self._exported: dict[Key, int] = {}  # instances per exported service, for metrics
         self.errors = 0
         self.exports = Informer(api, SERVICE_EXPORTS, on_change=self._enqueue)
@@ -233,6 +236,10 @@ class ExportController:
                 self.exports.synced.wait(), self.services.synced.wait(), self.slices.synced.wait()
             )
             group.create_task(self._resync_loop())
+            # A few workers, so one slow export (Cloud Map operations take seconds on AWS) does not hold up
+            # the others; a service is never reconciled by two workers at once.
+            for _ in range(WORKERS - 1):
+                group.create_task(self._work())
             await self._work()
 
     def metrics(self) -> Iterator[Metric]:
@@ -283,6 +290,10 @@ class ExportController:
             self._queued.discard(key)
             if key not in self.exports.objects or not self._may_write():
                 continue  # not exported (a Service or slice without export), or another replica writes
+            if key in self._active:
+                self._dirty.add(key)  # another worker is on it: it goes round once more when done
+                continue
+            self._active.add(key)
             try:
                 await self.reconcile(key)
                 self._retries.pop(key, None)
@@ -301,6 +312,11 @@ class ExportController:
                         "export %s/%s failed unexpectedly; retrying in %.1fs", key[0], key[1], delay
                     )
                 loop.call_later(delay, self._enqueue, {key})
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self._enqueue({key})
 
     def _guard(self) -> None:
         if not self._may_write():
