@@ -51,6 +51,17 @@ class _ErrorLog:
 _errors = _ErrorLog()
 
 
+async def _forwarded_reply(
+    forwarder: Forwarder, data: bytes, *, limit: int, servfail: Callable[[bytes], bytes | None]
+) -> bytes | None:
+    """The forwarder's reply, or SERVFAIL if forwarding raised (a task's error must not go unseen)."""
+    try:
+        return await forwarder.answer(data, limit=limit)
+    except Exception:
+        _errors.report("forwarded")
+        return servfail(data)
+
+
 class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(
         self, respond: Respond, servfail: Callable[[bytes], bytes | None], forwarder: Forwarder | None = None
@@ -89,11 +100,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         task.add_done_callback(self._pending.discard)
 
     async def _forwarded(self, forwarder: Forwarder, data: bytes, addr: tuple[str | int, ...]) -> None:
-        try:
-            reply = await forwarder.answer(data, limit=UDP_FORWARD_LIMIT)
-        except Exception:
-            _errors.report("forwarded UDP")
-            reply = self._servfail(data)
+        reply = await _forwarded_reply(forwarder, data, limit=UDP_FORWARD_LIMIT, servfail=self._servfail)
         if reply is not None and not self._transport.is_closing():
             self._transport.sendto(reply, addr)
 
@@ -191,11 +198,7 @@ class TcpProtocol(asyncio.Protocol):
         task.add_done_callback(self._pending.discard)
 
     async def _forwarded(self, forwarder: Forwarder, message: bytes) -> None:
-        try:
-            reply = await forwarder.answer(message, limit=TCP)
-        except Exception:
-            _errors.report("forwarded TCP")
-            reply = self._servfail(message)
+        reply = await _forwarded_reply(forwarder, message, limit=TCP, servfail=self._servfail)
         if reply is not None and not self._transport.is_closing():
             self._transport.write(len(reply).to_bytes(2, "big") + reply)
 
