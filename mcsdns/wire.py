@@ -200,10 +200,6 @@ def text_to_name(text: str) -> Name:
     return labels
 
 
-def name_to_text(name: Name) -> str:
-    return ".".join(label.decode("ascii") for label in name) + "."
-
-
 def address_rdata(address: str) -> tuple[int, bytes]:
     """An address's record type (A or AAAA) and RDATA."""
     ip = ipaddress.ip_address(address)

@@ -7,7 +7,6 @@ engine re-renders only those; ``service`` assembles one service from all sources
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
 
 from mcsdns.sync.events import Change, Deleted, Listed, SourceName, Upserted
 from mcsdns.sync.objects import ObjectRef, Record
@@ -83,9 +82,3 @@ class ClusterSetState:
             return None
         groups.sort(key=lambda item: (item[1].cluster, item[0]))
         return ImportedService(spec=spec, groups=tuple(group for _, group in groups))
-
-    def keys(self) -> set[ServiceKey]:
-        return set(self._by_service)
-
-    def records(self, source: SourceName) -> Mapping[ObjectRef, Record]:
-        return self._records.get(source, {})

@@ -163,6 +163,3 @@ def render_negatives(*, rcode: int, apex: Name, soa: Soa, ttl: int) -> tuple[Ans
         body = b"".join((pointer, fixed, mname, pointer, rname, pointer, timers))
         answers[length] = Answer(QR | AA | rcode, 0, 1, 0, body, len(body))
     return tuple(answers)
-
-
-RENDERED_TYPES = (QType.A, QType.AAAA, QType.SRV, QType.TXT, QType.SOA, QType.NS)
