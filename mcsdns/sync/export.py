@@ -25,6 +25,7 @@ from mcsdns.sync.cloudmap import CloudMapClient, Instance, Namespace
 from mcsdns.sync.identity import ClusterIdentity
 from mcsdns.sync.k8s import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES, Informer, Key, KubeApi, key_of
 from mcsdns.sync.leader import LeaderElector
+from mcsdns.sync.objects import labels_of
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ class ExportController:
         names = set()
         for key in keys:
             obj = self.slices.objects.get(key)
-            service = _labels(obj).get(SERVICE_NAME)
+            service = labels_of(obj).get(SERVICE_NAME)
             if service:
                 names.add((key[0], str(service)))
             else:
@@ -371,7 +372,7 @@ class ExportController:
         slices = [
             s
             for s in self.slices.objects.values()
-            if key_of(s)[0] == key[0] and _labels(s).get(SERVICE_NAME) == key[1]
+            if key_of(s)[0] == key[0] and labels_of(s).get(SERVICE_NAME) == key[1]
         ]
         desired = desired_endpoints(
             export=export, service=service, slices=slices, cluster_id=cluster_id, clusterset_id=clusterset_id
@@ -471,11 +472,6 @@ class ExportController:
             SERVICE_EXPORTS, metadata.get("namespace"), str(metadata.get("name")), body, subresource="status"
         )
         self.exports.objects[key_of(updated)] = updated
-
-
-def _labels(obj: Obj | None) -> dict[str, str]:
-    """An object's labels; a missing or null ``labels`` is none."""
-    return ((obj or {}).get("metadata") or {}).get("labels") or {}
 
 
 def _comparable(conditions: list[Obj]) -> list[tuple[Any, ...]]:

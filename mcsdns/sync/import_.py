@@ -35,7 +35,7 @@ from mcsdns.sync.k8s import (
     KubeApi,
 )
 from mcsdns.sync.leader import LeaderElector
-from mcsdns.sync.objects import SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL
+from mcsdns.sync.objects import SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +212,7 @@ def differs(existing: Obj, desired: Obj, fields: Iterable[str]) -> bool:
     """Whether any of ``fields`` (top-level, or ``metadata.labels``) differs; server defaults are ignored."""
     for field in fields:
         if field == "labels":
-            have = (existing.get("metadata") or {}).get("labels") or {}
-            want = (desired.get("metadata") or {}).get("labels") or {}
+            have, want = labels_of(existing), labels_of(desired)
             if any(have.get(k) != v for k, v in want.items()):
                 return True
         elif existing.get(field) != desired.get(field):
@@ -230,7 +229,7 @@ def _ports(service: Obj) -> list[tuple[str, str, int]]:
 
 
 def _managed(obj: Obj, label: str = MANAGED_LABEL) -> bool:
-    return ((obj.get("metadata") or {}).get("labels") or {}).get(label) == MANAGER
+    return labels_of(obj).get(label) == MANAGER
 
 
 class ImportController:
@@ -359,7 +358,7 @@ class ImportController:
             self._guard()
             metadata = {
                 **existing["metadata"],
-                "labels": {**(existing["metadata"].get("labels") or {}), **want["metadata"]["labels"]},
+                "labels": {**labels_of(existing), **want["metadata"]["labels"]},
             }
             existing = await self._api.replace(
                 SERVICE_IMPORTS, namespace, name, {**existing, "metadata": metadata, "spec": want["spec"]}
@@ -399,7 +398,7 @@ class ImportController:
             body = {**existing, "spec": {**existing["spec"], "ports": want["spec"]["ports"]}}
             body["metadata"] = {
                 **existing["metadata"],
-                "labels": {**(existing["metadata"].get("labels") or {}), **want["metadata"]["labels"]},
+                "labels": {**labels_of(existing), **want["metadata"]["labels"]},
             }
             existing = await self._api.replace(SERVICES, namespace, name, body)
             self.services.objects[(namespace, name)] = existing
@@ -412,8 +411,7 @@ class ImportController:
         have = {
             key[1]: obj
             for key, obj in self.slices.objects.items()
-            if key[0] == namespace
-            and (obj["metadata"].get("labels") or {}).get(SLICE_SERVICE_LABEL) == derived
+            if key[0] == namespace and labels_of(obj).get(SLICE_SERVICE_LABEL) == derived
         }
         for name, body in want.items():
             existing = have.get(name)
@@ -442,10 +440,7 @@ class ImportController:
         derived = derived_name(namespace, name)
         self._guard()
         for slice_key, obj in list(self.slices.objects.items()):
-            if (
-                slice_key[0] == namespace
-                and (obj["metadata"].get("labels") or {}).get(SLICE_SERVICE_LABEL) == derived
-            ):
+            if slice_key[0] == namespace and labels_of(obj).get(SLICE_SERVICE_LABEL) == derived:
                 await self._api.delete(ENDPOINT_SLICES, namespace, slice_key[1])
                 self.slices.objects.pop(slice_key, None)
         if (namespace, derived) in self.services.objects:

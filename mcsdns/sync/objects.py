@@ -25,6 +25,12 @@ ObjectRef = tuple[str, str, str]  # kind, namespace, name
 Record = ServiceImport | EndpointGroup
 
 
+def labels_of(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    """An object's labels; a missing or null ``metadata`` or ``labels`` is none."""
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return dict(labels) if isinstance(labels, Mapping) else {}
+
+
 def describe(obj: Mapping[str, Any]) -> str:
     """``Kind namespace/name`` for messages, with what is known of a broken object."""
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
