@@ -237,6 +237,27 @@ def endpoint(address: str, *, hostname: str | None = None, ready: bool | None = 
     return out
 
 
+def aws_controller_attributes(*, address: str, cluster: str, clusterset: str) -> dict[str, str]:
+    """An instance as aws-cloud-map-mcs-controller-for-k8s registers it: its keys and controller string,
+    no HOSTNAME/NODENAME (reference/aws-cloud-map-mcs-controller.md §1.7)."""
+    return {
+        "AWS_INSTANCE_IPV4": address,
+        "AWS_INSTANCE_PORT": "80",
+        "ENDPOINT_PORT_NAME": "",
+        "ENDPOINT_PROTOCOL": "TCP",
+        "SERVICE_PORT_NAME": "",
+        "SERVICE_PORT": "80",
+        "SERVICE_TARGET_PORT": "80",
+        "SERVICE_PROTOCOL": "TCP",
+        "SERVICE_TYPE": "ClusterSetIP",
+        "CLUSTER_ID": cluster,
+        "CLUSTERSET_ID": clusterset,
+        "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108812830",
+        "READY": "true",
+        "K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s 0.3.1 (cc4f541)",
+    }
+
+
 def flags_text(message: dns.message.Message) -> str:
     return dns.flags.to_text(message.flags)
 

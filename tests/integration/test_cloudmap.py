@@ -17,7 +17,7 @@ from mcsdns.sandbox.cloudmap import EmbeddedCloudMap
 from mcsdns.sandbox.kubeapi import KubeApiEmulator
 from mcsdns.settings import CloudMapSettings, KubernetesSettings, Settings
 from mcsdns.sync.import_ import derived_name
-from tests.support import ServerThread, query, settings_for, wait_for
+from tests.support import ServerThread, aws_controller_attributes, query, settings_for, wait_for
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "examples" / "tutorial"
 NAME = "nginx-hello.demo.svc.clusterset.local."
@@ -378,22 +378,7 @@ def test_aws_controller_instances_are_imported(
     client.register_instance(
         ServiceId=service_id,
         InstanceId="tcp-10_9_0_1-80",
-        Attributes={
-            "AWS_INSTANCE_IPV4": "10.9.0.1",
-            "AWS_INSTANCE_PORT": "80",
-            "ENDPOINT_PORT_NAME": "",
-            "ENDPOINT_PROTOCOL": "TCP",
-            "SERVICE_PORT_NAME": "",
-            "SERVICE_PORT": "80",
-            "SERVICE_TARGET_PORT": "80",
-            "SERVICE_PROTOCOL": "TCP",
-            "SERVICE_TYPE": "ClusterSetIP",
-            "CLUSTER_ID": "eks-legacy",
-            "CLUSTERSET_ID": CLUSTERSET,
-            "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108812830",
-            "READY": "true",
-            "K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s 0.3.1 (cc4f541)",
-        },
+        Attributes=aws_controller_attributes(address="10.9.0.1", cluster="eks-legacy", clusterset=CLUSTERSET),
     )
     cls2 = clusters["cls2"]
     wait_for(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mcsdns.sync import instances as attrs
 from mcsdns.sync.cloudmap import Instance
 from mcsdns.sync.import_ import derived_name, desired_import, desired_service, desired_slices, import_model
+from tests.support import aws_controller_attributes
 
 
 def instance(
@@ -61,23 +62,7 @@ def test_type_and_ports_come_from_the_oldest_export() -> None:
 
 
 def test_instances_of_the_aws_controller_are_imported() -> None:
-    # Written by aws-cloud-map-mcs-controller-for-k8s: its id format, its controller string, no HOSTNAME.
-    aws = {
-        "AWS_INSTANCE_IPV4": "10.9.0.1",
-        "AWS_INSTANCE_PORT": "80",
-        "ENDPOINT_PORT_NAME": "",
-        "ENDPOINT_PROTOCOL": "TCP",
-        "SERVICE_PORT_NAME": "",
-        "SERVICE_PORT": "80",
-        "SERVICE_TARGET_PORT": "80",
-        "SERVICE_PROTOCOL": "TCP",
-        "SERVICE_TYPE": "ClusterSetIP",
-        "CLUSTER_ID": "eks-1",
-        "CLUSTERSET_ID": "set1",
-        "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108812830",
-        "READY": "true",
-        "K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s 0.3.1 (abc)",
-    }
+    aws = aws_controller_attributes(address="10.9.0.1", cluster="eks-1", clusterset="set1")
     model = import_model(("demo", "nginx-hello"), [Instance("tcp-10_9_0_1-80", aws)])
     assert model is not None and model.clusters["eks-1"].endpoints[0].address == "10.9.0.1"
 
