@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from kubeapi_helpers import Kubectl
 
@@ -88,7 +89,7 @@ def test_kubectl_reports_server_errors(kubectl: Kubectl) -> None:
     assert 'services "nope" not found' in missing.stderr
 
 
-def test_kubectl_builtin_resources_and_short_names(kubectl: Kubectl) -> None:
+def test_kubectl_builtin_resources_and_short_names(kubectl: Kubectl, api: KubeApiEmulator) -> None:
     # "kubectl create -f" rather than generators such as "kubectl create namespace": those send protobuf,
     # which the emulator does not decode (415).
     kubectl("create", "-f", "-", stdin="apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
@@ -105,4 +106,10 @@ def test_kubectl_builtin_resources_and_short_names(kubectl: Kubectl) -> None:
     assert rows[0].split()[:5] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
     assert rows[1].split()[1] == "ClusterIP" and rows[1].split()[2].startswith("10.96.")
     assert "demo" in kubectl("get", "ns").stdout
-    kubectl("delete", "namespace", "demo", "--wait=true", "--timeout=20s")
+    # Not --wait=true: kubectl's informer-based wait hung intermittently in full-suite runs (a list the
+    # emulator left unanswered, not reproduced alone); the namespace's termination is checked directly.
+    kubectl("delete", "namespace", "demo", "--wait=false")
+    deadline = time.monotonic() + 20
+    while api.store.find("namespaces", "demo") is not None:
+        assert time.monotonic() < deadline, "namespace demo was not deleted within 20 s"
+        time.sleep(0.05)
