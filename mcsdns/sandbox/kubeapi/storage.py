@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import builtins
 import copy
 import json
@@ -241,6 +242,9 @@ class Storage:
         self._rv = 0
         self._compacted = 0
         self._objects: dict[ResourceType, dict[Key, Obj]] = {rt: {} for rt in registry}
+        # Every type's sort keys in etcd key order, so a page of a list starts with a bisection instead of
+        # sorting the whole type (the real API server reads a key range from etcd or its watch cache).
+        self._order: dict[ResourceType, list[str]] = {rt: [] for rt in registry}
         self._history: deque[Event] = deque()
         self._watchers: dict[ResourceType, set[Watcher]] = {rt: set() for rt in registry}
         self._by_uid: dict[str, tuple[ResourceType, Key]] = {}
@@ -285,10 +289,14 @@ class Storage:
             # A DELETED event carries the last stored state at the deletion's version (etcd3 watcher).
             stored = {**prev, "metadata": {**prev["metadata"], "resourceVersion": str(self._rv)}}
             del bucket[key]
+            order = self._order[rt]
+            del order[bisect.bisect_left(order, _sort_key(key))]
         else:
             assert obj is not None
             obj["metadata"]["resourceVersion"] = str(self._rv)
             stored = obj
+            if key not in bucket:
+                bisect.insort(self._order[rt], _sort_key(key))
             bucket[key] = obj
         event = Event(type_, self._rv, rt, stored, prev)
         self._history.append(event)
@@ -356,6 +364,26 @@ class Storage:
             if namespace is None:
                 return len(self._objects[rt])
             return sum(1 for key in self._objects[rt] if key[0] == namespace)
+
+    def _in_order(self, rt: ResourceType, after: str) -> Iterable[tuple[str, Obj]]:
+        """The type's current objects with sort keys after ``after``, in key order (hold the lock)."""
+        order, objects = self._order[rt], self._objects[rt]
+        for index in range(bisect.bisect_right(order, after), len(order)):
+            sort_key = order[index]
+            namespace, _, name = sort_key.partition("/")
+            yield sort_key, objects[namespace, name]
+
+    def _count_after(self, rt: ResourceType, at: int, after: str, prefix: str) -> int:
+        """How many objects of the type, in ``prefix``'s range, sort after ``after`` (hold the lock)."""
+        if at == self._rv:
+            order = self._order[rt]
+            end = bisect.bisect_left(order, prefix + "\U0010ffff") if prefix else len(order)
+            return max(0, end - bisect.bisect_right(order, after))
+        return sum(
+            1
+            for key in self._snapshot(rt, at)
+            if _sort_key(key) > after and _sort_key(key).startswith(prefix)
+        )
 
     def _snapshot(self, rt: ResourceType, at: int) -> dict[Key, Obj]:
         """The type's objects as of version ``at`` (>= compacted): the current state, later events undone."""
@@ -429,32 +457,40 @@ class Storage:
                         raise errors.resource_version_too_large(wanted, self._rv)
                 at = self._rv
             exact = fields.exact_name()
+            prefix = "" if namespace is None else f"{namespace}/"
+            candidates: Iterable[tuple[str, Obj]]
             if at == self._rv:
                 if exact is not None and rt.namespaced and namespace is not None:
                     found = self._objects[rt].get((namespace, exact))
-                    candidates = [] if found is None else [((namespace, exact), found)]
+                    candidates = [] if found is None else [(_sort_key((namespace, exact)), found)]
                 else:
-                    candidates = list(self._objects[rt].items())
+                    candidates = self._in_order(rt, max(start, prefix))
             else:
-                candidates = list(self._snapshot(rt, at).items())
-        # Filtering and sorting happen outside the lock: stored objects are immutable.
-        selected: list[tuple[str, Obj]] = []
-        for key, obj in candidates:
-            if namespace is not None and key[0] != namespace:
-                continue
-            sort_key = _sort_key(key)
-            if start and sort_key <= start:
-                continue
-            meta = obj["metadata"]
-            if labels.matches(meta.get("labels")) and fields.matches(obj, rt.field_getters):
-                selected.append((sort_key, obj))
-        selected.sort(key=lambda item: item[0])
+                candidates = sorted(
+                    ((_sort_key(key), obj) for key, obj in self._snapshot(rt, at).items()),
+                    key=lambda item: item[0],
+                )
+            # Under the lock, because ``_in_order`` walks the live index; stored objects are immutable.
+            selected: list[tuple[str, Obj]] = []
+            for sort_key, obj in candidates:
+                if not sort_key.startswith(prefix):
+                    if sort_key > prefix:
+                        break  # past the namespace's key range
+                    continue
+                if start and sort_key <= start:
+                    continue
+                meta = obj["metadata"]
+                if labels.matches(meta.get("labels")) and fields.matches(obj, rt.field_getters):
+                    selected.append((sort_key, obj))
+                    if limit and len(selected) > limit:
+                        break  # one more than the page: enough to know a continue token is due
         token = remaining = None
         if limit and limit > 0 and len(selected) > limit:
             token = encode_continue(at, selected[limit - 1][0])
             # remainingItemCount is only exact without selectors, so the real server omits it otherwise.
             if labels.empty and not fields.requirements:
-                remaining = len(selected) - limit
+                with self._lock:
+                    remaining = self._count_after(rt, at, selected[limit - 1][0], prefix)
             selected = selected[:limit]
         return ListResult([obj for _, obj in selected], str(at), token, remaining)
 

@@ -423,6 +423,43 @@ def test_pagination_with_limit_and_continue_is_consistent(core: client.CoreV1Api
     assert names == ["kubernetes"] + [f"svc-{i}" for i in range(7)]
 
 
+def test_pages_of_a_selected_list_follow_key_order_across_namespaces(core: client.CoreV1Api) -> None:
+    # Namespaces whose names sort into each other ("a" < "a-b" < "ab" as keys "a-b/" < "a/" < "ab/"), and
+    # an object deleted and created again: what a paging informer walks through, page by page.
+    for namespace in ("a", "a-b", "ab"):
+        core.create_namespace({"metadata": {"name": namespace}})
+        for i in range(5):
+            labels = {"tier": "x" if i % 2 == 0 else "y"}
+            core.create_namespaced_service(
+                namespace, {**service(f"s{i}"), "metadata": {"name": f"s{i}", "labels": labels}}
+            )
+    core.delete_namespaced_service("s2", "a")
+    core.create_namespaced_service(
+        "a", {**service("s2"), "metadata": {"name": "s2", "labels": {"tier": "x"}}}
+    )
+
+    def paged(**kwargs: Any) -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        token = None
+        while True:
+            page = (
+                core.list_namespaced_service(limit=2, _continue=token, **kwargs)
+                if "namespace" in kwargs
+                else core.list_service_for_all_namespaces(limit=2, _continue=token, **kwargs)
+            )
+            seen += [(s.metadata.namespace, s.metadata.name) for s in page.items]
+            token = page.metadata._continue
+            if not token:
+                return seen
+
+    expected = [(ns, f"s{i}") for ns in ("a-b", "a", "ab") for i in (0, 2, 4)]
+    assert paged(label_selector="tier=x") == expected
+    assert paged(namespace="a", label_selector="tier=x") == [("a", "s0"), ("a", "s2"), ("a", "s4")]
+    assert paged(namespace="a") == [("a", f"s{i}") for i in range(5)]
+    first = core.list_namespaced_service("a-b", limit=2)
+    assert first.metadata.remaining_item_count == 3
+
+
 def test_merge_json_and_strategic_patches(core: client.CoreV1Api, custom: client.CustomObjectsApi) -> None:
     core.create_namespaced_service("default", service("web", ports=[{"port": 80, "name": "http"}]))
     # Strategic merge: ports merge by their "port" key instead of replacing the list.
