@@ -2,9 +2,12 @@
 
 ``render_service`` turns one service into its records (KEP-1645 specification.md §2.3-§2.4) and renders
 every (name, type) answer of it as bytes; ``ZoneBuilder`` keeps those fragments and produces a new
-``ZoneSnapshot`` per batch of changes by copying the previous maps and swapping the changed fragments, so a
-change to one service never re-renders the other 10,000. Pure: no I/O, no clock (the caller passes the SOA
-serial).
+``ZoneSnapshot`` per batch of changes by swapping the changed fragments in persistent maps (hash array
+mapped tries, ``immutables.Map``): the next snapshot shares every untouched part of the previous one, so a
+publish costs what changed, not what the zone holds. Copying a plain dict of 120,000 answers and a set of
+70,000 names took ~10 ms per publish at 10,000 services, holding the GIL the packet loop needs; a trie
+lookup costs ~0.1 µs more than a dict's, about 1 % of a query's CPU. Pure: no I/O, no clock (the caller
+passes the SOA serial).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from immutables import Map, MapMutation
 
 from mcsdns.settings import ZoneSettings
 from mcsdns.wire import (
@@ -24,9 +29,9 @@ from mcsdns.wire import (
     text_to_name,
     txt_rdata,
 )
-from mcsdns.zone.model import ImportedService, ServiceKey, ServiceType
+from mcsdns.zone.model import ImportedService, ServiceImport, ServiceKey, ServiceType
 from mcsdns.zone.names import cluster_labels, endpoint_hostname, namespace_name, service_name, srv_name
-from mcsdns.zone.render import Ns, RRset, Soa, Srv, render_answer, render_negatives
+from mcsdns.zone.render import Negatives, Ns, RRset, Soa, Srv, render_answer
 from mcsdns.zone.snapshot import Answer, ZoneSnapshot
 
 DNS_VERSION_TTL = 28800  # spec §2.2 example: dns-version.clusterset.local. 28800 IN TXT "1.0.0"
@@ -44,11 +49,18 @@ def question_key(name: Name, qtype: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Fragment:
-    """The rendered answers and existing names of one service."""
+    """The rendered answers and existing names of one service, and what they were rendered from."""
 
+    source: ImportedService | ServiceImport
     namespace: str
     answers: Mapping[bytes, Answer]
     names: frozenset[bytes]
+
+
+def rendered_from(service: ImportedService) -> ImportedService | ServiceImport:
+    """What a service's records depend on: a ClusterSetIP service's come from its import alone (spec §2.3),
+    so an endpoint change there renders nothing."""
+    return service.spec if service.spec.type is ServiceType.CLUSTERSET_IP else service
 
 
 def _weight(count: int) -> int:
@@ -158,6 +170,7 @@ def render_service(apex: Name, service: ImportedService, ttl: int) -> Fragment |
     base = service_name(apex, service.key)
     names = set(nodes) | _empty_non_terminals(nodes, base)
     return Fragment(
+        source=rendered_from(service),
         namespace=service.key.namespace.lower(),
         answers=render_nodes(nodes),
         names=frozenset(name_to_wire(name) for name in names),
@@ -173,8 +186,8 @@ class ZoneBuilder:
         self._dns_version = settings.dns_version
         self._fragments: dict[ServiceKey, Fragment] = {}
         self._namespaces: collections.Counter[str] = collections.Counter()
-        self._answers: dict[bytes, Answer] = {}
-        self._names: set[bytes] = set()
+        self._answers: Map[bytes, Answer] = Map()
+        self._names: Map[bytes, None] = Map()  # a persistent set: the keys
         svc = (b"svc", *self._apex)
         ns_host = (b"ns", b"dns", *self._apex)
         self._version_name = (b"dns-version", *self._apex)
@@ -189,45 +202,49 @@ class ZoneBuilder:
 
     def build(self, changes: Mapping[ServiceKey, ImportedService | None], *, serial: int) -> ZoneSnapshot:
         """Apply ``changes`` (None = the service is gone) and return the next snapshot."""
-        answers = self._answers.copy()  # never mutate what a published snapshot holds
-        names = set(self._names)
+        # Mutations of a persistent map copy the trie nodes they touch: published snapshots never change.
+        answers, names = self._answers.mutate(), self._names.mutate()
         for key, service in changes.items():
-            old = self._fragments.pop(key, None)
+            old = self._fragments.get(key)
+            if old is not None and service is not None and old.source == rendered_from(service):
+                continue  # e.g. an EndpointSlice of a ClusterSetIP service: the same records
             if old is not None:
+                del self._fragments[key]
                 for question in old.answers:
-                    del answers[question]
-                names -= old.names
+                    answers.pop(question, None)
+                for name in old.names:
+                    names.pop(name, None)
                 self._count_namespace(old.namespace, -1, names)
             fragment = render_service(self._apex, service, self._ttl) if service is not None else None
             if fragment is not None:
                 answers.update(fragment.answers)
-                names |= fragment.names
+                names.update(dict.fromkeys(fragment.names))
                 self._count_namespace(fragment.namespace, +1, names)
                 self._fragments[key] = fragment
         apex = self._apex
         soa = Soa((b"ns", b"dns", *apex), (b"hostmaster", *apex), serial, *SOA_TIMERS, self._ttl)
         answers.update(self._static_answers(RRset(apex, QType.SOA, self._ttl, (soa,))))
-        names |= self._static_names
-        self._answers, self._names = answers, names
+        names.update(dict.fromkeys(self._static_names))
+        self._answers, self._names = answers.finish(), names.finish()
         return ZoneSnapshot(
             serial=serial,
             zone_wire=name_to_wire(self._apex),
-            answers=answers,
-            names=names,
-            nodata=render_negatives(rcode=Rcode.NOERROR, apex=apex, soa=soa, ttl=self._ttl),
-            nxdomain=render_negatives(rcode=Rcode.NXDOMAIN, apex=apex, soa=soa, ttl=self._ttl),
+            answers=self._answers,
+            names=self._names,
+            nodata=Negatives(rcode=Rcode.NOERROR, apex=apex, soa=soa, ttl=self._ttl),
+            nxdomain=Negatives(rcode=Rcode.NXDOMAIN, apex=apex, soa=soa, ttl=self._ttl),
             services=len(self._fragments),
         )
 
-    def _count_namespace(self, namespace: str, delta: int, names: set[bytes]) -> None:
+    def _count_namespace(self, namespace: str, delta: int, names: MapMutation[bytes, None]) -> None:
         # <ns>.svc.Z is an empty non-terminal while the namespace has a service with records.
         self._namespaces[namespace] += delta
         wire = name_to_wire(namespace_name(self._apex, namespace))
         if self._namespaces[namespace] > 0:
-            names.add(wire)
+            names[wire] = None
         else:
             del self._namespaces[namespace]
-            names.discard(wire)
+            names.pop(wire, None)
 
     def _static_answers(self, soa: RRset) -> dict[bytes, Answer]:
         apex = self._apex

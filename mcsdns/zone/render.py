@@ -143,23 +143,40 @@ def render_answer(
     return Answer(QR | AA | rcode, ancount, nscount, arcount, body, additional_at, qtype << 8 | rcode)
 
 
-def render_negatives(*, rcode: int, apex: Name, soa: Soa, ttl: int) -> tuple[Answer | None, ...]:
-    """NXDOMAIN or NODATA answers, indexed by the qname's wire length: the zone SOA in authority.
+class Negatives(dict[int, Answer | None]):
+    """NXDOMAIN or NODATA answers of one SOA, by the qname's wire length, each rendered on first use.
 
-    The apex is a suffix of every in-zone question, at offset 12 + qname length - apex length, so the SOA
-    owner, and the apex inside its MNAME and RNAME, point there whatever name was asked (RFC 2308 §3).
-    Lengths no in-zone name can have (shorter than the apex, or one octet longer) hold None.
+    The SOA serial changes with every publish, so rendering all ~230 possible lengths up front (twice) cost
+    every publish ~3 ms while only a handful of lengths are ever asked. Filled from the event-loop thread
+    only (a memo: each length always maps to the same bytes, so a snapshot's answers never change).
     """
-    apex_length = sum(len(label) + 1 for label in apex) + 1
-    mname = b"".join(bytes((len(label),)) + label for label in soa.mname[: len(soa.mname) - len(apex)])
-    rname = b"".join(bytes((len(label),)) + label for label in soa.rname[: len(soa.rname) - len(apex)])
-    timers = SOA_FIXED.pack(soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
-    fixed = RR_FIXED.pack(QType.SOA, 1, ttl, len(mname) + len(rname) + 4 + len(timers))
-    answers: list[Answer | None] = [None] * (MAX_NAME_WIRE + 1)
-    for length in range(apex_length, MAX_NAME_WIRE + 1):
-        if length == apex_length + 1:
-            continue
-        pointer = U16.pack(0xC000 | (HEADER_SIZE + length - apex_length))
-        body = b"".join((pointer, fixed, mname, pointer, rname, pointer, timers))
-        answers[length] = Answer(QR | AA | rcode, 0, 1, 0, body, len(body))
-    return tuple(answers)
+
+    __slots__ = ("_apex_length", "_fixed", "_mname", "_rcode", "_rname", "_timers")
+
+    def __init__(self, *, rcode: int, apex: Name, soa: Soa, ttl: int) -> None:
+        super().__init__()
+        self._rcode = rcode
+        self._apex_length = sum(len(label) + 1 for label in apex) + 1
+        # The apex is a suffix of every in-zone question, at offset 12 + qname length - apex length, so
+        # the SOA owner, and the apex inside its MNAME and RNAME, point there whatever name was asked
+        # (RFC 2308 §3).
+        self._mname = _labels(soa.mname[: len(soa.mname) - len(apex)])
+        self._rname = _labels(soa.rname[: len(soa.rname) - len(apex)])
+        self._timers = SOA_FIXED.pack(soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
+        rdlength = len(self._mname) + len(self._rname) + 4 + len(self._timers)
+        self._fixed = RR_FIXED.pack(QType.SOA, 1, ttl, rdlength)
+
+    def __missing__(self, length: int) -> Answer | None:
+        # Lengths no in-zone name can have (shorter than the apex, one octet longer, or past the RFC 1035
+        # §3.1 limit) have no answer.
+        answer = None
+        if self._apex_length <= length <= MAX_NAME_WIRE and length != self._apex_length + 1:
+            pointer = U16.pack(0xC000 | (HEADER_SIZE + length - self._apex_length))
+            body = b"".join((pointer, self._fixed, self._mname, pointer, self._rname, pointer, self._timers))
+            answer = Answer(QR | AA | self._rcode, 0, 1, 0, body, len(body))
+        self[length] = answer
+        return answer
+
+
+def _labels(labels: Name) -> bytes:
+    return b"".join(bytes((len(label),)) + label for label in labels)

@@ -3,12 +3,12 @@
 An ``Answer`` holds a reply's header flags, section counts and body bytes for one (qname, qtype); the body
 starts right after the question and points at it for owner names (offset 12, RFC 1035 §4.1.4), so a reply
 is header + the question copied from the query (keeping the client's 0x20 case) + body (+ OPT).
-Published snapshots are never mutated: the builder copies before it changes anything.
+Published snapshots are never mutated: the builder keeps them in persistent maps (zone/build.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 
@@ -28,7 +28,7 @@ class ZoneSnapshot:
     serial: int
     zone_wire: bytes  # the zone apex, lower-cased wire form
     answers: Mapping[bytes, Answer]  # key: lower-cased question (qname wire + QTYPE + QCLASS IN)
-    names: Set[bytes]  # every existing name, empty non-terminals included (RFC 8020)
-    nodata: tuple[Answer | None, ...]  # by qname wire length: NOERROR + SOA (RFC 2308 §2.2)
-    nxdomain: tuple[Answer | None, ...]  # by qname wire length: NXDOMAIN + SOA (RFC 2308 §2.1)
+    names: Collection[bytes]  # every existing name, empty non-terminals included (RFC 8020)
+    nodata: Mapping[int, Answer | None]  # by qname wire length: NOERROR + SOA (RFC 2308 §2.2)
+    nxdomain: Mapping[int, Answer | None]  # by qname wire length: NXDOMAIN + SOA (RFC 2308 §2.1)
     services: int

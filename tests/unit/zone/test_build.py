@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dns.message
+import dns.rcode
 
 from mcsdns.settings import ZoneSettings
 from mcsdns.wire import MAX_MESSAGE, QType, name_to_wire, text_to_name
@@ -18,6 +19,7 @@ from mcsdns.zone.model import (
     ServiceKey,
     ServiceType,
 )
+from mcsdns.zone.snapshot import Answer
 
 
 def clusterset_ip(namespace: str, name: str, ip: str) -> ImportedService:
@@ -33,6 +35,23 @@ def clusterset_ip(namespace: str, name: str, ip: str) -> ImportedService:
 
 def key(text: str, qtype: int) -> bytes:
     return question_key(text_to_name(text), qtype)
+
+
+def reply(qname: str, qtype: int, answer: Answer) -> bytes:
+    """The message the server sends for ``answer``: header, the question, the precomputed sections."""
+    question = dns.message.make_query(qname, qtype).to_wire()
+    counts = (1, answer.ancount, answer.nscount, answer.arcount)
+    header = (answer.flags).to_bytes(2, "big") + b"".join(n.to_bytes(2, "big") for n in counts)
+    return question[:2] + header + question[12:] + answer.body
+
+
+def headless(namespace: str, name: str, *addresses: str) -> ImportedService:
+    key_ = ServiceKey(namespace, name)
+    endpoints = tuple(Endpoint(cluster=ClusterId("c1"), addresses=(a,)) for a in addresses)
+    return ImportedService(
+        spec=ServiceImport(key=key_, type=ServiceType.HEADLESS),
+        groups=(EndpointGroup(service=key_, cluster=ClusterId("c1"), ports=(), endpoints=endpoints),),
+    )
 
 
 def test_a_change_renders_only_the_changed_service() -> None:
@@ -58,6 +77,41 @@ def test_published_snapshots_never_change() -> None:
         {ServiceKey("ns", "a"): None, ServiceKey("ns", "b"): clusterset_ip("ns", "b", "10.0.0.2")}, serial=2
     )
     assert dict(first.answers) == answers and set(first.names) == names
+
+
+def test_an_endpoint_change_renders_only_where_endpoints_are_answered() -> None:
+    builder = ZoneBuilder(ZoneSettings())
+    vip, db = ServiceKey("ns", "vip"), ServiceKey("ns", "db")
+    with_endpoints = ImportedService(
+        spec=clusterset_ip("ns", "vip", "10.0.0.1").spec, groups=headless("ns", "vip", "10.1.0.1").groups
+    )
+    first = builder.build({vip: with_endpoints, db: headless("ns", "db", "10.2.0.1")}, serial=1)
+    moved = ImportedService(spec=with_endpoints.spec, groups=headless("ns", "vip", "10.1.0.2").groups)
+    second = builder.build({vip: moved, db: headless("ns", "db", "10.2.0.2")}, serial=2)
+    # Spec §2.3.1: a ClusterSetIP name answers the clusterset IP whatever its endpoints do.
+    vip_a = key("vip.ns.svc.clusterset.local", QType.A)
+    assert second.answers[vip_a] is first.answers[vip_a]
+    # §2.4.1: a headless name answers its ready endpoints.
+    db_a = key("db.ns.svc.clusterset.local", QType.A)
+    parsed = dns.message.from_wire(reply("db.ns.svc.clusterset.local", QType.A, second.answers[db_a]))
+    assert [r.address for r in parsed.answer[0]] == ["10.2.0.2"]
+
+
+def test_negative_answers_carry_their_own_snapshots_serial() -> None:
+    builder = ZoneBuilder(ZoneSettings())
+    first = builder.build({ServiceKey("ns", "a"): clusterset_ip("ns", "a", "10.0.0.1")}, serial=41)
+    second = builder.build({ServiceKey("ns", "b"): clusterset_ip("ns", "b", "10.0.0.2")}, serial=42)
+    for snapshot, qname, rcode in (
+        (second, "nope.ns.svc.clusterset.local", dns.rcode.NXDOMAIN),
+        (first, "a.ns.svc.clusterset.local", dns.rcode.NOERROR),  # NODATA for TXT: a exists
+        (first, "b.ns.svc.clusterset.local", dns.rcode.NXDOMAIN),  # b came later
+        (second, "b.ns.svc.clusterset.local", dns.rcode.NOERROR),
+    ):
+        answer = find_answer(snapshot, key(qname, QType.TXT))
+        assert answer is not None
+        parsed = dns.message.from_wire(reply(qname, QType.TXT, answer))
+        assert parsed.rcode() == rcode and not parsed.answer
+        assert parsed.authority[0][0].serial == snapshot.serial, "RFC 2308 §3: the zone's SOA"
 
 
 def test_namespace_exists_while_it_has_a_service() -> None:
@@ -93,18 +147,9 @@ def test_huge_headless_answer_is_capped_to_fit_a_tcp_message() -> None:
     snapshot = ZoneBuilder(ZoneSettings()).build({ServiceKey("ns", "h"): service}, serial=1)
     for qtype in (QType.A, QType.SRV):
         answer = snapshot.answers[key("h.ns.svc.clusterset.local", qtype)]
-        question = dns.message.make_query("h.ns.svc.clusterset.local", qtype).to_wire()
-        reply = (
-            question[:2]
-            + b"\x84\x00\x00\x01"
-            + answer.ancount.to_bytes(2, "big")
-            + b"\x00\x00"
-            + answer.arcount.to_bytes(2, "big")
-            + question[12:]
-            + answer.body
-        )
-        assert len(reply) <= MAX_MESSAGE
-        parsed = dns.message.from_wire(reply)
+        message = reply("h.ns.svc.clusterset.local", qtype, answer)
+        assert len(message) <= MAX_MESSAGE
+        parsed = dns.message.from_wire(message)
         assert 0 < len(parsed.answer[0]) == answer.ancount < 6000, "a subset, spec §2.4.1"
 
 
@@ -113,6 +158,4 @@ def test_zone_name_and_ttl_are_settings() -> None:
         {ServiceKey("ns", "a"): clusterset_ip("ns", "a", "10.0.0.1")}, serial=7
     )
     answer = snapshot.answers[key("a.ns.svc.mesh.example", QType.A)]
-    question = dns.message.make_query("a.ns.svc.mesh.example", "A").to_wire()
-    reply = question[:2] + b"\x84\x00\x00\x01\x00\x01\x00\x00\x00\x00" + question[12:] + answer.body
-    assert dns.message.from_wire(reply).answer[0].ttl == 30
+    assert dns.message.from_wire(reply("a.ns.svc.mesh.example", QType.A, answer)).answer[0].ttl == 30
