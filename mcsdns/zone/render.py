@@ -23,6 +23,7 @@ from mcsdns.wire import (
     U16,
     Name,
     QType,
+    name_to_wire,
 )
 from mcsdns.zone.snapshot import Answer
 
@@ -134,6 +135,21 @@ def render_answer(
     additional: Sequence[RRset] = (),
 ) -> Answer:
     """Render the sections of the reply to a question for ``qname`` (its owner names point at it)."""
+    if not authority:
+        direct = _render_direct(qname, qtype, rcode, answer, additional)
+        if direct is not None:
+            return direct
+    return _render_general(qname, qtype, rcode, answer, authority, additional)
+
+
+def _render_general(
+    qname: Name,
+    qtype: int,
+    rcode: int,
+    answer: Sequence[RRset],
+    authority: Sequence[RRset],
+    additional: Sequence[RRset],
+) -> Answer:
     writer = _Writer(qname)
     ancount = writer.section(answer)
     nscount = writer.section(authority)
@@ -141,6 +157,70 @@ def render_answer(
     arcount = writer.section(additional)
     body = bytes(writer.buf)
     return Answer(QR | AA | rcode, ancount, nscount, arcount, body, additional_at, qtype << 8 | rcode)
+
+
+def _render_direct(
+    qname: Name, qtype: int, rcode: int, answer: Sequence[RRset], additional: Sequence[RRset]
+) -> Answer | None:
+    """The shapes of the zone's own answers, without the writer's lookup of every suffix of every name.
+
+    Answer records owned by the qname (the owner is a pointer to the question), with opaque or SRV RDATA,
+    SRV targets written in full (RFC 2782: never compressed), and additional address records owned by a
+    name already written whole (a pointer to it). These are the bytes the writer produces for the same
+    records, in a third of the time; None for any other shape, which the writer then renders.
+    """
+    seen: dict[Name, int] = {}  # a name written whole → its offset, as the writer registers it
+    offset = HEADER_SIZE
+    for index, label in enumerate(qname):
+        seen[qname[index:]] = offset
+        offset += 1 + len(label)
+    start = offset + 1 + 4  # the message offset of the body: after the root label, QTYPE and QCLASS
+    parts: list[bytes] = []
+    size = ancount = arcount = 0
+    for rrset in answer:
+        if rrset.name != qname:
+            return None
+        for rdata in rrset.rdatas:
+            if isinstance(rdata, bytes):
+                target: Name | None = None
+            elif isinstance(rdata, Srv):
+                target = rdata.target
+                rdata = SRV_FIXED.pack(rdata.priority, rdata.weight, rdata.port) + name_to_wire(target)
+            else:
+                return None
+            record = _QNAME_POINTER + RR_FIXED.pack(rrset.rtype, 1, rrset.ttl, len(rdata)) + rdata
+            if size + len(record) > BODY_BUDGET:
+                break  # the rest of the section is left out, as the writer does (spec §2.4.1)
+            if target is not None and (at := start + size + len(record) - len(rdata) + 6) < 0x4000:
+                seen.setdefault(target, at)  # pointers have 14 bits
+            parts.append(record)
+            size += len(record)
+            ancount += 1
+        else:
+            continue
+        break
+    additional_at = size
+    for rrset in additional:
+        pointer = seen.get(rrset.name)
+        if pointer is None:
+            return None  # not written whole before: the writer compresses a suffix of it
+        owner = U16.pack(0xC000 | pointer)
+        for rdata in rrset.rdatas:
+            if not isinstance(rdata, bytes):
+                return None
+            record = owner + RR_FIXED.pack(rrset.rtype, 1, rrset.ttl, len(rdata)) + rdata
+            if size + len(record) > BODY_BUDGET:
+                break
+            parts.append(record)
+            size += len(record)
+            arcount += 1
+        else:
+            continue
+        break
+    return Answer(QR | AA | rcode, ancount, 0, arcount, b"".join(parts), additional_at, qtype << 8 | rcode)
+
+
+_QNAME_POINTER = U16.pack(0xC000 | HEADER_SIZE)  # the question's name, right after the header
 
 
 class Negatives(dict[int, Answer | None]):
