@@ -347,15 +347,26 @@ class Reflector:
 
     async def _list(self) -> str:
         items: list[Any] = []
-        token: str | None = None
-        while True:
-            page = await self._api.list(self._resource, continue_token=token)
-            objects = page.get("items") or []
-            items.extend(self._page(objects) if self._page is not None else objects)
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue") or None
-            if token is None:
-                break
+        pending: asyncio.Future[Obj] | None = asyncio.ensure_future(self._api.list(self._resource))
+        try:
+            while pending is not None:
+                page = await pending
+                metadata = page.get("metadata") or {}
+                token = metadata.get("continue") or None
+                # Ask for the next page before working on this one, and work on it in a thread, so the
+                # API server prepares a page while we convert the last: they no longer take turns.
+                pending = (
+                    asyncio.ensure_future(self._api.list(self._resource, continue_token=token))
+                    if token
+                    else None
+                )
+                objects = page.get("items") or []
+                items.extend(
+                    await asyncio.to_thread(self._page, objects) if self._page is not None else objects
+                )
+        finally:
+            if pending is not None and not pending.cancel() and not pending.cancelled():
+                pending.exception()  # it failed too, after what stopped us: nothing more to say about it
         self._on_list(items)
         logger.info(
             "%s: listed %d objects at resourceVersion %s",
