@@ -160,6 +160,29 @@ def test_api_outage_keeps_serving_the_last_good_zone(
     wait_for(lambda: addresses(server, f"after.prod.svc.{Z}") == ["10.0.0.8"], timeout=20, what="recovery")
 
 
+def test_a_list_that_fails_midway_is_listed_again_whole(api: KubeApiEmulator, kubeconfig: Path) -> None:
+    # 1,100 imports are three pages of 500; the second page fails once. Nothing may be served from the
+    # first page alone, and after the retry every page's services answer.
+    for i in range(1100):
+        api.store.create(service_import(f"s{i}", "prod", ips=[f"10.1.{i // 250}.{i % 250 + 1}"]))
+    failed: list[str] = []
+
+    def fail_second_page(request: Any) -> None:
+        if "serviceimports" in request.path and request.query.get("continue") and not failed:
+            failed.append(request.query["continue"])
+            api.fail_next(1, path_contains="serviceimports")
+
+    stop_observing = api.observe_requests(fail_second_page)
+    try:
+        with ServerThread(kube_settings(kubeconfig)) as server:
+            server.wait_serving()
+            assert failed, "the second page was asked for and failed"
+            for i in (0, 499, 500, 999, 1000, 1099):
+                assert addresses(server, f"s{i}.prod.svc.{Z}") == [f"10.1.{i // 250}.{i % 250 + 1}"]
+    finally:
+        stop_observing()
+
+
 def test_servfail_until_both_watches_have_listed(api: KubeApiEmulator, kubeconfig: Path) -> None:
     api.pause("refuse")
     with ServerThread(kube_settings(kubeconfig)) as server:
