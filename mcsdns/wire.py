@@ -8,6 +8,7 @@ replies with ``HEADER``. Everything here runs per packet or per record, so it wo
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import struct
 
@@ -183,8 +184,10 @@ OPT_DO = opt_record(EDNS_DO)
 Name = tuple[bytes, ...]  # labels, lower-cased, without the root label
 
 
+@functools.lru_cache(maxsize=4096)
 def name_to_wire(name: Name) -> bytes:
-    return b"".join(bytes((len(label),)) + label for label in name) + b"\x00"
+    # Cached: a service's names are needed as keys and again as the SRV targets of its answers.
+    return b"".join([bytes((len(label),)) + label for label in name]) + b"\x00"
 
 
 def text_to_name(text: str) -> Name:

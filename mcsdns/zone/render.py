@@ -169,12 +169,9 @@ def _render_direct(
     name already written whole (a pointer to it). These are the bytes the writer produces for the same
     records, in a third of the time; None for any other shape, which the writer then renders.
     """
-    seen: dict[Name, int] = {}  # a name written whole → its offset, as the writer registers it
-    offset = HEADER_SIZE
-    for index, label in enumerate(qname):
-        seen[qname[index:]] = offset
-        offset += 1 + len(label)
-    start = offset + 1 + 4  # the message offset of the body: after the root label, QTYPE and QCLASS
+    start = HEADER_SIZE + len(name_to_wire(qname)) + 4  # the body's offset: after QTYPE and QCLASS
+    # A name written whole → its offset, as the writer registers it; only Additional owners read it.
+    seen: dict[Name, int] | None = _question_offsets(qname) if additional else None
     parts: list[bytes] = []
     size = ancount = arcount = 0
     for rrset in answer:
@@ -191,7 +188,11 @@ def _render_direct(
             record = _QNAME_POINTER + RR_FIXED.pack(rrset.rtype, 1, rrset.ttl, len(rdata)) + rdata
             if size + len(record) > BODY_BUDGET:
                 break  # the rest of the section is left out, as the writer does (spec §2.4.1)
-            if target is not None and (at := start + size + len(record) - len(rdata) + 6) < 0x4000:
+            if (
+                seen is not None
+                and target is not None
+                and (at := start + size + len(record) - len(rdata) + 6) < 0x4000
+            ):
                 seen.setdefault(target, at)  # pointers have 14 bits
             parts.append(record)
             size += len(record)
@@ -201,6 +202,7 @@ def _render_direct(
         break
     additional_at = size
     for rrset in additional:
+        assert seen is not None
         pointer = seen.get(rrset.name)
         if pointer is None:
             return None  # not written whole before: the writer compresses a suffix of it
@@ -221,6 +223,16 @@ def _render_direct(
 
 
 _QNAME_POINTER = U16.pack(0xC000 | HEADER_SIZE)  # the question's name, right after the header
+
+
+def _question_offsets(qname: Name) -> dict[Name, int]:
+    """Every suffix of the question's name → its offset in the message."""
+    offsets: dict[Name, int] = {}
+    offset = HEADER_SIZE
+    for index, label in enumerate(qname):
+        offsets[qname[index:]] = offset
+        offset += 1 + len(label)
+    return offsets
 
 
 class Negatives(dict[int, Answer | None]):
