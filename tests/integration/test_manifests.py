@@ -29,6 +29,11 @@ IMPORT_HEAD = (
     "kind: ServiceImport\n"
     "metadata: {name: web, namespace: prod}\n"
 )
+SLICE_HEAD = (
+    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\n  namespace: prod\n"
+    "  labels:\n    multicluster.kubernetes.io/service-name: web\n"
+    "    multicluster.kubernetes.io/source-cluster: c1\n"
+)
 
 
 def addresses(server: ServerThread, name: str, rdtype: str = "A") -> list[str]:
@@ -121,6 +126,19 @@ def test_readiness_flip_removes_and_restores_an_endpoint(server: ServerThread, d
             IMPORT_HEAD + "spec: {type: ClusterSetIP, ports: [{port: 70000}]}\n",
             "spec.ports[0].port must be a number 1-65535",
             id="bad-port",
+        ),
+        *(
+            pytest.param(
+                SLICE_HEAD
+                + f"addressType: IPv4\nendpoints: [{{addresses: [10.1.0.1]}}, {{addresses: [{bad}]}}]\n",
+                f"EndpointSlice prod/s: endpoints[1].addresses has {shown}, not IPv4",
+                id=f"endpoint-address-{case}",
+            )
+            for case, bad, shown in (
+                ("leading-zero", "10.1.0.01", "'10.1.0.01'"),  # octal in some parsers: never guessed
+                ("other-family", "'fd00::1'", "'fd00::1'"),
+                ("not-a-string", "167837953", "167837953"),
+            )
         ),
     ],
 )
