@@ -3,7 +3,8 @@
 Each answer is rendered for the exact question it answers, so every absolute offset is known at build time
 and names are compressed against the question (RFC 1035 §4.1.4). SRV targets are never compressed
 (RFC 2782, "name compression is not to be used for this field"); SOA and NS names may be (RFC 3597 §4).
-Pure: runs while a snapshot is built, never per packet.
+Pure: runs while a snapshot is built, except ``Negatives``, which renders a negative answer the first time
+a qname of its length is asked.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def _render_direct(
     Answer records owned by the qname (the owner is a pointer to the question), with opaque or SRV RDATA,
     SRV targets written in full (RFC 2782: never compressed), and additional address records owned by a
     name already written whole (a pointer to it). These are the bytes the writer produces for the same
-    records, in a third of the time; None for any other shape, which the writer then renders.
+    records (tests/unit/zone/test_render.py); None for any other shape, which the writer then renders.
     """
     start = HEADER_SIZE + len(name_to_wire(qname)) + 4  # the body's offset: after QTYPE and QCLASS
     # A name written whole → its offset, as the writer registers it; only Additional owners read it.
@@ -252,8 +253,8 @@ class Negatives(dict[int, Answer | None]):
         # The apex is a suffix of every in-zone question, at offset 12 + qname length - apex length, so
         # the SOA owner, and the apex inside its MNAME and RNAME, point there whatever name was asked
         # (RFC 2308 §3).
-        self._mname = _labels(soa.mname[: len(soa.mname) - len(apex)])
-        self._rname = _labels(soa.rname[: len(soa.rname) - len(apex)])
+        self._mname = name_to_wire(soa.mname[: len(soa.mname) - len(apex)])[:-1]  # without the root label
+        self._rname = name_to_wire(soa.rname[: len(soa.rname) - len(apex)])[:-1]
         self._timers = SOA_FIXED.pack(soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
         rdlength = len(self._mname) + len(self._rname) + 4 + len(self._timers)
         self._fixed = RR_FIXED.pack(QType.SOA, 1, ttl, rdlength)
@@ -268,7 +269,3 @@ class Negatives(dict[int, Answer | None]):
             answer = Answer(QR | AA | self._rcode, 0, 1, 0, body, len(body))
         self[length] = answer
         return answer
-
-
-def _labels(labels: Name) -> bytes:
-    return b"".join(bytes((len(label),)) + label for label in labels)
