@@ -42,9 +42,9 @@ CLASS_IN = U16.pack(1)
 Node = dict[int, RRset]
 
 
-def question_key(name: Name | bytes, qtype: int) -> bytes:
+def question_key(name: Name, qtype: int) -> bytes:
     """The lookup key of a question: lower-cased qname wire, QTYPE, QCLASS IN."""
-    return (name if isinstance(name, bytes) else name_to_wire(name)) + U16.pack(qtype) + CLASS_IN
+    return name_to_wire(name) + U16.pack(qtype) + CLASS_IN
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,25 +141,22 @@ def _empty_non_terminals(names: Iterable[Name], stop: Name) -> set[Name]:
     return out
 
 
-def render_nodes(nodes: Mapping[Name, Node], wires: Mapping[Name, bytes]) -> dict[bytes, Answer]:
-    """One answer per (name, type), SRV answers with their targets' addresses in Additional (§2.3.2).
-
-    ``wires`` holds each name's wire form (the caller needs them too)."""
+def render_nodes(nodes: Mapping[Name, Node]) -> dict[bytes, Answer]:
+    """One answer per (name, type), SRV answers with their targets' addresses in Additional (§2.3.2)."""
     answers: dict[bytes, Answer] = {}
     for name, node in nodes.items():
-        wire = wires[name]
         for rtype, rrset in node.items():
             additional: list[RRset] = []
             if rtype == QType.SRV:
                 for target in dict.fromkeys(rdata.target for rdata in rrset.rdatas if isinstance(rdata, Srv)):
                     target_node = nodes.get(target, {})
                     additional.extend(target_node[t] for t in (QType.A, QType.AAAA) if t in target_node)
-            answers[question_key(wire, rtype)] = render_answer(
+            answers[question_key(name, rtype)] = render_answer(
                 name, qtype=rtype, answer=(rrset,), additional=additional
             )
         preferred = next((rtype for rtype in ANY_PREFERENCE if rtype in node), None)
         if preferred is not None:
-            answers[question_key(wire, QType.ANY)] = _any_answer(answers[question_key(wire, preferred)])
+            answers[question_key(name, QType.ANY)] = _any_answer(answers[question_key(name, preferred)])
     return answers
 
 
@@ -178,12 +175,12 @@ def render_service(apex: Name, service: ImportedService, ttl: int) -> Fragment |
     if not nodes:
         return None
     base = service_name(apex, service.key)
-    wires = {name: name_to_wire(name) for name in (*nodes, *_empty_non_terminals(nodes, base))}
+    names = set(nodes) | _empty_non_terminals(nodes, base)
     return Fragment(
         source=rendered_from(service),
         namespace=service.key.namespace.lower(),
-        answers=render_nodes(nodes, wires),
-        names=frozenset(wires.values()),
+        answers=render_nodes(nodes),
+        names=frozenset(name_to_wire(name) for name in names),
     )
 
 

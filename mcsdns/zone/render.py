@@ -73,12 +73,8 @@ class _Writer:
     """Appends records after a question, compressing names against everything written before."""
 
     def __init__(self, qname: Name) -> None:
-        self._suffixes: dict[Name, int] = {}
-        offset = HEADER_SIZE
-        for index, label in enumerate(qname):
-            self._suffixes[qname[index:]] = offset
-            offset += 1 + len(label)
-        self._base = offset + 1 + 4  # the root label, QTYPE and QCLASS
+        self._suffixes = _question_offsets(qname)
+        self._base = _body_offset(qname)
         self.buf = bytearray()
 
     def name(self, name: Name, *, compress: bool = True) -> None:
@@ -170,7 +166,7 @@ def _render_direct(
     name already written whole (a pointer to it). These are the bytes the writer produces for the same
     records (tests/unit/zone/test_render.py); None for any other shape, which the writer then renders.
     """
-    start = HEADER_SIZE + len(name_to_wire(qname)) + 4  # the body's offset: after QTYPE and QCLASS
+    start = _body_offset(qname)
     # A name written whole → its offset, as the writer registers it; only Additional owners read it.
     seen: dict[Name, int] | None = _question_offsets(qname) if additional else None
     parts: list[bytes] = []
@@ -224,6 +220,11 @@ def _render_direct(
 
 
 _QNAME_POINTER = U16.pack(0xC000 | HEADER_SIZE)  # the question's name, right after the header
+
+
+def _body_offset(qname: Name) -> int:
+    """Where the answer section starts: after the header and the question (name, QTYPE, QCLASS)."""
+    return HEADER_SIZE + len(name_to_wire(qname)) + 4
 
 
 def _question_offsets(qname: Name) -> dict[Name, int]:
