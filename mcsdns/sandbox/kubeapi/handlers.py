@@ -24,11 +24,11 @@ from urllib.parse import unquote
 import yaml
 
 from . import discovery, errors, tables
-from .errors import ApiError, Obj, bad_request
+from .errors import ApiError, FieldError, Obj, bad_request
 from .faults import Faults
 from .resources import ResourceRegistry, ResourceType
 from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
-from .storage import APPLY_PATCH, PATCH_TYPES, Storage, Watcher
+from .storage import APPLY_PATCH, BOOKMARK, PATCH_TYPES, Storage, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,9 @@ class WatchStream:
                 if visible is None:
                     continue
                 kind, obj = visible
-                if self.form == "metadata":
+                if kind == BOOKMARK:  # the end of a streaming list's initial events
+                    write(self._bookmark_line(api_version, obj["metadata"]))
+                elif self.form == "metadata":
                     partial = {
                         "kind": "PartialObjectMetadata",
                         "apiVersion": "meta.k8s.io/v1",
@@ -290,19 +292,21 @@ class WatchStream:
         version = self.app.storage.progress_version(self.watcher)
         if version is None:
             return False
-        write(
-            encode(
-                {
-                    "type": "BOOKMARK",
-                    "object": {
-                        "kind": self.watcher.resource.kind,
-                        "apiVersion": api_version,
-                        "metadata": {"resourceVersion": str(version), "creationTimestamp": None},
-                    },
-                }
-            )
-        )
+        write(self._bookmark_line(api_version, {"resourceVersion": str(version)}))
         return True
+
+    def _bookmark_line(self, api_version: str, metadata: Obj) -> bytes:
+        assert self.watcher is not None
+        return encode(
+            {
+                "type": BOOKMARK,
+                "object": {
+                    "kind": self.watcher.resource.kind,
+                    "apiVersion": api_version,
+                    "metadata": {**metadata, "creationTimestamp": None},
+                },
+            }
+        )
 
 
 class ApiApp:
@@ -615,6 +619,41 @@ class ApiApp:
             return Response(200, yaml.safe_dump(body).encode(), "application/yaml")
         return json_response(200, body)
 
+    @staticmethod
+    def _streaming_list(query: dict[str, str]) -> bool | None:
+        """``sendInitialEvents`` of a watch (KEP-3157 streaming lists, kubectl's default since 1.32), with
+        the API server's preconditions (ValidateListOptions): it needs resourceVersionMatch=NotOlderThan
+        and bookmarks; resourceVersionMatch on a watch needs it."""
+        raw = query.get("sendInitialEvents")
+        match = query.get("resourceVersionMatch") or ""
+        problems: list[FieldError] = []
+        if raw is None:
+            if match:
+                problems.append(
+                    errors.forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                    )
+                )
+        else:
+            if match != "NotOlderThan":
+                problems.append(
+                    errors.forbidden(
+                        "resourceVersionMatch",
+                        "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                    )
+                )
+            if not _flag(query, "allowWatchBookmarks"):
+                problems.append(
+                    errors.forbidden(
+                        "allowWatchBookmarks",
+                        "sendInitialEvents requires setting allowWatchBookmarks to true",
+                    )
+                )
+        if problems:
+            raise errors.invalid_object("ListOptions", "meta.k8s.io", "", problems)
+        return None if raw is None else raw.lower() in ("true", "1")
+
     def _watch(self, route: Route, request: Request) -> WatchStream:
         query = request.query
         labels, fields = self._selectors(route, query)
@@ -625,6 +664,7 @@ class ApiApp:
                 route.rt.field_getters,
             )
         form, include = self._representation(request)
+        send_initial_events = self._streaming_list(query)
         timeout_seconds = _int_param(query, "timeoutSeconds")
         if timeout_seconds is not None and timeout_seconds > 0:
             timeout = float(timeout_seconds)
@@ -639,6 +679,7 @@ class ApiApp:
                 fields=fields,
                 resource_version=query.get("resourceVersion"),
                 version=route.version,
+                send_initial_events=send_initial_events,
             )
         except ApiError as exc:
             if exc.code == 400:

@@ -34,6 +34,9 @@ from .strategies import ServiceNetwork, WriteContext, spec_of
 ADDED: Final = "ADDED"
 MODIFIED: Final = "MODIFIED"
 DELETED: Final = "DELETED"
+BOOKMARK: Final = "BOOKMARK"
+INITIAL_EVENTS_END: Final = "k8s.io/initial-events-end"
+"""The annotation of the BOOKMARK that ends a streaming list's initial events (KEP-3157)."""
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
@@ -164,7 +167,10 @@ class Watcher:
 
     def visible(self, event: Event) -> tuple[str, Obj] | None:
         """What this watch sends for ``event`` (cacheWatcher.convertToWatchEvent): a change that enters the
-        selection is ADDED, one that leaves it is DELETED (old content at the new version)."""
+        selection is ADDED, one that leaves it is DELETED (old content at the new version). A BOOKMARK is
+        for every watcher it was pushed to."""
+        if event.type == BOOKMARK:
+            return BOOKMARK, event.obj
         now = event.type != DELETED and self._selected(event.obj)
         before = event.prev is not None and self._selected(event.prev)
         if now and before:
@@ -503,9 +509,15 @@ class Storage:
         fields: FieldSelector | None = None,
         resource_version: str | None = None,
         version: str | None = None,
+        send_initial_events: bool | None = None,
     ) -> Watcher:
         """Open a watch. Without a version (or "0") it starts with a synthetic ADDED per current object;
-        with one it replays every later event still in history, or raises 410 Expired."""
+        with one it replays every later event still in history, or raises 410 Expired.
+
+        ``send_initial_events`` is a streaming list (KEP-3157, the handler checks its preconditions): True
+        starts with the current objects whatever the version, then a BOOKMARK annotated
+        ``k8s.io/initial-events-end`` at the version they were read at; False starts after the current
+        version (or the given one) with no synthetic events. None keeps the classic rules above."""
         watcher = Watcher(
             rt,
             namespace=namespace,
@@ -514,7 +526,14 @@ class Storage:
             version=version or rt.preferred_version,
         )
         with self._lock:
-            if resource_version in (None, "", "0"):
+            if send_initial_events is not None and resource_version not in (None, "", "0"):
+                # NotOlderThan: the state served must be at least as new as the version asked for.
+                wanted = self._parse_rv(resource_version)
+                if wanted > self._rv:
+                    raise errors.resource_version_too_large(wanted, self._rv)
+            if send_initial_events is False:
+                pass  # from now on: nothing to replay, nothing synthetic
+            elif send_initial_events or resource_version in (None, "", "0"):
                 exact = watcher.fields.exact_name()
                 objects = self._objects[rt]
                 if exact is not None and namespace is not None and rt.namespaced:
@@ -528,6 +547,14 @@ class Storage:
                     ]
                 for obj in initial:
                     watcher.push(Event(ADDED, int(obj["metadata"]["resourceVersion"]), rt, obj, None))
+                if send_initial_events:
+                    end = {
+                        "metadata": {
+                            "resourceVersion": str(self._rv),
+                            "annotations": {INITIAL_EVENTS_END: "true"},
+                        }
+                    }
+                    watcher.push(Event(BOOKMARK, self._rv, rt, end, None))
             else:
                 since = self._parse_rv(resource_version)
                 if since < self._compacted:

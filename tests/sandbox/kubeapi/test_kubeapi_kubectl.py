@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from kubeapi_helpers import Kubectl
 
@@ -106,10 +105,7 @@ def test_kubectl_builtin_resources_and_short_names(kubectl: Kubectl, api: KubeAp
     assert rows[0].split()[:5] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
     assert rows[1].split()[1] == "ClusterIP" and rows[1].split()[2].startswith("10.96.")
     assert "demo" in kubectl("get", "ns").stdout
-    # Not --wait=true: kubectl's informer-based wait hung intermittently in full-suite runs (a list the
-    # emulator left unanswered, not reproduced alone); the namespace's termination is checked directly.
-    kubectl("delete", "namespace", "demo", "--wait=false")
-    deadline = time.monotonic() + 20
-    while api.store.find("namespaces", "demo") is not None:
-        assert time.monotonic() < deadline, "namespace demo was not deleted within 20 s"
-        time.sleep(0.05)
+    # --wait=true: kubectl waits with a streaming list (sendInitialEvents) for the namespace to go.
+    deleted = kubectl("delete", "namespace", "demo", "--wait=true", "--timeout=20s")
+    assert 'namespace "demo" deleted' in deleted.stdout
+    assert api.store.find("namespaces", "demo") is None

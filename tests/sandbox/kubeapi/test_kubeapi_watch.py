@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -88,6 +89,76 @@ def test_watch_without_a_version_starts_with_the_current_state(
         ("ADDED", "kubernetes"),
         ("ADDED", "web"),
     ]
+
+
+STREAMING_LIST = (
+    "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+)
+INITIAL_EVENTS_END = {"k8s.io/initial-events-end": "true"}
+
+
+def without_progress_bookmarks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events but the periodic BOOKMARKs (this emulator sends them often), which carry no annotation."""
+    return [
+        e
+        for e in events
+        if e["type"] != "BOOKMARK" or e["object"]["metadata"].get("annotations") == INITIAL_EVENTS_END
+    ]
+
+
+def test_streaming_list_sends_the_state_then_a_marked_bookmark_then_changes(
+    api: KubeApiEmulator, core: client.CoreV1Api
+) -> None:
+    # KEP-3157, what kubectl's informers ask for since 1.32: without the bookmark a client waits forever.
+    core.create_namespaced_service("default", service("web"))
+    listed = core.list_namespaced_service("default").metadata.resource_version
+
+    def later() -> None:
+        core.create_namespaced_service("default", service("late"))
+        core.create_namespaced_service("default", service("zz-end"))
+
+    timer = threading.Timer(0.5, later)
+    timer.start()
+    try:
+        events = without_progress_bookmarks(
+            raw_watch(f"{api.url}/api/v1/namespaces/default/services?{STREAMING_LIST}", until="zz-end")
+        )
+    finally:
+        timer.join()
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "kubernetes"),
+        ("ADDED", "web"),
+        ("BOOKMARK", None),
+        ("ADDED", "late"),
+    ]
+    end = events[2]["object"]
+    assert end["kind"] == "Service" and end["metadata"]["resourceVersion"] == listed
+    assert end["metadata"]["annotations"] == INITIAL_EVENTS_END
+
+
+def test_streaming_list_without_initial_events_starts_now(
+    api: KubeApiEmulator, core: client.CoreV1Api
+) -> None:
+    core.create_namespaced_service("default", service("web"))
+    threading.Timer(0.5, lambda: core.create_namespaced_service("default", service("zz-end"))).start()
+    query = STREAMING_LIST.replace("sendInitialEvents=true", "sendInitialEvents=false")
+    events = raw_watch(f"{api.url}/api/v1/namespaces/default/services?{query}", until="zz-end")
+    assert without_progress_bookmarks(events) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("watch=true&sendInitialEvents=true&allowWatchBookmarks=true", "resourceVersionMatch"),
+        ("watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan", "allowWatchBookmarks"),
+        ("watch=true&resourceVersionMatch=NotOlderThan", "resourceVersionMatch"),
+    ],
+)
+def test_streaming_list_preconditions_are_checked(api: KubeApiEmulator, query: str, field: str) -> None:
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(f"{api.url}/api/v1/namespaces/default/services?{query}", timeout=5)
+    assert raised.value.code == 422
+    assert [cause["field"] for cause in json.loads(raised.value.read())["details"]["causes"]] == [field]
 
 
 def test_watch_in_the_requested_version_of_a_multi_version_kind(api: KubeApiEmulator) -> None:
