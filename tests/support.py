@@ -28,7 +28,10 @@ from mcsdns.app import App, running
 from mcsdns.settings import ListenAddress, ServerSettings, Settings, SourceSettings, ZoneSettings
 from mcsdns.sync.events import Source
 
-DEADLINE = 5.0
+# How long a wait may take before it counts as a hang. Not a speed target (those live in bench/): a
+# loaded CI machine made multi-step Cloud Map waits take more than 5 s, and a passing wait returns as
+# soon as its condition holds, whatever this is.
+DEADLINE = 20.0
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = DEADLINE, what: str = "condition") -> Any:
