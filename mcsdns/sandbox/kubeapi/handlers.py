@@ -4,7 +4,9 @@
 Resolves ``/api/v1/...`` and ``/apis/<group>/<version>/...`` paths to a resource type (``ApiRouter``),
 negotiates the representation (JSON, YAML, server-side ``Table``, ``PartialObjectMetadata``, aggregated
 discovery), calls ``Storage`` and renders errors as ``Status`` objects. Watches become a ``WatchStream`` that
-writes one JSON event per line with BOOKMARKs and a server-side timeout. Injected faults apply here; the admin
+writes one JSON event per line with BOOKMARKs and a server-side timeout, including streaming lists
+(``sendInitialEvents``, which kubectl's waits use): the current objects, then a BOOKMARK annotated
+``k8s.io/initial-events-end``. Injected faults apply here; the admin
 paths under ``/_emulator/`` call the ``EmulatorHooks`` given at construction and bypass faults and pauses.
 
 """
