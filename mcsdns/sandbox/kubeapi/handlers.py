@@ -623,9 +623,10 @@ class ApiApp:
 
     @staticmethod
     def _streaming_list(query: dict[str, str]) -> bool | None:
-        """``sendInitialEvents`` of a watch (KEP-3157 streaming lists, kubectl's default since 1.32), with
-        the API server's preconditions (ValidateListOptions): it needs resourceVersionMatch=NotOlderThan
-        and bookmarks; resourceVersionMatch on a watch needs it."""
+        """``sendInitialEvents`` of a watch (KEP-3157 streaming lists, asked for by client-go's
+        WatchListClient, which is on in kubectl 1.37, the one the tests use), with the API server's
+        preconditions (ValidateListOptions): it needs resourceVersionMatch=NotOlderThan and bookmarks,
+        and resourceVersionMatch on a watch needs it."""
         raw = query.get("sendInitialEvents")
         match = query.get("resourceVersionMatch") or ""
         problems: list[FieldError] = []
