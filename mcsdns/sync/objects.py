@@ -118,6 +118,12 @@ def _service_import(obj: Mapping[str, Any], key: ServiceKey) -> ServiceImport:
     )
 
 
+def _is_mapping(value: object) -> bool:
+    # Runs for every endpoint of a clusterset (300,000 in the benchmark): the exact type check first, for
+    # what JSON decodes to, because the Mapping ABC check costs more.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _endpoint_group(obj: Mapping[str, Any], namespace: str) -> EndpointGroup | None:
     metadata = obj["metadata"]
     labels = metadata.get("labels") or {}
@@ -139,10 +145,8 @@ def _endpoint_group(obj: Mapping[str, Any], namespace: str) -> EndpointGroup | N
     if not isinstance(raw_endpoints, list):
         raise _fail(obj, "endpoints is not a list")
     endpoints: list[Endpoint] = []
-    # Runs for every endpoint of a clusterset (300,000 in the benchmark): the checks take the cheap path
-    # for what JSON decodes to (a dict is a Mapping; the ABC check costs more than the exact type check).
     for index, item in enumerate(raw_endpoints):
-        if type(item) is not dict and not isinstance(item, Mapping):
+        if not _is_mapping(item):
             raise _fail(obj, f"endpoints[{index}] is not a mapping")
         addresses = item.get("addresses")
         if not isinstance(addresses, list) or not addresses:
@@ -160,9 +164,7 @@ def _endpoint_group(obj: Mapping[str, Any], namespace: str) -> EndpointGroup | N
                 raise _fail(obj, problem) from None
         conditions = item.get("conditions") or {}
         # EndpointSlice API: a nil "ready" means ready; only ready endpoints are published (spec §2.4).
-        ready = (
-            conditions.get("ready") if type(conditions) is dict or isinstance(conditions, Mapping) else None
-        )
+        ready = conditions.get("ready") if _is_mapping(conditions) else None
         hostname = item.get("hostname") or ""
         endpoints.append(
             Endpoint(

@@ -250,7 +250,7 @@ class Negatives(dict[int, Answer | None]):
     def __init__(self, *, rcode: int, apex: Name, soa: Soa, ttl: int) -> None:
         super().__init__()
         self._rcode = rcode
-        self._apex_length = sum(len(label) + 1 for label in apex) + 1
+        self._apex_length = len(name_to_wire(apex))
         # The apex is a suffix of every in-zone question, at offset 12 + qname length - apex length, so
         # the SOA owner, and the apex inside its MNAME and RNAME, point there whatever name was asked
         # (RFC 2308 §3).
