@@ -53,9 +53,9 @@ def throttling_reply(code: str) -> ErrorReply:
     """The throttling response AWS sends for ``code`` (ThrottlingException or RequestLimitExceeded)."""
     if code == REQUEST_LIMIT_EXCEEDED:
         # A modeled Cloud Map error: plain __type, member "Message" (capital M, as in the model).
-        return _json_reply(429, REQUEST_LIMIT_EXCEEDED, {"__type": code, "Message": "Rate exceeded"})
+        return json_reply(429, REQUEST_LIMIT_EXCEEDED, {"__type": code, "Message": "Rate exceeded"})
     if code == THROTTLING_EXCEPTION:
-        return _json_reply(
+        return json_reply(
             400,
             f"{code}:http://internal.amazon.com/coral/{_CORAL_AVAILABILITY}/",
             {"__type": f"{_CORAL_AVAILABILITY}#{code}", "message": "Rate exceeded"},
@@ -81,7 +81,7 @@ def server_error_reply(status: int, code: str | None = None) -> ErrorReply:
             (("Content-Type", "text/plain"), ("x-amzn-RequestId", str(uuid.uuid4()))),
             f"{status} {phrase}".encode(),
         )
-    return _json_reply(
+    return json_reply(
         status,
         f"{code}:http://internal.amazon.com/coral/{_CORAL_SERVICE}/",
         {
@@ -91,7 +91,7 @@ def server_error_reply(status: int, code: str | None = None) -> ErrorReply:
     )
 
 
-def _json_reply(status: int, error_type_header: str, body: dict[str, str]) -> ErrorReply:
+def json_reply(status: int, error_type_header: str, body: dict[str, str]) -> ErrorReply:
     return ErrorReply(
         status,
         (

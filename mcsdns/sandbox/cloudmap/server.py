@@ -1,6 +1,6 @@
-"""EmbeddedCloudMap: moto's servicediscovery, with the fidelity patches, served over HTTP on loopback in a
-background thread, plus fault hooks and an outage switch. Composes ``patches`` (behaviour), ``faults`` (what
-fails next) and ``wsgi`` (the request path).
+"""EmbeddedCloudMap: the Cloud Map API answered from moto's servicediscovery state, served over HTTP on
+loopback in a background thread, plus fault hooks and an outage switch. Composes ``motoapi`` (behaviour, and
+the only import of moto), ``faults`` (what fails next) and ``wsgi`` (the request path).
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
 
-from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
-from moto.route53.models import route53_backends
-from moto.servicediscovery.models import servicediscovery_backends
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from . import patches
+from . import motoapi
 from .faults import Faults
 from .wsgi import CloudMapWsgi
 
@@ -30,7 +27,7 @@ FAKE_ACCESS_KEY_ID = "AKIAMCSDNSSANDBOX000"
 FAKE_SECRET_ACCESS_KEY = "mcsdns-sandbox-not-a-secret"
 
 
-class _QuietHandler(MotoRequestHandler):
+class _QuietHandler(motoapi.RequestHandler):
     """moto's request handler without the access log line werkzeug writes to stderr for every request."""
 
     def log(self, type: str, message: str, *args: Any) -> None:
@@ -64,9 +61,9 @@ class EmbeddedCloudMap:
         seed: int | None = None,
         verbose: bool = False,
     ) -> None:
-        patches.apply_patches()
+        motoapi.check_moto()
         if seed is not None:
-            patches.seed(seed)
+            motoapi.seed(seed)
         self.host = host
         self.region = region
         self.account_id = account_id or f"{secrets.randbelow(10**12):012d}"
@@ -79,9 +76,10 @@ class EmbeddedCloudMap:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         self._app = CloudMapWsgi(
-            create_backend_app("servicediscovery"),
+            motoapi.moto_app(),
             faults=self.faults,
             account_id=self.account_id,
+            region=self.region,
             state_lock=self._state_lock,
             reset=self.reset,
             outage=self.outage,
@@ -114,7 +112,7 @@ class EmbeddedCloudMap:
                     self._port,
                     self._app,
                     threaded=True,
-                    request_handler=MotoRequestHandler if self._verbose else _QuietHandler,
+                    request_handler=motoapi.RequestHandler if self._verbose else _QuietHandler,
                     fd=listener.fileno(),
                 )
             self._port = server.port
@@ -168,6 +166,11 @@ class EmbeddedCloudMap:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def internal_error(self) -> str | None:
+        """The first API call this emulator failed on by a bug of its own or moto's (it answered 500)."""
+        return self._app.internal_error
+
     # --- addresses ------------------------------------------------------------------------------------------
     @property
     def port(self) -> int:
@@ -200,10 +203,7 @@ class EmbeddedCloudMap:
     def reset(self) -> None:
         """Forget every namespace, service, instance and operation of this emulator's account."""
         with self._state_lock:
-            servicediscovery_backends.pop(self.account_id, None)
-            # Private and public DNS namespaces also create hosted zones in moto's Route 53.
-            route53_backends.pop(self.account_id, None)
-            patches.forget_account(self.account_id)
+            motoapi.forget_account(self.account_id)
 
     # --- faults ---------------------------------------------------------------------------------------------
     def throttle_next(self, n: int, operations: Iterable[str] | None = None, code: str | None = None) -> None:

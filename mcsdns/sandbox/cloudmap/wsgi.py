@@ -1,5 +1,6 @@
-"""The WSGI layer in front of moto's servicediscovery app: counts and fails API calls, scopes every request to
-the emulator's own account, serialises access to moto, and serves the admin paths under ``/_mcsdns/``.
+"""The WSGI layer in front of moto's servicediscovery state: counts and fails API calls, answers the
+operations ``motoapi`` implements (every one mcsdns calls) for the emulator's own account, passes any other to
+moto's own app, serialises access to moto's state, and serves the admin paths under ``/_mcsdns/``.
 
 Admin paths (JSON in and out), so that a separate process can drive the faults:
 
@@ -16,16 +17,21 @@ Admin paths (JSON in and out), so that a separate process can drive the faults:
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
-from .faults import Faults
+from . import motoapi
+from .faults import Faults, server_error_reply
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_mcsdns/"
 _JSON = "application/x-amz-json-1.1"
@@ -40,6 +46,7 @@ class CloudMapWsgi:
         *,
         faults: Faults,
         account_id: str,
+        region: str,
         state_lock: threading.Lock,
         reset: Callable[[], None],
         outage: Callable[[float], object],
@@ -47,9 +54,13 @@ class CloudMapWsgi:
         self._backend = backend
         self._faults = faults
         self._account_id = account_id
+        self._region = region
         self._state_lock = state_lock
         self._reset = reset
         self._outage = outage
+        self.internal_error: str | None = None
+        """The first API call that failed by a bug in this emulator or in moto (answered 500
+        InternalFailure), as ``"<operation>: <exception>"``; None while there is none."""
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
@@ -61,12 +72,44 @@ class CloudMapWsgi:
         if reply is not None:
             start_response(reply.status_line, list(reply.headers))
             return [reply.body]
-        # moto keeps state per account; this header (moto's documented override) gives each emulator its own.
-        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self._account_id
-        return self._call_moto(environ, start_response)
+        try:
+            if motoapi.handles(operation):
+                return self._answer(operation, environ, start_response)
+            # moto keeps state per account; this header (moto's documented override) gives each emulator its
+            # own.
+            environ["HTTP_X_MOTO_ACCOUNT_ID"] = self._account_id
+            return self._call_moto(operation, environ, start_response)
+        except Exception as exc:  # a bug here or in moto: answer as the service would, and remember it
+            log.exception("the embedded Cloud Map failed on %s", operation)
+            if self.internal_error is None:
+                self.internal_error = f"{operation}: {exc.__class__.__name__}: {exc}"
+            reply = server_error_reply(500)
+            start_response(reply.status_line, list(reply.headers))
+            return [reply.body]
 
-    def _call_moto(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    def _answer(self, operation: str, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        body = Request(environ).get_data()
+        with self._state_lock:
+            result = motoapi.answer(operation, self._account_id, self._region, body)
+        if isinstance(result, bytes):
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", _JSON),
+                    ("x-amzn-RequestId", str(uuid.uuid4())),
+                    ("Content-Length", str(len(result))),
+                ],
+            )
+            return [result]
+        start_response(result.status_line, list(result.headers))
+        return [result.body]
+
+    def _call_moto(
+        self, operation: str, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> list[bytes]:
         def json_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if status.startswith("5") and self.internal_error is None:  # moto's app caught its own bug
+                self.internal_error = f"{operation}: moto answered {status}"
             # moto labels its JSON "text/html"; the service sends the awsJson 1.1 media type.
             headers = [(k, v) for k, v in headers if k.lower() != "content-type"] + [("Content-Type", _JSON)]
             return start_response(status, headers, exc_info)
