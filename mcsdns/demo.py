@@ -15,6 +15,7 @@ import os
 import signal
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import dns.message
 import yaml
 
 from mcsdns.app import App, loop_factory, running
-from mcsdns.sandbox.cloudmap import EmbeddedCloudMap
+from mcsdns.errors import McsDnsError
+from mcsdns.sandbox.cloudmap import EmbeddedCloudMap, UnprovenMoto
 from mcsdns.sandbox.kubeapi import KubeApiEmulator
 from mcsdns.settings import (
     CloudMapSettings,
@@ -69,15 +71,56 @@ def _clean(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _wait(predicate: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"mcsdns: error: the demo timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+class _Parts:
+    """The demo's emulated parts, checked while it waits: a part that fails by a bug of its own (or of moto,
+    under the embedded Cloud Map) ends the demo at once with its name and the cause, instead of leaving the
+    engines to retry until a timeout says only that nothing answered."""
+
+    def __init__(self, cloudmap: EmbeddedCloudMap, clusters: dict[str, KubeApiEmulator]) -> None:
+        self.cloudmap, self.clusters = cloudmap, clusters
+
+    def check(self) -> None:
+        if self.cloudmap.internal_error:
+            raise SystemExit(f"mcsdns: error: the embedded Cloud Map failed: {self.cloudmap.internal_error}")
+        for name, api in self.clusters.items():
+            if api.internal_error:
+                raise SystemExit(f"mcsdns: error: the emulated cluster {name} failed: {api.internal_error}")
+
+    async def preflight(self) -> None:
+        """One real request to each part before any engine starts: a part that cannot answer is named now."""
+        try:
+            await CloudMapClient(region=self.cloudmap.region).namespaces()
+        except McsDnsError as exc:
+            self.check()
+            raise SystemExit(f"mcsdns: error: the embedded Cloud Map does not answer: {exc}") from None
+        for name, api in self.clusters.items():
+            try:
+                await asyncio.to_thread(_get, f"{api.url}/api/v1/namespaces")
+            except OSError as exc:
+                self.check()
+                raise SystemExit(
+                    f"mcsdns: error: the emulated cluster {name} does not answer: {exc}"
+                ) from None
+        self.check()
+
+    async def wait(self, predicate: Callable[[], Awaitable[Any]], what: str) -> Any:
+        deadline = time.monotonic() + WAIT
+        while True:
+            self.check()
+            value = await predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"mcsdns: error: the demo timed out after {WAIT:.0f} s waiting for {what}"
+                    " (no emulated part reported an error)"
+                )
+            await asyncio.sleep(0.1)
+
+
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        response.read()
 
 
 async def _answer(app: App) -> list[str]:
@@ -106,7 +149,10 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 async def _demo(port: int, once: bool) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mcsdns-demo-"))
     with contextlib.ExitStack() as stack:
-        cloudmap = stack.enter_context(EmbeddedCloudMap())
+        try:
+            cloudmap = stack.enter_context(EmbeddedCloudMap())
+        except UnprovenMoto as exc:
+            raise SystemExit(f"mcsdns: error: {exc}") from None
         stack.enter_context(_environment(cloudmap.env()))
         clusters = {
             name: stack.enter_context(
@@ -120,6 +166,8 @@ async def _demo(port: int, once: bool) -> None:
             api.store.load_yaml(_tutorial_file("namespace.yaml"))
         clusters["cls1"].store.load_yaml(_tutorial_file("nginx-service.yaml"))
         clusters["cls1"].store.load_yaml(_tutorial_file("nginx-endpoints.yaml"))
+        parts = _Parts(cloudmap, clusters)
+        await parts.preflight()
         print("Two clusters, one Cloud Map, two mcsdns engines (each: DNS + export/import controller).")
         async with contextlib.AsyncExitStack() as engines:
             apps: dict[str, App] = {}
@@ -139,7 +187,7 @@ async def _demo(port: int, once: bool) -> None:
                 f"\nkubectl --kubeconfig {workdir}/cls1.kubeconfig apply"
                 " -f examples/tutorial/nginx-serviceexport.yaml"
             )
-            answer = await _wait(lambda: _answer(apps["cls2"]), "cls2's DNS to answer")
+            answer = await parts.wait(lambda: _answer(apps["cls2"]), "cls2's DNS to answer")
             elapsed = time.monotonic() - started
             await _print_cloudmap(cloudmap.region)
             cls2 = clusters["cls2"].store
@@ -156,7 +204,7 @@ async def _demo(port: int, once: bool) -> None:
             _show("EndpointSlice in cls2", [_clean(s) for s in slices])
             export = clusters["cls1"].store.get("serviceexports", "nginx-hello", namespace="demo")
             _show("ServiceExport status in cls1", export.get("status"))
-            cls1_answer = await _wait(lambda: _answer(apps["cls1"]), "cls1's DNS to answer")
+            cls1_answer = await parts.wait(lambda: _answer(apps["cls1"]), "cls1's DNS to answer")
             _show(
                 f"dig {NAME}",
                 "\n".join(
@@ -202,6 +250,8 @@ async def _print_cloudmap(region: str) -> None:
 
 def run_demo(*, port: int, once: bool) -> int:
     logging.getLogger("mcsdns").setLevel(logging.WARNING)  # the demo prints its own story
+    # ... and names a failing emulated part in one line of its own (_Parts), so their tracebacks stay out.
+    logging.getLogger("mcsdns.sandbox").setLevel(logging.CRITICAL)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_demo(port, once))
     return 0

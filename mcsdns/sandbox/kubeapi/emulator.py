@@ -182,6 +182,11 @@ class KubeApiEmulator:
         host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal needs brackets
         return f"http://{host}:{self._port}"
 
+    @property
+    def internal_error(self) -> str | None:
+        """The first request this emulator failed on by a bug of its own (it answered 500), or None."""
+        return self._app.internal_error
+
     # --- kubeconfig ---------------------------------------------------------------------------------------
 
     def kubeconfig(self, *, context: str | None = None, namespace: str = "default") -> Obj:

@@ -333,6 +333,9 @@ class ApiApp:
         self._router = ApiRouter(storage.registry)
         self._stopping = stopping
         self._rng = random.Random()
+        self.internal_error: str | None = None
+        """The first request the emulator failed on by a bug of its own (HTTP 500 InternalError), as
+        ``"<method> <path>: <exception>"``; None while there is none. ``mcsdns demo`` stops on it."""
         self.observers: list[Callable[[Request], None]] = []
         """Called with every API request (admin paths excluded) before faults apply, on the server's thread:
         what a client asked, whatever the answer (``KubeApiEmulator.observe_requests``)."""
@@ -358,6 +361,8 @@ class ApiApp:
             return error_response(exc)
         except Exception as exc:  # a bug must still answer like an API server, not drop the connection
             log.exception("emulator failed on %s %s", request.method, request.path)
+            if self.internal_error is None:
+                self.internal_error = f"{request.method} {request.path}: {exc.__class__.__name__}: {exc}"
             return error_response(
                 ApiError(
                     500,
