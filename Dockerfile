@@ -12,6 +12,9 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
+# Every package comes from requirements/runtime.txt, the lock CI tested (hashes checked): the build backend
+# for the wheel, and the dependencies of the image. Refresh it with .ci/lock, never here.
+
 # --- build: the mcsdns wheel (no compiler needed: the package is pure Python) -------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -19,9 +22,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 # Only what the wheel is built from (.dockerignore keeps the rest of the context out as well).
+COPY requirements/runtime.txt ./requirements/
 COPY pyproject.toml README.md ./
 COPY mcsdns ./mcsdns
-RUN python -m pip wheel --no-deps --wheel-dir /wheels .
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes -r requirements/runtime.txt \
+    && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # --- runtime: the wheel and its dependencies in a virtualenv, run as a non-root user ------------------------
 FROM ${PYTHON_IMAGE}
@@ -34,12 +40,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/mcsdns/bin:$PATH \
     MCSDNS_LISTEN=0.0.0.0:5353 \
     MCSDNS_HTTP=0.0.0.0:9153
-# The wheel is mounted from the build stage, not copied: it leaves no layer behind. pip compiles the bytecode
+# The wheel and the lock are mounted from the build stage, not copied: they leave no layer behind. pip compiles the bytecode
 # as it installs, so nothing needs writing at run time (the chart mounts the root filesystem read-only); the
 # venv's own pip goes afterwards, as nothing installs at run time either.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    --mount=type=bind,from=build,source=/src/requirements,target=/requirements \
     python -m venv /opt/mcsdns \
-    && /opt/mcsdns/bin/pip install /wheels/*.whl \
+    && /opt/mcsdns/bin/pip install --require-hashes -r /requirements/runtime.txt \
+    && /opt/mcsdns/bin/pip install --no-deps /wheels/*.whl \
     && /opt/mcsdns/bin/pip uninstall -y pip \
     && groupadd --system --gid "${UID}" mcsdns \
     && useradd --system --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /nonexistent \

@@ -38,8 +38,24 @@ def test_the_image_is_python_3_11_slim_built_in_two_stages() -> None:
     assert ("ARG", "PYTHON_IMAGE=python:3.11-slim") in steps
     assert [rest for word, rest in steps if word == "FROM"] == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
     build = " ".join(rest for word, rest in steps if word == "RUN")
-    assert "pip wheel --no-deps --wheel-dir /wheels ." in build
-    assert "python -m venv /opt/mcsdns" in build and "/opt/mcsdns/bin/pip install /wheels/*.whl" in build
+    assert "pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ." in build
+    assert (
+        "python -m venv /opt/mcsdns" in build
+        and "/opt/mcsdns/bin/pip install --no-deps /wheels/*.whl" in build
+    )
+
+
+def test_every_package_of_the_image_comes_from_the_lock() -> None:
+    runs = [rest for word, rest in instructions() if word == "RUN"]
+    installs = [cmd.strip() for run in runs for cmd in run.split("&&") if " install " in cmd]
+    assert installs, "the Dockerfile installs nothing?"
+    for cmd in installs:
+        # Either the lock with its hashes, or the one wheel built here with no dependencies of its own.
+        assert ("--require-hashes -r " in cmd and cmd.endswith("requirements/runtime.txt")) or (
+            "--no-deps /wheels/*.whl" in cmd
+        ), cmd
+    wheel = next(cmd for run in runs for cmd in run.split("&&") if " wheel " in cmd)
+    assert "--no-build-isolation" in wheel, "the build backend must be the locked one, not a fresh download"
 
 
 def test_the_final_stage_runs_mcsdns_serve_as_user_65532() -> None:
@@ -95,8 +111,9 @@ def test_the_build_context_is_exactly_what_the_wheel_is_built_from() -> None:
     ).stdout.split()
     patterns = _ignore_patterns()
     sent = {path for path in tracked if not _excluded(path, patterns)}
-    assert sent == {p for p in tracked if p in ("pyproject.toml", "README.md") or p.startswith("mcsdns/")}
+    wanted = ("pyproject.toml", "README.md", "requirements/runtime.txt")
+    assert sent == {p for p in tracked if p in wanted or p.startswith("mcsdns/")}
     assert not _excluded("mcsdns/sync/k8s.py", patterns)
     assert _excluded("mcsdns/__pycache__/app.cpython-311.pyc", patterns)
     copied = [source for word, rest in instructions() if word == "COPY" for source in rest.split()[:-1]]
-    assert copied == ["pyproject.toml", "README.md", "mcsdns"]
+    assert copied == ["requirements/runtime.txt", "pyproject.toml", "README.md", "mcsdns"]
