@@ -16,7 +16,7 @@ install_debs() {
 check() {
   local venv=$1
   "$venv/bin/pip" check
-  "$venv/bin/ruff" check mcsdns tests
+  "$venv/bin/ruff" check mcsdns sandbox tests
   "$venv/bin/mypy"
   "$venv/bin/lint-imports"
   "$venv/bin/python" -m pytest -q -p no:cacheprovider

@@ -71,12 +71,12 @@ import dns.exception  # noqa: E402
 import dns.message  # noqa: E402
 import dns.query  # noqa: E402
 
-from mcsdns.sandbox.cloudmap import EmbeddedCloudMap  # noqa: E402
-from mcsdns.sandbox.kubeapi import KubeApiEmulator  # noqa: E402
+from mcsdns.clients.cloudmap import RATE_LIMITS  # noqa: E402
+from mcsdns.mcs.export import ExportController  # noqa: E402
+from mcsdns.mcs.import_ import MANAGED_LABEL, MANAGER, ImportController, derived_name  # noqa: E402
 from mcsdns.settings import CloudMapSettings, KubernetesSettings, Settings  # noqa: E402
-from mcsdns.sync.cloudmap import RATE_LIMITS  # noqa: E402
-from mcsdns.sync.export import ExportController  # noqa: E402
-from mcsdns.sync.import_ import MANAGED_LABEL, MANAGER, ImportController, derived_name  # noqa: E402
+from mcsdns_sandbox.cloudmap import EmbeddedCloudMap  # noqa: E402
+from mcsdns_sandbox.kubeapi import KubeApiEmulator  # noqa: E402
 from tests.support import ServerThread, settings_for  # noqa: E402
 
 OUT = REPO / "bench" / "out"

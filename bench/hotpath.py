@@ -19,7 +19,7 @@ from typing import Any
 import dns.edns
 import dns.message
 
-from mcsdns.responder import UDP, Responder
+from mcsdns.dns.responder import UDP, Responder
 from mcsdns.settings import ZoneSettings
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.model import (

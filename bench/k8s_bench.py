@@ -1,6 +1,6 @@
 """Kubernetes benchmark: mcsdns fed by a cluster's ServiceImports and EndpointSlices, at 10,000 services.
 
-The cluster is the project's Kubernetes API emulator (``mcsdns.sandbox.kubeapi``), run as its own process
+The cluster is the project's Kubernetes API emulator (``mcsdns_sandbox.kubeapi``), run as its own process
 (this script with ``--emulator-child``) so it never shares a GIL with the measuring code. It is seeded
 through its in-process store before mcsdns starts: N ServiceImports (~90 % ClusterSetIP with one VIP and
 1-2 named ports, ~10 % Headless, half of those with StatefulSet hostnames), and for each one EndpointSlice
@@ -136,7 +136,7 @@ def objects(svc: gen.Service) -> Iterator[dict[str, Any]]:
 
 def emulator_child(args: argparse.Namespace) -> int:
     """Run in its own process: seed the emulator, compact, write the kubeconfig, say READY, serve."""
-    from mcsdns.sandbox.kubeapi import KubeApiEmulator  # only this process needs it
+    from mcsdns_sandbox.kubeapi import KubeApiEmulator  # only this process needs it
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -18,23 +18,23 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mcsdns.dns.forward import Forwarder
+from mcsdns.dns.responder import Responder
+from mcsdns.dns.server import close_listeners, start_listeners
 from mcsdns.errors import ConfigError
-from mcsdns.forward import Forwarder
 from mcsdns.health import HealthServer, Observed
-from mcsdns.responder import Responder
-from mcsdns.server import close_listeners, start_listeners
+from mcsdns.mcs.identity import ClusterIdentity, cluster_properties
+from mcsdns.mcs.leader import LeaderElector, LeaseConfig
 from mcsdns.settings import IN_CLUSTER, KubernetesSettings, ListenAddress, Settings
-from mcsdns.sync.engine import SyncEngine
-from mcsdns.sync.events import Source
-from mcsdns.sync.identity import ClusterIdentity
-from mcsdns.sync.leader import LeaderElector, LeaseConfig
-from mcsdns.sync.manifests import ManifestSource
+from mcsdns.sources.engine import SyncEngine
+from mcsdns.sources.events import Source
+from mcsdns.sources.manifests import ManifestSource
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.snapshot import ZoneSnapshot
 from mcsdns.zone.store import ZoneStore
 
 if TYPE_CHECKING:
-    from mcsdns.sync.cloudmap import CloudMapClient
+    from mcsdns.clients.cloudmap import CloudMapClient
 
 logger = logging.getLogger(__name__)
 
@@ -90,33 +90,42 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 )
             if settings.kubernetes.kubeconfig:
                 # Deferred import: only this path loads the Kubernetes client.
-                from mcsdns.sync import k8s
+                from mcsdns.clients import kube as k8s
+                from mcsdns.sources.kube import zone_sources
 
                 kube = settings.kubernetes
                 api = await k8s.KubeApi.connect(None if kube.kubeconfig == IN_CLUSTER else kube.kubeconfig)
                 stack.push_async_callback(api.close)
                 logger.info("watching Kubernetes API %s", api.host)
-                chosen.extend(k8s.zone_sources(api))
+                # One informer per resource for the whole process: every part below takes a view of it.
+                informers = k8s.Informers(api)
+                chosen.extend(zone_sources(informers))
                 identity = ClusterIdentity(cluster_id=kube.cluster_id, clusterset_id=kube.clusterset_id)
                 if identity.missing:
-                    loops.append(k8s.ClusterPropertyWatch(api, identity.update).run())
+                    ids = identity
+
+                    def follow(*_: object) -> None:
+                        ids.update(cluster_properties(properties.objects))
+
+                    properties = informers.view(k8s.CLUSTER_PROPERTIES, on_list=follow, on_event=follow)
                 if kube.leader_elect:
                     elector = LeaderElector(k8s.KubeLeases(api), lease_config(kube))
                     loops.append(elector.run())
                 if settings.cloudmap.enabled:
                     # With a cluster, Cloud Map feeds the cluster (the MCS controller), not the zone directly:
                     # the zone follows the ServiceImports and EndpointSlices the controller writes.
-                    from mcsdns.sync.cloudmap import CloudMapClient
-                    from mcsdns.sync.export import ExportController
-                    from mcsdns.sync.import_ import ImportController
+                    from mcsdns.clients.cloudmap import CloudMapClient
+                    from mcsdns.mcs.export import ExportController
+                    from mcsdns.mcs.import_ import ImportController
 
                     cloudmap = CloudMapClient(region=settings.cloudmap.region)
                     logger.info("exporting to and importing from Cloud Map at %s", cloudmap.endpoint)
                     exporter = ExportController(
-                        api=api, cloudmap=cloudmap, identity=identity, elector=elector
+                        api=api, informers=informers, cloudmap=cloudmap, identity=identity, elector=elector
                     )
                     importer = ImportController(
                         api=api,
+                        informers=informers,
                         cloudmap=cloudmap,
                         identity=identity,
                         elector=elector,
@@ -124,9 +133,10 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                     )
                     controllers = (exporter, importer)
                     loops.extend(controller.run() for controller in controllers)
+                loops.append(informers.run())
             elif settings.cloudmap.enabled:
-                from mcsdns.sync.cloudmap import CloudMapClient
-                from mcsdns.sync.cloudmap_zone import CloudMapZoneSource
+                from mcsdns.clients.cloudmap import CloudMapClient
+                from mcsdns.sources.cloudmap import CloudMapZoneSource
 
                 cloudmap = CloudMapClient(region=settings.cloudmap.region)
                 logger.info("reading Cloud Map at %s", cloudmap.endpoint)

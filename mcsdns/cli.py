@@ -7,6 +7,7 @@ convention, without the usage dump that hides the message).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -102,10 +103,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("mcsdns: error: --port must be 0..65534", file=sys.stderr)
             return 2
         setup_logging(LogSettings(level="warning"))
-        from mcsdns.demo import run_demo  # deferred: loads the emulators and moto
-
         try:
-            return run_demo(port=args.port, once=args.once)
+            # The demo and its emulators are the sandbox package (sandbox/ in the repository), which the
+            # product wheel does not contain: import it by name, so nothing in mcsdns depends on it.
+            demo = importlib.import_module("mcsdns_sandbox.demo")
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("mcsdns_sandbox", "mcsdns_sandbox.demo"):
+                raise
+            print(
+                "mcsdns: error: the demo needs the sandbox package (the emulated clusters and Cloud Map): "
+                "from a checkout, pip install --require-hashes -r requirements/demo.txt && "
+                "pip install --no-deps --no-build-isolation -e ./sandbox",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            return int(demo.run_demo(port=args.port, once=args.once))
         except McsDnsError as exc:
             print(f"mcsdns: error: {exc}", file=sys.stderr)
             return 1

@@ -19,18 +19,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mcsdns.forward import Forwarder
-from mcsdns.responder import Responder
-from mcsdns.server import Listener
+from mcsdns.dns.forward import Forwarder
+from mcsdns.dns.responder import Responder
+from mcsdns.dns.server import Listener
+from mcsdns.mcs.identity import ClusterIdentity
+from mcsdns.mcs.leader import LeaderElector
 from mcsdns.settings import ListenAddress
-from mcsdns.sync.engine import SyncEngine
-from mcsdns.sync.identity import ClusterIdentity
-from mcsdns.sync.leader import LeaderElector
+from mcsdns.sources.engine import SyncEngine
 from mcsdns.wire import QType, Rcode
 from mcsdns.zone.store import ZoneStore
 
 if TYPE_CHECKING:
-    from mcsdns.sync.cloudmap import CloudMapClient  # only a type: boto3 loads only with --cloudmap
+    from mcsdns.clients.cloudmap import CloudMapClient  # only a type: boto3 loads only with --cloudmap
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import yaml
 
 from mcsdns.app import App, running
 from mcsdns.settings import ListenAddress, ServerSettings, Settings, SourceSettings, ZoneSettings
-from mcsdns.sync.events import Source
+from mcsdns.sources.events import Source
 
 # How long a wait may take before it counts as a hang. Not a speed target (those live in bench/): a
 # loaded CI machine made multi-step Cloud Map waits take more than 5 s, and a passing wait returns as

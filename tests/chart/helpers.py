@@ -25,8 +25,8 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
 
-from mcsdns.sandbox.kubeapi import KubeApiEmulator
-from mcsdns.sandbox.kubeapi.handlers import ApiRouter, Request
+from mcsdns_sandbox.kubeapi import KubeApiEmulator
+from mcsdns_sandbox.kubeapi.handlers import ApiRouter, Request
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mcsdns"

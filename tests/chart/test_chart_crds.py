@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mcsdns.sandbox.kubeapi import KubeApiEmulator
+from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.chart.helpers import EXAMPLES, NAMESPACE, crd_errors, crd_schemas, manifest_objects, render
 
 MCS = "multicluster.x-k8s.io/v1alpha1"

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from mcsdns.sandbox.cloudmap import EmbeddedCloudMap
-from mcsdns.sandbox.kubeapi import KubeApiEmulator
+from mcsdns.mcs.import_ import derived_name
 from mcsdns.settings import Settings, resolve
-from mcsdns.sync.import_ import derived_name
+from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
+from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.chart.helpers import (
     EXAMPLES,
     NAMESPACE,

@@ -113,7 +113,7 @@ def test_the_build_context_is_exactly_what_the_wheel_is_built_from() -> None:
     sent = {path for path in tracked if not _excluded(path, patterns)}
     wanted = ("pyproject.toml", "README.md", "requirements/runtime.txt")
     assert sent == {p for p in tracked if p in wanted or p.startswith("mcsdns/")}
-    assert not _excluded("mcsdns/sync/k8s.py", patterns)
+    assert not _excluded("mcsdns/clients/kube.py", patterns)
     assert _excluded("mcsdns/__pycache__/app.cpython-311.pyc", patterns)
     copied = [source for word, rest in instructions() if word == "COPY" for source in rest.split()[:-1]]
     assert copied == ["requirements/runtime.txt", "pyproject.toml", "README.md", "mcsdns"]

@@ -12,8 +12,8 @@ import dns.rcode
 import pytest
 
 from mcsdns.cli import build_parser, settings_from
-from mcsdns.sandbox.kubeapi import KubeApiEmulator
 from mcsdns.settings import ForwardSettings, ListenAddress, Settings, ZoneSettings, load_config_file, resolve
+from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.chart.helpers import EXAMPLES, ROOT, kubernetes_errors, manifest_objects
 from tests.support import ServerThread, query, service_import, settings_for, write_manifests
 

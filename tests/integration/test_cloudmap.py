@@ -13,10 +13,10 @@ import boto3
 import dns.rcode
 import pytest
 
-from mcsdns.sandbox.cloudmap import EmbeddedCloudMap
-from mcsdns.sandbox.kubeapi import KubeApiEmulator
+from mcsdns.mcs.import_ import derived_name
 from mcsdns.settings import CloudMapSettings, KubernetesSettings, Settings
-from mcsdns.sync.import_ import derived_name
+from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
+from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.support import ServerThread, aws_controller_attributes, query, settings_for, wait_for
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "examples" / "tutorial"
@@ -184,7 +184,7 @@ def test_seed_tutorial_end_to_end(clusters: dict[str, Cluster], cloudmap: Embedd
 
 def attrs_keys() -> list[str]:
     """The 16 keys the AWS controller writes for an IPv4 endpoint (reference §1.7)."""
-    from mcsdns.sync.instances import IPV6, OURS
+    from mcsdns.mcs.instances import IPV6, OURS
 
     return [key for key in OURS if key != IPV6]
 

@@ -43,19 +43,19 @@ def test_demo_shows_the_tutorial_and_cls2_answers_its_vip() -> None:
 
 _BREAK = {
     "cloudmap": (
-        "from mcsdns.sandbox.cloudmap import motoapi\n"
+        "from mcsdns_sandbox.cloudmap import motoapi\n"
         "def broken(backend, params):\n"
         "    raise AttributeError(\"'Namespace' object has no attribute 'to_json'\")\n"
         "motoapi.OPERATIONS['ListNamespaces'] = broken\n"
     ),
     "cluster": (
-        "from mcsdns.sandbox.kubeapi import handlers\n"
+        "from mcsdns_sandbox.kubeapi import handlers\n"
         "def broken(self, request):\n"
         "    raise KeyError('resourceVersion')\n"
         "handlers.ApiApp._dispatch = broken\n"
     ),
     "moto-version": (
-        "from mcsdns.sandbox.cloudmap import motoapi\nmotoapi.PROVEN_MOTO_VERSIONS = ('5.0.0',)\n"
+        "from mcsdns_sandbox.cloudmap import motoapi\nmotoapi.PROVEN_MOTO_VERSIONS = ('5.0.0',)\n"
     ),
 }
 

@@ -16,9 +16,9 @@ from typing import Any
 import dns.rcode
 import pytest
 
-from mcsdns.sandbox.kubeapi import KubeApiEmulator
+from mcsdns.mcs.leader import LeaderElector
 from mcsdns.settings import KubernetesSettings, Settings
-from mcsdns.sync.leader import LeaderElector
+from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.support import (
     ServerThread,
     endpoint,

@@ -17,7 +17,7 @@ import dns.rcode
 import pytest
 
 from mcsdns.settings import ServerSettings
-from mcsdns.sync.events import Emit, SourceName
+from mcsdns.sources.events import Emit, SourceName
 from tests.support import (
     ServerThread,
     dig,

@@ -1,0 +1,311 @@
+"""Sockets: UDP and TCP listeners that hand each DNS message to the responder.
+
+The only socket code in mcsdns. UDP answers synchronously inside ``datagram_received``: no task, no await,
+no log line per packet. TCP (RFC 7766) frames messages with a 2-byte length, answers pipelined queries in
+order, closes idle connections, caps open connections and stops reading while the peer is not reading its
+replies. Nothing a client sends can raise out of a callback: an unexpected error answers SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from mcsdns.dns.forward import Forwarder
+from mcsdns.dns.responder import FORWARD, TCP, UDP, Forward
+from mcsdns.errors import ListenError
+from mcsdns.settings import ListenAddress, ServerSettings
+
+logger = logging.getLogger(__name__)
+
+Respond = Callable[[bytes, int], "bytes | Forward | None"]
+UDP_FORWARD_LIMIT = 1232  # forwarded answers over UDP: at most our EDNS size, else TC (RFC 7766 §5)
+UDP_BUFFER = 4 * 1024 * 1024  # absorb bursts while the loop is busy (e.g. publishing a large snapshot)
+_ERROR_LOG_INTERVAL = 10.0
+
+
+class _ErrorLog:
+    """Logs an unexpected exception at most once per interval, with how many were suppressed."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def report(self, where: str) -> None:
+        now = time.monotonic()
+        if now - self._last < _ERROR_LOG_INTERVAL:
+            self._suppressed += 1
+            return
+        logger.exception(
+            "unexpected error answering a %s query (%d more suppressed)", where, self._suppressed
+        )
+        self._last, self._suppressed = now, 0
+
+
+_errors = _ErrorLog()
+
+
+async def _forwarded_reply(
+    forwarder: Forwarder, data: bytes, *, limit: int, servfail: Callable[[bytes], bytes | None]
+) -> bytes | None:
+    """The forwarder's reply, or SERVFAIL if forwarding raised (a task's error must not go unseen)."""
+    try:
+        return await forwarder.answer(data, limit=limit)
+    except Exception:
+        _errors.report("forwarded")
+        return servfail(data)
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(
+        self, respond: Respond, servfail: Callable[[bytes], bytes | None], forwarder: Forwarder | None = None
+    ) -> None:
+        self._respond = respond
+        self._servfail = servfail
+        self._forwarder = forwarder
+        self._transport: asyncio.DatagramTransport
+        self._pending: set[asyncio.Task[None]] = set()
+
+    # Protocol interface
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport but implements it.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        try:
+            reply = self._respond(data, UDP)
+        except Exception:
+            _errors.report("UDP")
+            reply = self._servfail(data)
+        if isinstance(reply, bytes):
+            self._transport.sendto(reply, addr)
+        elif reply is FORWARD:
+            self._forward(data, addr)
+
+    def _forward(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        forwarder = self._forwarder
+        if forwarder is None or not forwarder.allowed(str(addr[0])):
+            refused = forwarder.refuse(data) if forwarder else None
+            if refused is not None:
+                self._transport.sendto(refused, addr)
+            return
+        task = asyncio.ensure_future(self._forwarded(forwarder, data, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _forwarded(self, forwarder: Forwarder, data: bytes, addr: tuple[str | int, ...]) -> None:
+        reply = await _forwarded_reply(forwarder, data, limit=UDP_FORWARD_LIMIT, servfail=self._servfail)
+        if reply is not None and not self._transport.is_closing():
+            self._transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier replies (port unreachable): the client is gone, nothing to do.
+        logger.debug("UDP socket error: %s", exc)
+
+
+@dataclass(slots=True)
+class TcpLimits:
+    idle_timeout: float
+    max_connections: int
+    open: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+
+class TcpProtocol(asyncio.Protocol):
+    def __init__(
+        self,
+        respond: Respond,
+        servfail: Callable[[bytes], bytes | None],
+        limits: TcpLimits,
+        forwarder: Forwarder | None = None,
+    ) -> None:
+        # Global state
+        self._respond = respond
+        self._servfail = servfail
+        self._limits = limits
+        self._forwarder = forwarder
+        self._loop = asyncio.get_running_loop()
+        # Per-connection state
+        self._transport: asyncio.Transport
+        self._peer = ""
+        self._pending: set[asyncio.Task[None]] = set()
+        self._buffer = bytearray()
+        self._last_activity = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    # Protocol interface
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if peer else ""
+        if self._limits.open >= self._limits.max_connections:
+            # RFC 7766 §6.2.2: a server may close connections to protect its resources.
+            self._limits.rejected += 1
+            self._transport.abort()
+            return
+        self._limits.open += 1
+        self._limits.accepted += 1
+        self._counted = True
+        self._last_activity = self._loop.time()
+        self._idle_timer = self._loop.call_later(self._limits.idle_timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self._loop.time()
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        replies: list[bytes] = []
+        while len(buffer) - start >= 2:
+            length = buffer[start] << 8 | buffer[start + 1]
+            end = start + 2 + length
+            if len(buffer) < end:
+                break
+            message = bytes(buffer[start + 2 : end])
+            start = end
+            try:
+                reply = self._respond(message, TCP)
+            except Exception:
+                _errors.report("TCP")
+                reply = self._servfail(message)
+            if isinstance(reply, bytes):
+                replies.append(len(reply).to_bytes(2, "big") + reply)
+            elif reply is FORWARD:
+                self._forward(message, replies)
+        del buffer[:start]
+        if replies:
+            # One write for a pipelined batch keeps the order of replies (RFC 7766 §6.2.1.1 allows any
+            # order; in-order is what simple clients expect).
+            self._transport.write(b"".join(replies))
+
+    def _forward(self, message: bytes, replies: list[bytes]) -> None:
+        forwarder = self._forwarder
+        if forwarder is None or not forwarder.allowed(self._peer):
+            if forwarder is not None:
+                refused = forwarder.refuse(message)
+                replies.append(len(refused).to_bytes(2, "big") + refused)
+            return
+        # RFC 7766 §6.2.1.1: replies to pipelined queries may come back in any order.
+        task = asyncio.ensure_future(self._forwarded(forwarder, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _forwarded(self, forwarder: Forwarder, message: bytes) -> None:
+        reply = await _forwarded_reply(forwarder, message, limit=TCP, servfail=self._servfail)
+        if reply is not None and not self._transport.is_closing():
+            self._transport.write(len(reply).to_bytes(2, "big") + reply)
+
+    def eof_received(self) -> bool | None:
+        return None  # the peer is done sending: close once our replies are written
+
+    def pause_writing(self) -> None:
+        # The peer does not read its replies: stop reading its queries until it does.
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._counted:
+            self._limits.open -= 1
+            self._counted = False
+
+    def _check_idle(self) -> None:
+        remaining = self._last_activity + self._limits.idle_timeout - self._loop.time()
+        if remaining > 0:
+            self._idle_timer = self._loop.call_later(remaining, self._check_idle)
+            return
+        # RFC 7766 §6.2.3: the server closes idle connections.
+        self._idle_timer = None
+        self._transport.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    udp: asyncio.DatagramTransport
+    tcp: asyncio.Server
+    address: ListenAddress  # with the port actually bound
+    connections: TcpLimits  # shared by every listener: open, accepted and rejected TCP connections
+
+
+async def start_listeners(
+    settings: ServerSettings,
+    respond: Respond,
+    servfail: Callable[[bytes], bytes | None],
+    forwarder: Forwarder | None = None,
+) -> list[Listener]:
+    """Bind UDP and TCP on every ``--listen`` address; port 0 picks one port for both."""
+    loop = asyncio.get_running_loop()
+    limits = TcpLimits(settings.tcp_idle_timeout, settings.tcp_max_connections)
+    listeners: list[Listener] = []
+    try:
+        for address in settings.listen:
+            listeners.append(await _bind(loop, address, respond, servfail, limits, forwarder))
+    except BaseException:
+        close_listeners(listeners)
+        raise
+    return listeners
+
+
+async def _bind(
+    loop: asyncio.AbstractEventLoop,
+    address: ListenAddress,
+    respond: Respond,
+    servfail: Callable[[bytes], bytes | None],
+    limits: TcpLimits,
+    forwarder: Forwarder | None,
+) -> Listener:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    attempts = 20 if address.port == 0 else 1
+    for attempt in range(attempts):
+        try:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: UdpProtocol(respond, servfail, forwarder),
+                local_addr=(address.host, address.port),
+                family=family,
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on udp {address}: {_reason(exc)}") from None
+        sock = udp.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+        port = sock.getsockname()[1]
+        try:
+            tcp = await loop.create_server(
+                lambda: TcpProtocol(respond, servfail, limits, forwarder),
+                address.host,
+                port,
+                family=family,
+                reuse_address=True,
+                backlog=1024,
+            )
+        except OSError as exc:
+            udp.close()
+            if attempt + 1 == attempts:
+                raise ListenError(
+                    f"cannot listen on tcp {address.host}:{port}: {exc.strerror or exc}"
+                ) from None
+            continue  # the UDP port's TCP twin was taken: pick another ephemeral port
+        return Listener(udp, tcp, ListenAddress(address.host, port), limits)
+    raise AssertionError("unreachable")
+
+
+def _reason(exc: OSError) -> str:
+    # uvloop wraps the bind error ("could not bind to local_addr") with the errno on its cause.
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    return cause.strerror or str(cause)
+
+
+def close_listeners(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        listener.udp.close()
+        listener.tcp.close()

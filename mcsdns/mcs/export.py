@@ -1,0 +1,485 @@
+"""Export: ServiceExport + Service + EndpointSlices of this cluster → Cloud Map instances (leader only).
+
+The plan is pure (``desired_endpoints``, ``plan_instances``, ``validity``, ``conflict``): objects in,
+instances to register and deregister out, as the AWS controller's ``CalculateChanges`` does, but comparing
+only the attribute keys we own and scoping instance ids to the cluster. ``ExportController`` applies it:
+a work queue per service, a finalizer so deleting a ServiceExport (or its Service) deregisters this
+cluster's instances and only them, and the KEP's ``Valid``/``Ready``/``Conflict`` conditions. A Cloud Map
+error leaves everything registered as it was and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from mcsdns.clients.backoff import Backoff
+from mcsdns.clients.cloudmap import CloudMapClient, Instance, Namespace
+from mcsdns.clients.kube import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES, Informers, Key, KubeApi, key_of
+from mcsdns.errors import SourceError
+from mcsdns.mcs import instances as attrs
+from mcsdns.mcs.identity import ClusterIdentity
+from mcsdns.mcs.labels import labels_of
+from mcsdns.mcs.leader import LeaderElector
+
+logger = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+FINALIZER = "mcsdns.io/cloudmap-export"
+SERVICE_NAME = "kubernetes.io/service-name"
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+RESYNC = 60.0  # every export is reconciled again this often, so Cloud Map drift is repaired
+RETRY_START, RETRY_CAP = 0.5, 60.0
+REGISTER_CONCURRENCY = 16
+WORKERS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePlan:
+    register: Mapping[str, Mapping[str, str]]  # instance id → the full attribute map to write
+    deregister: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.register or self.deregister)
+
+
+def service_type(service: Obj) -> str:
+    return "Headless" if (service.get("spec") or {}).get("clusterIP") == "None" else "ClusterSetIP"
+
+
+def validity(service: Obj | None, key: Key) -> Condition:
+    if service is None:
+        return Condition("Valid", False, "NoService", f"Service {key[0]}/{key[1]} not found")
+    kind = (service.get("spec") or {}).get("type") or "ClusterIP"
+    if kind == "ExternalName":
+        return Condition(
+            "Valid", False, "InvalidServiceType", "ExternalName services cannot be exported (KEP-1645)"
+        )
+    return Condition("Valid", True, "Valid", f"{kind} service is exportable")
+
+
+def _timestamp_ms(text: str | None) -> int:
+    if not text:
+        return 0
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(moment.timestamp() * 1000)
+
+
+def desired_endpoints(
+    *, export: Obj, service: Obj, slices: Iterable[Obj], cluster_id: str, clusterset_id: str
+) -> dict[str, attrs.ExportedEndpoint]:
+    """One instance per (endpoint address x port) of the service's EndpointSlices, ready or not (READY)."""
+    ports = (service.get("spec") or {}).get("ports") or []
+    by_name = {str(p.get("name") or ""): p for p in ports}
+    created = _timestamp_ms((export.get("metadata") or {}).get("creationTimestamp"))
+    kind = service_type(service)
+    out: dict[str, attrs.ExportedEndpoint] = {}
+    for endpoint_slice in slices:
+        if endpoint_slice.get("addressType") not in ("IPv4", "IPv6"):
+            continue
+        for slice_port in endpoint_slice.get("ports") or []:
+            name = str(slice_port.get("name") or "")
+            service_port = by_name.get(
+                name
+            )  # the EndpointSlice controller names slice ports after service ports
+            if service_port is None or slice_port.get("port") is None:
+                continue
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                ready = (endpoint.get("conditions") or {}).get("ready") is not False  # nil means ready
+                for address in endpoint.get("addresses") or []:
+                    exported = attrs.ExportedEndpoint(
+                        cluster_id=cluster_id,
+                        clusterset_id=clusterset_id,
+                        address=str(address),
+                        port=int(slice_port["port"]),
+                        endpoint_port_name=name,
+                        protocol=str(slice_port.get("protocol") or "TCP"),
+                        service_port_name=str(service_port.get("name") or ""),
+                        service_port=int(service_port["port"]),
+                        service_target_port=str(service_port.get("targetPort") or service_port["port"]),
+                        service_protocol=str(service_port.get("protocol") or "TCP"),
+                        service_type=kind,
+                        ready=ready,
+                        hostname=str(endpoint.get("hostname") or ""),
+                        nodename=str(endpoint.get("nodeName") or ""),
+                        export_created_ms=created,
+                    )
+                    out[exported.instance_id()] = exported
+    return out
+
+
+def plan_instances(
+    current: Mapping[str, Instance], desired: Mapping[str, attrs.ExportedEndpoint]
+) -> InstancePlan:
+    """``current``: this cluster's instances only. Re-register only when one of our keys differs."""
+    register: dict[str, Mapping[str, str]] = {}
+    for instance_id, endpoint in desired.items():
+        wanted = endpoint.attributes()
+        existing = current.get(instance_id)
+        if attrs.needs_register(existing.attributes if existing else None, wanted):
+            register[instance_id] = attrs.merged_attributes(existing.attributes if existing else None, wanted)
+    deregister = tuple(sorted(current.keys() - desired.keys()))
+    return InstancePlan(register, deregister)
+
+
+def conflict(ours: Iterable[attrs.ExportedEndpoint], others: Iterable[attrs.ExportedEndpoint]) -> Condition:
+    """KEP-1645: the oldest export wins a conflict of service type or ports; the loser is told why."""
+    mine = list(ours)
+    theirs = [e for e in others if mine and e.cluster_id != mine[0].cluster_id]
+    if not mine or not theirs:
+        return Condition("Conflict", False, "NoConflicts", "no conflicting exports")
+    my_created = min(e.export_created_ms for e in mine)
+    older = [e for e in theirs if (e.export_created_ms, e.cluster_id) < (my_created, mine[0].cluster_id)]
+    if not older:
+        return Condition("Conflict", False, "NoConflicts", "this is the oldest export")
+    oldest = min(older, key=lambda e: (e.export_created_ms, e.cluster_id))
+    if oldest.service_type != mine[0].service_type:
+        return Condition(
+            "Conflict",
+            True,
+            "TypeConflict",
+            f"type {mine[0].service_type} conflicts with {oldest.service_type} of the older export "
+            f"in cluster {oldest.cluster_id}, which the clusterset uses",
+        )
+    their_ports = {(e.service_port_name, e.service_protocol): e.service_port for e in older}
+    for e in mine:
+        port = their_ports.get((e.service_port_name, e.service_protocol))
+        if port is not None and port != e.service_port:
+            return Condition(
+                "Conflict",
+                True,
+                "PortConflict",
+                f"port {e.service_port_name or '<unnamed>'}/{e.service_protocol} is {e.service_port} "
+                f"here but {port} in an older export, which the clusterset uses",
+            )
+    return Condition("Conflict", False, "NoConflicts", "consistent with older exports")
+
+
+def merge_conditions(
+    existing: list[Obj], new: Iterable[Condition], *, now: str, generation: int
+) -> list[Obj]:
+    """metav1.Condition list: lastTransitionTime moves only when a condition's status changes."""
+    by_type = {c.get("type"): c for c in existing}
+    out = [c for c in existing if c.get("type") not in {n.type for n in new}]
+    for condition in new:
+        status = "True" if condition.status else "False"
+        previous = by_type.get(condition.type)
+        changed = previous is None or previous.get("status") != status
+        out.append(
+            {
+                "type": condition.type,
+                "status": status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": now
+                if changed or previous is None
+                else previous.get("lastTransitionTime", now),
+            }
+        )
+    return sorted(out, key=lambda c: str(c.get("type")))
+
+
+class NotLeader(Exception):
+    """Leadership was lost: stop writing at once."""
+
+
+class ExportController:
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        informers: Informers,
+        cloudmap: CloudMapClient,
+        identity: ClusterIdentity,
+        elector: LeaderElector | None,
+        resync: float = RESYNC,
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        self._api = api
+        self._cloudmap = cloudmap
+        self._identity = identity
+        self._elector = elector
+        self._resync = resync
+        self._clock = clock
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._retries: dict[Key, Backoff] = {}  # per export that failed, until it succeeds
+        self._active: set[Key] = set()  # being reconciled by a worker
+        self._dirty: set[Key] = set()  # changed while being reconciled
+        self._exported: dict[Key, int] = {}  # instances per exported service, for metrics
+        self.errors = 0
+        # Views of the process's shared informers (one list and watch per resource per replica).
+        self.exports = informers.view(SERVICE_EXPORTS, on_change=self._enqueue)
+        self.services = informers.view(SERVICES, on_change=self._enqueue)
+        # Every EndpointSlice of a Service, but not the ones mcsdns writes for imports.
+        selector = f"{SERVICE_NAME},{MANAGED_BY}!=mcsdns"
+        self.slices = informers.view(ENDPOINT_SLICES, selector=selector, on_change=self._enqueue_slices)
+        if elector is not None:
+            elector.subscribe(lambda leader: self._enqueue_all() if leader else None)
+
+    async def run(self) -> None:
+        await asyncio.gather(
+            self.exports.synced.wait(), self.services.synced.wait(), self.slices.synced.wait()
+        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._resync_loop())
+            # A few workers, so one slow export (Cloud Map operations take seconds on AWS) does not hold up
+            # the others; a service is never reconciled by two workers at once.
+            for _ in range(WORKERS - 1):
+                group.create_task(self._work())
+            await self._work()
+
+    def metrics(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "mcsdns_exported_instances",
+            "Cloud Map instances this cluster exports",
+            value=sum(self._exported.values()),
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_exported_services", "Services this cluster exports", value=len(self._exported)
+        )
+        yield CounterMetricFamily(
+            "mcsdns_export_errors", "Export reconciles that failed and were retried", value=self.errors
+        )
+
+    def _may_write(self) -> bool:
+        return self._elector is None or self._elector.may_write()
+
+    def _enqueue(self, keys: set[Key]) -> None:
+        for key in keys:
+            if key not in self._queued:
+                self._queued.add(key)
+                self._queue.put_nowait(key)
+
+    def _enqueue_slices(self, keys: set[Key]) -> None:
+        names = set()
+        for key in keys:
+            obj = self.slices.objects.get(key)
+            service = labels_of(obj).get(SERVICE_NAME)
+            if service:
+                names.add((key[0], str(service)))
+            else:
+                names |= {k for k in self.exports.objects if k[0] == key[0]}  # deleted slice: recheck the ns
+        self._enqueue(names)
+
+    def _enqueue_all(self) -> None:
+        self._enqueue(set(self.exports.objects))
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._resync)
+            self._enqueue_all()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            if key not in self.exports.objects or not self._may_write():
+                continue  # not exported (a Service or slice without export), or another replica writes
+            if key in self._active:
+                self._dirty.add(key)  # another worker is on it: it goes round once more when done
+                continue
+            self._active.add(key)
+            try:
+                await self.reconcile(key)
+                self._retries.pop(key, None)
+            except NotLeader:
+                logger.info("export %s/%s: leadership lost, stopping", *key)
+            except Exception as exc:
+                # A Cloud Map or API error, or an object we did not expect: retry this export later and
+                # keep serving and exporting everything else (one bad object never stops the process).
+                self.errors += 1
+                delay = self._retries.setdefault(key, Backoff(RETRY_START, RETRY_CAP)).next_delay()
+                if isinstance(exc, SourceError):
+                    logger.warning("export %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay)
+                else:
+                    logger.exception(
+                        "export %s/%s failed unexpectedly; retrying in %.1fs", key[0], key[1], delay
+                    )
+                loop.call_later(delay, self._enqueue, {key})
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self._enqueue({key})
+
+    def _guard(self) -> None:
+        if not self._may_write():
+            raise NotLeader
+
+    async def reconcile(self, key: Key) -> None:
+        export = self.exports.objects.get(key)
+        if export is None:
+            return
+        metadata = export.get("metadata") or {}
+        service = self.services.objects.get(key)
+        deleting = bool(metadata.get("deletionTimestamp"))
+        valid = validity(service, key)
+        cluster_id, clusterset_id = self._identity.cluster_id, self._identity.clusterset_id
+        if not cluster_id or not clusterset_id:
+            await self._set_status(
+                export,
+                [valid, Condition("Ready", False, "ClusterIdUnknown", "; ".join(self._identity.missing))],
+            )
+            return
+        if deleting or not valid.status:
+            removed = await self._unexport(key, cluster_id, clusterset_id)
+            self._exported.pop(key, None)
+            if deleting:
+                await self._remove_finalizer(export)
+                logger.info("export %s/%s: deleted, %d instances deregistered", key[0], key[1], removed)
+                return
+            await self._set_status(
+                export,
+                [
+                    valid,
+                    Condition("Ready", False, valid.reason, valid.message),
+                    Condition("Conflict", False, "NoConflicts", "not exported"),
+                ],
+            )
+            return
+        assert service is not None
+        if FINALIZER not in (metadata.get("finalizers") or []):
+            self._guard()
+            export = await self._api.patch(
+                SERVICE_EXPORTS,
+                key[0],
+                key[1],
+                {
+                    "metadata": {
+                        "finalizers": [*(metadata.get("finalizers") or []), FINALIZER],
+                        "resourceVersion": metadata.get("resourceVersion"),
+                    }
+                },
+            )
+            self.exports.objects[key] = export
+        slices = [
+            s
+            for s in self.slices.objects.values()
+            if key_of(s)[0] == key[0] and labels_of(s).get(SERVICE_NAME) == key[1]
+        ]
+        desired = desired_endpoints(
+            export=export, service=service, slices=slices, cluster_id=cluster_id, clusterset_id=clusterset_id
+        )
+        service_id = await self._ensure_service(key)
+        _, found = await self._cloudmap.discover(key[0], key[1], clusterset_id)
+        current = {i.id: i for i in found if i.attributes.get(attrs.CLUSTER_ID) == cluster_id}
+        others = [_parse(i) for i in found if i.attributes.get(attrs.CLUSTER_ID) != cluster_id]
+        plan = plan_instances(current, desired)
+        await self._apply(service_id, plan)
+        self._exported[key] = len(desired)
+        if plan:
+            logger.info(
+                "export %s/%s: %d registered, %d deregistered (%d instances)",
+                key[0],
+                key[1],
+                len(plan.register),
+                len(plan.deregister),
+                len(desired),
+            )
+        await self._set_status(
+            export,
+            [
+                valid,
+                Condition("Ready", True, "Exported", f"{len(desired)} endpoint instances in Cloud Map"),
+                conflict(desired.values(), (e for e in others if e is not None)),
+            ],
+        )
+
+    async def _ensure_service(self, key: Key) -> str:
+        namespace = (await self._cloudmap.namespaces()).get(key[0])
+        if namespace is None:
+            self._guard()
+            namespace = Namespace(await self._cloudmap.create_namespace(key[0]), key[0], "HTTP")
+        services = await self._cloudmap.services(namespace)
+        if key[1] in services:
+            return services[key[1]]
+        self._guard()
+        return await self._cloudmap.create_service(namespace.id, key[1])
+
+    async def _apply(self, service_id: str, plan: InstancePlan) -> None:
+        semaphore = asyncio.Semaphore(REGISTER_CONCURRENCY)
+
+        async def register(instance_id: str, attributes: Mapping[str, str]) -> None:
+            async with semaphore:
+                self._guard()
+                await self._cloudmap.register(service_id, instance_id, attributes)
+
+        async def deregister(instance_id: str) -> None:
+            async with semaphore:
+                self._guard()
+                await self._cloudmap.deregister(service_id, instance_id)
+
+        # Register first, then deregister, so a changing service never answers with nothing in between.
+        await asyncio.gather(*(register(i, a) for i, a in plan.register.items()))
+        await asyncio.gather(*(deregister(i) for i in plan.deregister))
+
+    async def _unexport(self, key: Key, cluster_id: str, clusterset_id: str) -> int:
+        """Deregister this cluster's instances of the service, and only them; return how many."""
+        namespace = (await self._cloudmap.namespaces()).get(key[0])
+        if namespace is None:
+            return 0
+        service_id = (await self._cloudmap.services(namespace)).get(key[1])
+        if service_id is None:
+            return 0
+        _, found = await self._cloudmap.discover(key[0], key[1], clusterset_id)
+        mine = tuple(sorted(i.id for i in found if i.attributes.get(attrs.CLUSTER_ID) == cluster_id))
+        await self._apply(service_id, InstancePlan({}, mine))
+        return len(mine)
+
+    async def _remove_finalizer(self, export: Obj) -> None:
+        metadata = export.get("metadata") or {}
+        finalizers = [f for f in metadata.get("finalizers") or [] if f != FINALIZER]
+        if finalizers == (metadata.get("finalizers") or []):
+            return
+        self._guard()
+        await self._api.patch(
+            SERVICE_EXPORTS,
+            metadata.get("namespace"),
+            str(metadata.get("name")),
+            {"metadata": {"finalizers": finalizers, "resourceVersion": metadata.get("resourceVersion")}},
+        )
+
+    async def _set_status(self, export: Obj, conditions: list[Condition]) -> None:
+        metadata = export.get("metadata") or {}
+        status = export.get("status") or {}
+        existing = list(status.get("conditions") or [])
+        now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        merged = merge_conditions(
+            existing, conditions, now=now, generation=int(metadata.get("generation") or 0)
+        )
+        if _comparable(merged) == _comparable(existing):
+            return
+        self._guard()
+        body = {**export, "status": {**status, "conditions": merged}}
+        updated = await self._api.replace(
+            SERVICE_EXPORTS, metadata.get("namespace"), str(metadata.get("name")), body, subresource="status"
+        )
+        self.exports.objects[key_of(updated)] = updated
+
+
+def _comparable(conditions: list[Obj]) -> list[tuple[Any, ...]]:
+    return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conditions)
+
+
+def _parse(instance: Instance) -> attrs.ExportedEndpoint | None:
+    try:
+        return attrs.from_attributes(instance.attributes)
+    except attrs.InvalidInstance:
+        return None

@@ -1,0 +1,454 @@
+"""Import: Cloud Map → ServiceImport + derived Service + EndpointSlices in this cluster (leader only).
+
+Every poll, for the namespaces that exist here (namespace sameness, KEP-1645): revision checks, then
+DiscoverInstances only for services that changed. The plan is pure (``import_model``, ``desired_*``):
+type and ports merged per the KEP (the oldest export wins a conflict), one derived Service per import whose
+ClusterIP is the import's single VIP (the AWS controller makes one per exporting cluster), EndpointSlices
+of at most 100 endpoints per source cluster and address family, carrying READY, hostname and node name,
+and updated when those change. Objects are only written and deleted when labelled as ours, and an import
+is only removed after Cloud Map answered that its service has no instances: never because of an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from mcsdns.clients.cloudmap import CloudMapClient, Instance
+from mcsdns.clients.kube import (
+    ENDPOINT_SLICES,
+    NAMESPACES,
+    SERVICE_IMPORTS,
+    SERVICES,
+    Informers,
+    Key,
+    KubeApi,
+)
+from mcsdns.errors import SourceError
+from mcsdns.mcs import instances as attrs
+from mcsdns.mcs.identity import ClusterIdentity
+from mcsdns.mcs.labels import SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
+from mcsdns.mcs.leader import LeaderElector
+
+logger = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+MANAGED_LABEL = "app.kubernetes.io/managed-by"
+SLICE_MANAGED_LABEL = "endpointslice.kubernetes.io/managed-by"
+MANAGER = "mcsdns"
+SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
+MAX_SLICE_ENDPOINTS = 100  # the EndpointSlice controller's default, and the AWS controller's
+CONCURRENCY = 32  # Cloud Map reads in flight at once during a poll
+
+
+def derived_name(namespace: str, name: str) -> str:
+    """``imported-`` + 10 characters of base32hex(sha256("<ns>/<name>")): stable, a DNS label, unique."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    return "imported-" + base64.b32hexencode(digest).decode().lower()[:10]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ImportPort:
+    name: str
+    protocol: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ImportEndpoint:
+    address: str
+    ready: bool
+    hostname: str
+    nodename: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterEndpoints:
+    ports: tuple[ImportPort, ...]  # endpoint (target) ports, named like the service ports
+    endpoints: tuple[ImportEndpoint, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportModel:
+    key: Key
+    type: str
+    ports: tuple[ImportPort, ...]
+    clusters: Mapping[str, ClusterEndpoints]
+
+
+def import_model(key: Key, instances: Iterable[Instance]) -> ImportModel | None:
+    """What the clusterset exports for one service; None when no cluster has an instance."""
+    exported: list[attrs.ExportedEndpoint] = []
+    for instance in instances:
+        try:
+            exported.append(attrs.from_attributes(instance.attributes))
+        except attrs.InvalidInstance as exc:
+            logger.warning("import %s/%s: instance %s skipped: %s", key[0], key[1], instance.id, exc)
+    if not exported:
+        return None
+    # KEP-1645 "Constraints and Conflict Resolution": the oldest export's properties win.
+    exported.sort(key=lambda e: (e.export_created_ms, e.cluster_id))
+    ports: dict[tuple[str, str], ImportPort] = {}
+    for e in exported:
+        ports.setdefault(
+            (e.service_port_name, e.service_protocol),
+            ImportPort(e.service_port_name, e.service_protocol, e.service_port),
+        )
+    clusters: dict[str, tuple[dict[ImportPort, None], dict[str, ImportEndpoint]]] = {}
+    for e in exported:
+        cluster_ports, endpoints = clusters.setdefault(e.cluster_id, ({}, {}))
+        cluster_ports[ImportPort(e.endpoint_port_name, e.protocol, e.port)] = None
+        known = endpoints.get(e.address)
+        endpoints[e.address] = ImportEndpoint(
+            e.address, e.ready or (known is not None and known.ready), e.hostname, e.nodename
+        )
+    return ImportModel(
+        key=key,
+        type=exported[0].service_type,
+        ports=tuple(sorted(ports.values())),
+        clusters={
+            cluster: ClusterEndpoints(ports=tuple(sorted(p)), endpoints=tuple(sorted(eps.values())))
+            for cluster, (p, eps) in sorted(clusters.items())
+        },
+    )
+
+
+def _labels(model: ImportModel) -> dict[str, str]:
+    return {MANAGED_LABEL: MANAGER, SERVICE_NAME_LABEL: model.key[1]}
+
+
+def desired_import(model: ImportModel, *, vip: str | None) -> Obj:
+    """The ServiceImport (v1alpha1): type, merged ports, the derived Service's ClusterIP as its VIP."""
+    spec: Obj = {
+        "type": model.type,
+        "ports": [
+            {"name": p.name, "protocol": p.protocol, "port": p.port}
+            if p.name
+            else {"protocol": p.protocol, "port": p.port}
+            for p in model.ports
+        ],
+    }
+    if model.type == "ClusterSetIP" and vip:
+        spec["ips"] = [vip]
+    return {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceImport",
+        "metadata": {"name": model.key[1], "namespace": model.key[0], "labels": _labels(model)},
+        "spec": spec,
+    }
+
+
+def desired_service(model: ImportModel) -> Obj:
+    """The derived Service: no selector; its slices are ours. Ports are named like the slice ports."""
+    spec: Obj = {
+        "type": "ClusterIP",
+        "ports": [{"name": p.name, "protocol": p.protocol, "port": p.port} for p in model.ports],
+    }
+    if model.type == "Headless":
+        spec["clusterIP"] = "None"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": derived_name(*model.key),
+            "namespace": model.key[0],
+            "labels": _labels(model),
+            "annotations": {"multicluster.kubernetes.io/service-import": model.key[1]},
+        },
+        "spec": spec,
+    }
+
+
+def _cluster_tag(cluster: str) -> str:
+    return hashlib.sha256(cluster.encode()).hexdigest()[:6]
+
+
+def desired_slices(model: ImportModel) -> dict[str, Obj]:
+    """EndpointSlices by name: per source cluster and address family, at most 100 endpoints each."""
+    derived = derived_name(*model.key)
+    out: dict[str, Obj] = {}
+    for cluster, group in model.clusters.items():
+        for family, address_type in (("4", "IPv4"), ("6", "IPv6")):
+            endpoints = [e for e in group.endpoints if (":" in e.address) == (family == "6")]
+            for index in range(0, len(endpoints), MAX_SLICE_ENDPOINTS):
+                name = f"{derived}-{_cluster_tag(cluster)}-{family}-{index // MAX_SLICE_ENDPOINTS}"
+                out[name] = {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": name,
+                        "namespace": model.key[0],
+                        "labels": {
+                            SLICE_SERVICE_LABEL: derived,
+                            SERVICE_NAME_LABEL: model.key[1],
+                            SOURCE_CLUSTER_LABEL: cluster,
+                            SLICE_MANAGED_LABEL: MANAGER,
+                        },
+                    },
+                    "addressType": address_type,
+                    "ports": [{"name": p.name, "protocol": p.protocol, "port": p.port} for p in group.ports],
+                    "endpoints": [_slice_endpoint(e) for e in endpoints[index : index + MAX_SLICE_ENDPOINTS]],
+                }
+    return out
+
+
+def _slice_endpoint(endpoint: ImportEndpoint) -> Obj:
+    out: Obj = {"addresses": [endpoint.address], "conditions": {"ready": endpoint.ready}}
+    if endpoint.hostname:
+        out["hostname"] = endpoint.hostname
+    if endpoint.nodename:
+        out["nodeName"] = endpoint.nodename
+    return out
+
+
+def differs(existing: Obj, desired: Obj, fields: Iterable[str]) -> bool:
+    """Whether any of ``fields`` (top-level, or ``metadata.labels``) differs; server defaults are ignored."""
+    for field in fields:
+        if field == "labels":
+            have, want = labels_of(existing), labels_of(desired)
+            if any(have.get(k) != v for k, v in want.items()):
+                return True
+        elif existing.get(field) != desired.get(field):
+            return True
+    return False
+
+
+def _ports(service: Obj) -> list[tuple[str, str, int]]:
+    """A Service's ports as we set them; the API server fills in targetPort and other defaults."""
+    ports = (service.get("spec") or {}).get("ports") or []
+    return sorted(
+        (str(p.get("name") or ""), str(p.get("protocol") or "TCP"), int(p.get("port") or 0)) for p in ports
+    )
+
+
+def _managed(obj: Obj, label: str = MANAGED_LABEL) -> bool:
+    return labels_of(obj).get(label) == MANAGER
+
+
+class ImportController:
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        informers: Informers,
+        cloudmap: CloudMapClient,
+        identity: ClusterIdentity,
+        elector: LeaderElector | None,
+        poll_interval: float,
+    ) -> None:
+        self._api = api
+        self._cloudmap = cloudmap
+        self._identity = identity
+        self._clusterset_id: str | None = None
+        self._elector = elector
+        self._poll_interval = poll_interval
+        self._seen: dict[Key, tuple[int, ImportModel | None]] = {}  # revision and model per service
+        # Views of the process's shared informers: the zone source and the export controller read the same
+        # watches (one list and watch per resource per replica).
+        self.namespaces = informers.view(NAMESPACES)
+        self.imports = informers.view(SERVICE_IMPORTS)
+        self.services = informers.view(SERVICES, selector=f"{MANAGED_LABEL}={MANAGER}")
+        self.slices = informers.view(ENDPOINT_SLICES, selector=f"{SLICE_MANAGED_LABEL}={MANAGER}")
+        self.cycles = 0
+        self.errors = 0
+
+    async def run(self) -> None:
+        views = (self.namespaces, self.imports, self.services, self.slices)
+        await asyncio.gather(*(view.synced.wait() for view in views))
+        while True:
+            if self._identity.clusterset_id != self._clusterset_id:
+                self._clusterset_id = self._identity.clusterset_id
+                self._seen.clear()  # another clusterset: every service must be read again
+            started = asyncio.get_running_loop().time()
+            if self._clusterset_id and (self._elector is None or self._elector.may_write()):
+                try:
+                    await self.sync_once()
+                except SourceError as exc:
+                    self.errors += 1
+                    logger.warning("import: %s; keeping every import as it is", exc)
+                except Exception:
+                    # Unexpected data: log it, keep everything as it is, and try again next poll.
+                    self.errors += 1
+                    logger.exception("import cycle failed unexpectedly; keeping every import as it is")
+            # A fixed rate: a cycle that took part of the period shortens the wait, not the other way.
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(self._poll_interval - elapsed, 0.05))
+
+    def metrics(self) -> Iterator[Metric]:
+        managed = [obj for obj in self.imports.objects.values() if _managed(obj)]
+        yield GaugeMetricFamily(
+            "mcsdns_imported_services", "ServiceImports mcsdns manages here", value=len(managed)
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_imported_endpoint_slices",
+            "EndpointSlices mcsdns manages here",
+            value=len(self.slices.objects),
+        )
+        yield CounterMetricFamily("mcsdns_import_cycles", "Cloud Map import polls", value=self.cycles)
+        yield CounterMetricFamily("mcsdns_import_errors", "Import polls that failed", value=self.errors)
+
+    def _guard(self) -> None:
+        if self._elector is not None and not self._elector.may_write():
+            raise SourceError("leadership lost", source="import")
+
+    async def sync_once(self) -> None:
+        """One poll: read Cloud Map for the local namespaces, then make the cluster match."""
+        self.cycles += 1
+        local = {key[1] for key in self.namespaces.objects}
+        namespaces = await self._cloudmap.namespaces()
+        desired: dict[Key, ImportModel] = {}
+        unknown: set[str] = set()  # namespaces we could not read: nothing in them is deleted
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+
+        async def model_of(key: Key) -> ImportModel | None:
+            async with semaphore:
+                return await self._model(key)
+
+        for name in sorted(local & namespaces.keys()):
+            try:
+                keys = [
+                    (name, service) for service in sorted(await self._cloudmap.services(namespaces[name]))
+                ]
+                # Revision checks in parallel: each is a round trip, and there is one per service per poll.
+                models = await asyncio.gather(*(model_of(key) for key in keys))
+            except SourceError as exc:
+                logger.warning("import: namespace %s: %s; its imports stay as they are", name, exc)
+                unknown.add(name)
+                continue
+            desired.update((key, model) for key, model in zip(keys, models, strict=True) if model is not None)
+        for model in desired.values():
+            await self._ensure(model)
+        for key, existing in list(self.imports.objects.items()):
+            if _managed(existing) and key not in desired and key[0] not in unknown:
+                await self._remove(key)
+
+    async def _model(self, key: Key) -> ImportModel | None:
+        revision = await self._cloudmap.revision(*key)
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] == revision:
+            return seen[1]
+        revision, found = await self._cloudmap.discover(key[0], key[1], self._clusterset_id)
+        model = import_model(key, found)
+        self._seen[key] = (revision, model)
+        return model
+
+    async def _ensure(self, model: ImportModel) -> None:
+        namespace, name = model.key
+        existing = self.imports.objects.get(model.key)
+        if existing is not None and not _managed(existing):
+            logger.warning(
+                "import %s/%s: a ServiceImport not managed by mcsdns exists; leaving it", namespace, name
+            )
+            return
+        service = await self._ensure_service(model)
+        vip = (service.get("spec") or {}).get("clusterIP")
+        want = desired_import(model, vip=vip if vip != "None" else None)
+        if existing is None:
+            self._guard()
+            existing = await self._api.create(self.imports.resource, namespace, want)
+            logger.info("import %s/%s: created (%s, %s)", namespace, name, model.type, vip)
+        elif differs(existing, want, ("spec", "labels")):
+            self._guard()
+            metadata = {
+                **existing["metadata"],
+                "labels": {**labels_of(existing), **want["metadata"]["labels"]},
+            }
+            existing = await self._api.replace(
+                self.imports.resource,
+                namespace,
+                name,
+                {**existing, "metadata": metadata, "spec": want["spec"]},
+            )
+        self.imports.objects[model.key] = existing
+        clusters = [{"cluster": cluster} for cluster in model.clusters]
+        if (existing.get("status") or {}).get("clusters") != clusters:
+            self._guard()
+            updated = await self._api.replace(
+                self.imports.resource,
+                namespace,
+                name,
+                {**existing, "status": {"clusters": clusters}},
+                subresource="status",
+            )
+            self.imports.objects[model.key] = updated
+        await self._ensure_slices(model)
+
+    async def _ensure_service(self, model: ImportModel) -> Obj:
+        want = desired_service(model)
+        name = want["metadata"]["name"]
+        namespace = model.key[0]
+        existing = self.services.objects.get((namespace, name))
+        headless = model.type == "Headless"
+        if existing is not None and (((existing.get("spec") or {}).get("clusterIP") == "None") != headless):
+            # ClusterIP is immutable: a type change (the oldest export changed) needs a new Service.
+            self._guard()
+            await self._api.delete(SERVICES, namespace, name)
+            existing = None
+        if existing is None:
+            self._guard()
+            created = await self._api.create(SERVICES, namespace, want)
+            self.services.objects[(namespace, name)] = created
+            return created
+        if _ports(existing) != _ports(want) or differs(existing, want, ("labels",)):
+            self._guard()
+            body = {**existing, "spec": {**existing["spec"], "ports": want["spec"]["ports"]}}
+            body["metadata"] = {
+                **existing["metadata"],
+                "labels": {**labels_of(existing), **want["metadata"]["labels"]},
+            }
+            existing = await self._api.replace(SERVICES, namespace, name, body)
+            self.services.objects[(namespace, name)] = existing
+        return existing
+
+    async def _ensure_slices(self, model: ImportModel) -> None:
+        namespace = model.key[0]
+        derived = derived_name(*model.key)
+        want = desired_slices(model)
+        have = {
+            key[1]: obj
+            for key, obj in self.slices.objects.items()
+            if key[0] == namespace and labels_of(obj).get(SLICE_SERVICE_LABEL) == derived
+        }
+        for name, body in want.items():
+            existing = have.get(name)
+            if existing is None:
+                self._guard()
+                self.slices.objects[(namespace, name)] = await self._api.create(
+                    ENDPOINT_SLICES, namespace, body
+                )
+            elif differs(existing, body, ("addressType", "ports", "endpoints", "labels")):
+                self._guard()
+                replaced = {
+                    **body,
+                    "metadata": {**existing["metadata"], "labels": body["metadata"]["labels"]},
+                }
+                self.slices.objects[(namespace, name)] = await self._api.replace(
+                    ENDPOINT_SLICES, namespace, name, replaced
+                )
+        for name in have.keys() - want.keys():
+            self._guard()
+            await self._api.delete(ENDPOINT_SLICES, namespace, name)
+            self.slices.objects.pop((namespace, name), None)
+
+    async def _remove(self, key: Key) -> None:
+        """Cloud Map answered that no cluster exports it any more: remove what we made, only that."""
+        namespace, name = key
+        derived = derived_name(namespace, name)
+        self._guard()
+        for slice_key, obj in list(self.slices.objects.items()):
+            if slice_key[0] == namespace and labels_of(obj).get(SLICE_SERVICE_LABEL) == derived:
+                await self._api.delete(ENDPOINT_SLICES, namespace, slice_key[1])
+                self.slices.objects.pop(slice_key, None)
+        if (namespace, derived) in self.services.objects:
+            await self._api.delete(SERVICES, namespace, derived)
+            self.services.objects.pop((namespace, derived), None)
+        await self._api.delete(self.imports.resource, namespace, name)
+        self.imports.objects.pop(key, None)
+        logger.info("import %s/%s: removed (no cluster exports it)", namespace, name)

@@ -1,0 +1,49 @@
+"""The only currency between sources and the engine: changes to the objects a source reports.
+
+``Listed`` replaces everything a source said before (at start and after a relist, e.g. a 410 Gone), so
+deletions missed while disconnected are not lost; ``Upserted``/``Deleted`` are single watch events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NewType, Protocol
+
+from mcsdns.sources.objects import ObjectRef, Record
+
+SourceName = NewType("SourceName", str)
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    source: SourceName
+    records: Mapping[ObjectRef, Record]
+
+
+@dataclass(frozen=True, slots=True)
+class Upserted:
+    source: SourceName
+    ref: ObjectRef
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    source: SourceName
+    ref: ObjectRef
+
+
+Change = Listed | Upserted | Deleted
+Emit = Callable[[Change], None]
+
+
+class Source(Protocol):
+    """Something that reports ServiceImports and EndpointSlices; runs until cancelled."""
+
+    @property
+    def name(self) -> SourceName: ...
+
+    async def run(self, emit: Emit) -> None:
+        """Call ``emit`` on the event-loop thread for every change, starting with one ``Listed``."""
+        ...

@@ -1,0 +1,257 @@
+"""``mcsdns demo``: the seed tutorial on one machine, with mcsdns in place of the AWS controller + CoreDNS.
+
+Two emulated clusters (cls1, cls2), an embedded Cloud Map (moto), and two mcsdns engines each with its DNS
+on loopback. nginx-hello is exported from cls1; the demo prints what each tutorial step shows (the Cloud
+Map namespace, service and instances; the ServiceImport, derived Service and EndpointSlice in cls2; the
+answers of both clusters' DNS) and keeps serving until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.asyncquery
+import dns.message
+import yaml
+
+from mcsdns.app import App, loop_factory, running
+from mcsdns.clients.cloudmap import CloudMapClient
+from mcsdns.errors import McsDnsError
+from mcsdns.settings import (
+    CloudMapSettings,
+    KubernetesSettings,
+    ListenAddress,
+    ServerSettings,
+    Settings,
+)
+from mcsdns_sandbox.cloudmap import EmbeddedCloudMap, UnprovenMoto
+from mcsdns_sandbox.kubeapi import KubeApiEmulator
+
+TUTORIAL = Path(__file__).resolve().parents[2] / "examples" / "tutorial"  # sandbox/mcsdns_sandbox/demo.py
+NAME = "nginx-hello.demo.svc.clusterset.local"
+CLUSTERSET = "clusterset-demo"
+CLUSTERS = (("cls1", "10.100.0.0/16"), ("cls2", "172.20.0.0/16"))
+WAIT = 30.0
+
+
+def _tutorial_file(name: str) -> Path:
+    path = TUTORIAL / name
+    if not path.exists():  # installed without the repository: the package ships no examples
+        raise SystemExit(f"mcsdns: error: {path} not found; run the demo from a checkout of mcsdns")
+    return path
+
+
+def _show(title: str, body: Any) -> None:
+    print(f"\n## {title}")
+    print(body if isinstance(body, str) else yaml.safe_dump(body, sort_keys=False).rstrip())
+
+
+def _clean(obj: dict[str, Any]) -> dict[str, Any]:
+    """What `kubectl get -o yaml` shows that matters to the tutorial (no uid/resourceVersion noise)."""
+    metadata = {
+        k: v
+        for k, v in obj["metadata"].items()
+        if k in ("name", "namespace", "labels", "annotations", "ownerReferences")
+    }
+    head: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
+    return {
+        **head,
+        "metadata": metadata,
+        **{k: v for k, v in obj.items() if k not in head and k != "metadata"},
+    }
+
+
+class _Parts:
+    """The demo's emulated parts, checked while it waits: a part that fails by a bug of its own (or of moto,
+    under the embedded Cloud Map) ends the demo at once with its name and the cause, instead of leaving the
+    engines to retry until a timeout says only that nothing answered."""
+
+    def __init__(self, cloudmap: EmbeddedCloudMap, clusters: dict[str, KubeApiEmulator]) -> None:
+        self.cloudmap, self.clusters = cloudmap, clusters
+
+    def check(self) -> None:
+        if self.cloudmap.internal_error:
+            raise SystemExit(f"mcsdns: error: the embedded Cloud Map failed: {self.cloudmap.internal_error}")
+        for name, api in self.clusters.items():
+            if api.internal_error:
+                raise SystemExit(f"mcsdns: error: the emulated cluster {name} failed: {api.internal_error}")
+
+    async def preflight(self) -> None:
+        """One real request to each part before any engine starts: a part that cannot answer is named now."""
+        try:
+            await CloudMapClient(region=self.cloudmap.region).namespaces()
+        except McsDnsError as exc:
+            self.check()
+            raise SystemExit(f"mcsdns: error: the embedded Cloud Map does not answer: {exc}") from None
+        for name, api in self.clusters.items():
+            try:
+                await asyncio.to_thread(_get, f"{api.url}/api/v1/namespaces")
+            except OSError as exc:
+                self.check()
+                raise SystemExit(
+                    f"mcsdns: error: the emulated cluster {name} does not answer: {exc}"
+                ) from None
+        self.check()
+
+    async def wait(self, predicate: Callable[[], Awaitable[Any]], what: str) -> Any:
+        deadline = time.monotonic() + WAIT
+        while True:
+            self.check()
+            value = await predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"mcsdns: error: the demo timed out after {WAIT:.0f} s waiting for {what}"
+                    " (no emulated part reported an error)"
+                )
+            await asyncio.sleep(0.1)
+
+
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        response.read()
+
+
+async def _answer(app: App) -> list[str]:
+    address = app.addresses[0]
+    reply = await dns.asyncquery.udp(
+        dns.message.make_query(NAME, "A"), address.host, port=address.port, timeout=2
+    )
+    return sorted(r.to_text() for rrset in reply.answer for r in rrset)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Point boto3 in this process at the embedded Cloud Map for the demo's lifetime."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+async def _demo(port: int, once: bool) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="mcsdns-demo-"))
+    with contextlib.ExitStack() as stack:
+        try:
+            cloudmap = stack.enter_context(EmbeddedCloudMap())
+        except UnprovenMoto as exc:
+            raise SystemExit(f"mcsdns: error: {exc}") from None
+        stack.enter_context(_environment(cloudmap.env()))
+        clusters = {
+            name: stack.enter_context(
+                KubeApiEmulator(
+                    cluster_name=name, cluster_id=name, clusterset_id=CLUSTERSET, service_cidr=cidr
+                )
+            )
+            for name, cidr in CLUSTERS
+        }
+        for api in clusters.values():
+            api.store.load_yaml(_tutorial_file("namespace.yaml"))
+        clusters["cls1"].store.load_yaml(_tutorial_file("nginx-service.yaml"))
+        clusters["cls1"].store.load_yaml(_tutorial_file("nginx-endpoints.yaml"))
+        parts = _Parts(cloudmap, clusters)
+        await parts.preflight()
+        print("Two clusters, one Cloud Map, two mcsdns engines (each: DNS + export/import controller).")
+        async with contextlib.AsyncExitStack() as engines:
+            apps: dict[str, App] = {}
+            for index, (name, api) in enumerate(clusters.items()):
+                settings = Settings(
+                    server=ServerSettings(listen=(ListenAddress("127.0.0.1", port + index if port else 0),)),
+                    kubernetes=KubernetesSettings(
+                        kubeconfig=str(api.write_kubeconfig(workdir / f"{name}.kubeconfig"))
+                    ),
+                    cloudmap=CloudMapSettings(enabled=True, poll=1.0, region=cloudmap.region),
+                )
+                apps[name] = await engines.enter_async_context(running(settings))
+                print(f"  {name}: Kubernetes API {api.url}, DNS 127.0.0.1:{apps[name].addresses[0].port}")
+            started = time.monotonic()
+            clusters["cls1"].store.load_yaml(_tutorial_file("nginx-serviceexport.yaml"))
+            print(
+                f"\nkubectl --kubeconfig {workdir}/cls1.kubeconfig apply"
+                " -f examples/tutorial/nginx-serviceexport.yaml"
+            )
+            answer = await parts.wait(lambda: _answer(apps["cls2"]), "cls2's DNS to answer")
+            elapsed = time.monotonic() - started
+            await _print_cloudmap(cloudmap.region)
+            cls2 = clusters["cls2"].store
+            _show(
+                "ServiceImport in cls2", _clean(cls2.get("serviceimports", "nginx-hello", namespace="demo"))
+            )
+            derived = [
+                s
+                for s in cls2.list("services", namespace="demo")
+                if s["metadata"]["name"].startswith("imported-")
+            ]
+            _show("derived Service in cls2", [_clean(s) for s in derived])
+            slices = cls2.list("endpointslices", namespace="demo")
+            _show("EndpointSlice in cls2", [_clean(s) for s in slices])
+            export = clusters["cls1"].store.get("serviceexports", "nginx-hello", namespace="demo")
+            _show("ServiceExport status in cls1", export.get("status"))
+            cls1_answer = await parts.wait(lambda: _answer(apps["cls1"]), "cls1's DNS to answer")
+            _show(
+                f"dig {NAME}",
+                "\n".join(
+                    [
+                        f"from cls2 (127.0.0.1:{apps['cls2'].addresses[0].port}): {' '.join(answer)}   "
+                        f"(cls2's VIP, {elapsed:.1f} s after the export)",
+                        f"from cls1 (127.0.0.1:{apps['cls1'].addresses[0].port}): {' '.join(cls1_answer)}   "
+                        "(exporting clusters import too, KEP-1645)",
+                    ]
+                ),
+            )
+            if once:
+                return
+            print("\nServing until Ctrl-C. Try:")
+            for name, app in apps.items():
+                print(f"  dig @127.0.0.1 -p {app.addresses[0].port} {NAME}        # {name}")
+            print(
+                f"  kubectl --kubeconfig {workdir}/cls2.kubeconfig"
+                " get serviceimports,svc,endpointslices -n demo"
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+
+
+async def _print_cloudmap(region: str) -> None:
+    client = CloudMapClient(region=region)
+    namespace = (await client.namespaces())["demo"]
+    _show("Cloud Map namespace", {"Name": namespace.name, "Id": namespace.id, "Type": namespace.type})
+    services = await client.services(namespace)
+    _show("Cloud Map service", {"Name": "nginx-hello", "Id": services["nginx-hello"]})
+    _, found = await client.discover("demo", "nginx-hello", CLUSTERSET)
+    _show(
+        "Cloud Map instances",
+        [
+            {"InstanceId": i.id, "Attributes": dict(sorted(i.attributes.items()))}
+            for i in sorted(found, key=lambda i: i.id)
+        ],
+    )
+
+
+def run_demo(*, port: int, once: bool) -> int:
+    logging.getLogger("mcsdns").setLevel(logging.WARNING)  # the demo prints its own story
+    # ... and names a failing emulated part in one line of its own (_Parts), so their tracebacks stay out.
+    logging.getLogger("mcsdns_sandbox").setLevel(logging.CRITICAL)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_demo(port, once))
+    return 0
