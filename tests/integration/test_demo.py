@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -65,9 +66,17 @@ def _demo_with(breakage: str) -> tuple[subprocess.CompletedProcess[str], float]:
         _BREAK[breakage]
         + "import sys\nfrom mcsdns.cli import main\nsys.exit(main(['demo', '--port', '0', '--once']))\n"
     )
+    # .ci/latest allows an unproven moto for the whole suite; this demo must see the gate as users do.
+    env = {k: v for k, v in os.environ.items() if k != "MCSDNS_SANDBOX_ALLOW_UNPROVEN_MOTO"}
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return result, time.monotonic() - started
 
