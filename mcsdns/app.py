@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import logging
 import signal
 import socket
@@ -24,8 +23,8 @@ from mcsdns.dns.server import close_listeners, start_listeners
 from mcsdns.errors import ConfigError
 from mcsdns.health import HealthServer, Observed
 from mcsdns.mcs.identity import ClusterIdentity, cluster_properties
-from mcsdns.mcs.leader import LeaderElector, LeaseConfig
-from mcsdns.settings import IN_CLUSTER, KubernetesSettings, ListenAddress, Settings
+from mcsdns.mcs.leader import LeaderElector
+from mcsdns.settings import IN_CLUSTER, LeaseSettings, ListenAddress, Settings
 from mcsdns.sources.engine import SyncEngine
 from mcsdns.sources.events import Source
 from mcsdns.sources.manifests import ManifestSource
@@ -61,16 +60,9 @@ def check_sources(settings: Settings) -> None:
         raise ConfigError("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true")
 
 
-def lease_config(settings: KubernetesSettings) -> LeaseConfig:
-    identity = settings.leader_id or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-    return LeaseConfig(
-        namespace=settings.lease_namespace,
-        name=settings.lease_name,
-        identity=identity,
-        lease_duration=settings.lease_duration,
-        renew_deadline=settings.renew_deadline,
-        retry_period=min(2.0, settings.renew_deadline / 4),  # client-go's 2 s, shorter for short deadlines
-    )
+def leader_id(settings: LeaseSettings) -> str:
+    """This replica's name in the Lease: ``--leader-id``, else the host name and a per-process suffix."""
+    return settings.leader_id or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.asynccontextmanager
@@ -100,7 +92,9 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 # One informer per resource for the whole process: every part below takes a view of it.
                 informers = k8s.Informers(api)
                 chosen.extend(zone_sources(informers))
-                identity = ClusterIdentity(cluster_id=kube.cluster_id, clusterset_id=kube.clusterset_id)
+                identity = ClusterIdentity(
+                    cluster_id=settings.identity.cluster_id, clusterset_id=settings.identity.clusterset_id
+                )
                 if identity.missing:
                     ids = identity
 
@@ -108,8 +102,10 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         ids.update(cluster_properties(properties.objects))
 
                     properties = informers.view(k8s.CLUSTER_PROPERTIES, on_list=follow, on_event=follow)
-                if kube.leader_elect:
-                    elector = LeaderElector(k8s.KubeLeases(api), lease_config(kube))
+                if settings.lease.elect:
+                    elector = LeaderElector(
+                        k8s.KubeLeases(api), settings.lease, identity=leader_id(settings.lease)
+                    )
                     loops.append(elector.run())
                 if settings.cloudmap.enabled:
                     # With a cluster, Cloud Map feeds the cluster (the MCS controller), not the zone directly:
@@ -143,7 +139,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 chosen.append(
                     CloudMapZoneSource(
                         cloudmap,
-                        clusterset_id=settings.kubernetes.clusterset_id,
+                        clusterset_id=settings.identity.clusterset_id,
                         poll_interval=settings.cloudmap.poll,
                     )
                 )
@@ -153,13 +149,13 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
         if settings.forward.upstreams:
             forwarder = Forwarder(
                 [(a.host, a.port) for a in settings.forward.upstreams],
-                allow=[ipaddress.ip_network(n) for n in settings.forward.allow],
+                allow=settings.forward.allow,
                 cache_size=settings.forward.cache_size,
             )
             logger.info(
                 "forwarding other names to %s for %s",
                 ", ".join(map(str, settings.forward.upstreams)),
-                ", ".join(settings.forward.allow),
+                ", ".join(map(str, settings.forward.allow)),
             )
         responder = Responder(store, settings.zone, forwarding=forwarder is not None)
         listeners = await start_listeners(settings.server, responder.respond, responder.servfail, forwarder)

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from mcsdns import __version__
 from mcsdns.errors import ConfigError, McsDnsError
-from mcsdns.settings import SERVE_OPTIONS, LogSettings, Settings, load_config_file, resolve
+from mcsdns.settings import SETTINGS, LogSettings, Settings, load_config_file, resolve
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,14 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         "environment or as a key in --config FILE; flags win over the environment, which wins over the file.",
     )
     serve.add_argument("--config", metavar="FILE", help="YAML file of settings (keys are flag names)")
-    for option in SERVE_OPTIONS:
+    for declared in SETTINGS:
         serve.add_argument(
-            option.flag,
-            metavar=option.metavar,
-            action="append" if option.repeat else "store",
-            help=f"{option.help}"
-            + (f" (default {option.default})" if option.default else "")
-            + f" [{option.env}]",
+            declared.flag,
+            metavar=declared.metavar,
+            action="append" if declared.repeat else "store",
+            help=f"{declared.help}"
+            + (f" (default {declared.shown})" if declared.shown else "")
+            + f" [{declared.env}]",
         )
     demo = commands.add_parser(
         "demo",
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
     config_path = args.config or environ.get("MCSDNS_CONFIG")
     config = load_config_file(config_path) if config_path else {}
-    flags = {option.key: getattr(args, option.key) for option in SERVE_OPTIONS}
+    flags = {declared.key: getattr(args, declared.key) for declared in SETTINGS}
     return resolve(flags, environ=environ, config=config, config_path=config_path or "")
 
 

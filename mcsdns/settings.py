@@ -1,23 +1,34 @@
-"""Frozen, grouped settings and the one place that reads flags, ``MCSDNS_*`` and ``--config`` files.
+"""Every setting, declared once, and the one place that reads flags, ``MCSDNS_*`` and ``--config`` files.
+
+Each setting is one ``setting(...)`` call on a field of a frozen settings group (``ServerSettings``,
+``ZoneSettings``, ...): its flag, parser, default (written as a user would write it, and parsed here),
+help, and whether it may one day be reloaded live. Its environment variable is ``MCSDNS_<FLAG>`` and its
+config-file key the flag with ``_``. ``SETTINGS`` collects the declarations from the groups; the CLI's
+flags, the loading below, README's table (``markdown_table``) and the chart test all read them.
 
 Precedence, highest first: command-line flag, environment variable ``MCSDNS_<FLAG>``, key in the
-``--config`` YAML file, default. Every invalid value raises ``ConfigError`` with one line naming the
-setting and where it came from; the CLI turns that into exit status 2.
+``--config`` YAML file, default. Values are parsed into their final types here (addresses, networks,
+seconds, the zone's wire form), so nothing downstream parses again. Every invalid value raises
+``ConfigError`` with one line naming the setting and where it came from; the CLI exits 2 on it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar, get_type_hints, overload
 
 import yaml
 
 from mcsdns.errors import ConfigError
+from mcsdns.wire import Name, name_to_wire, text_to_name
 
-DEFAULT_LISTEN = "127.0.0.1:5353"
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IN_CLUSTER = "in-cluster"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,96 +38,6 @@ class ListenAddress:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerSettings:
-    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 5353),)
-    """UDP and TCP sockets, one pair per address."""
-    tcp_idle_timeout: float = 10.0
-    """Seconds a TCP connection may stay silent before it is closed (RFC 7766 §6.2.3)."""
-    tcp_max_connections: int = 1000
-    """Open TCP connections at most; a new one past the cap is closed at once."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ZoneSettings:
-    zone: str = "clusterset.local"
-    """The clusterset zone (MCS DNS spec: ``clusterset.local``; configurable as CoreDNS allows)."""
-    ttl: int = 5
-    """TTL of every record but ``dns-version``, seconds, 0-3600 (CoreDNS's default and range)."""
-    dns_version: str = "1.0.0"
-    """The TXT answer of ``dns-version.<zone>``: the spec's schema version; CoreDNS answers 1.1.0."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourceSettings:
-    manifests: str | None = None
-    """Directory of ServiceImport/EndpointSlice YAML manifests, reloaded on change."""
-    manifests_poll: float = 0.25
-    """Seconds between scans of the manifests directory."""
-
-
-IN_CLUSTER = "in-cluster"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KubernetesSettings:
-    kubeconfig: str | None = None
-    """A kubeconfig path, ``in-cluster`` for the pod's service account, or None: no Kubernetes."""
-    cluster_id: str | None = None
-    """This cluster's id; else the ClusterProperty ``cluster.clusterset.k8s.io`` (KEP-2149)."""
-    clusterset_id: str | None = None
-    """The clusterset's id; else the ClusterProperty ``clusterset.k8s.io``."""
-    leader_elect: bool = True
-    """Elect one writer among replicas on a Lease (every replica serves DNS either way)."""
-    lease_name: str = "mcsdns-leader"
-    lease_namespace: str = "default"
-    lease_duration: float = 15.0
-    """Seconds a lease is valid after its last renewal."""
-    renew_deadline: float = 10.0
-    """Seconds a leader keeps writing without a successful renewal; below ``lease_duration``."""
-    leader_id: str | None = None
-    """This replica's name in the lease; default: host name and a random suffix."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CloudMapSettings:
-    enabled: bool = False
-    """Read AWS Cloud Map (region and endpoint from AWS_REGION / AWS_ENDPOINT_URL_SERVICEDISCOVERY)."""
-    poll: float = 2.0
-    """Seconds between Cloud Map polls (the AWS controller's fixed period)."""
-    region: str | None = None
-    """``--aws-region``, else ``AWS_REGION``, else ``AWS_DEFAULT_REGION`` (EKS with IRSA sets both)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ForwardSettings:
-    upstreams: tuple[ListenAddress, ...] = ()
-    """Resolvers for names outside the zone (sidecar mode); none: such names are REFUSED."""
-    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-    """Client networks that may use forwarding; anyone else gets REFUSED (never an open resolver)."""
-    cache_size: int = 10_000
-    """Answers kept at most in the forwarding cache."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogSettings:
-    format: str = "text"
-    level: str = "info"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    zone: ZoneSettings = field(default_factory=ZoneSettings)
-    sources: SourceSettings = field(default_factory=SourceSettings)
-    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
-    cloudmap: CloudMapSettings = field(default_factory=CloudMapSettings)
-    forward: ForwardSettings = field(default_factory=ForwardSettings)
-    http: ListenAddress | None = None
-    """Where /healthz, /readyz and /metrics are served; None: nowhere."""
-    log: LogSettings = field(default_factory=LogSettings)
 
 
 # --- parsing of raw values ----------------------------------------------------------------------------------
@@ -240,9 +161,9 @@ def parse_name(text: str) -> str:
     return value
 
 
-def parse_network(text: str) -> str:
+def parse_network(text: str) -> Network:
     try:
-        return str(ipaddress.ip_network(str(text).strip(), strict=False))
+        return ipaddress.ip_network(str(text).strip(), strict=False)
     except ValueError:
         raise ValueError(f"{text!r} is not a CIDR like 10.0.0.0/8") from None
 
@@ -254,189 +175,401 @@ def parse_directory(text: str) -> str:
     return path
 
 
+def split_list(text: str) -> list[str]:
+    """A repeatable setting's values from one string: comma or space separated (environment, defaults)."""
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+# --- the declaration ----------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
-class Option:
-    """One setting: its flag, how to parse one value, and whether it repeats."""
+class Setting:
+    """One setting as declared: everything the CLI, the loaders and the documentation need to know.
+
+    Its value lands in ``Settings.<group>.<attr>`` (``group`` None: ``Settings.<attr>``); ``SETTINGS``
+    fills those two in from the field the declaration sits on, so they are never spelled twice.
+    """
 
     flag: str
     parse: Callable[[str], Any]
+    metavar: str
     help: str
+    default: Any
+    """The parsed default: the field's value when nothing sets it."""
+    shown: str
+    """The default as documented: the text it was parsed from, or words when it is computed at start."""
     repeat: bool = False
-    metavar: str = "VALUE"
-    default: str = ""  # as documented; the values themselves live in the settings dataclasses
+    reloadable: bool = False
+    """Whether a running process could take a new value without restarting (documentation only for now)."""
+    fallback: tuple[str, ...] = ()
+    """Other programs' environment variables read, in order, when nothing of ours sets it."""
+    group: str | None = None
+    attr: str = ""
 
     @property
     def key(self) -> str:
+        """The config-file key (``-`` is accepted for ``_`` too)."""
         return self.flag.lstrip("-").replace("-", "_")
 
     @property
     def env(self) -> str:
         return "MCSDNS_" + self.key.upper()
 
+    def load(self, raw: Any) -> Any:
+        """A raw value (a string, or from a config file any YAML scalar or list) in its final type."""
+        if self.repeat:
+            items = raw if isinstance(raw, list) else [raw]
+            if not items:
+                raise ValueError("needs at least one value")
+            return tuple(self.parse(str(item)) for item in items)
+        if isinstance(raw, list | dict):
+            raise ValueError("expects a single value")
+        return self.parse(str(raw))
 
-SERVE_OPTIONS: tuple[Option, ...] = (
-    # DNS server
-    Option(
+
+_DECLARED = "mcsdns.settings"  # the dataclass field metadata key holding a field's ``Setting``
+
+
+def _declare(declared: Setting) -> Any:
+    return field(default=declared.default, metadata={_DECLARED: declared})
+
+
+@overload
+def setting(
+    flag: str,
+    parse: Callable[[str], T],
+    metavar: str,
+    help: str,
+    *,
+    default: str,
+    shown: str | None = None,
+    reloadable: bool = False,
+    fallback: tuple[str, ...] = (),
+) -> T: ...
+@overload
+def setting(
+    flag: str,
+    parse: Callable[[str], T],
+    metavar: str,
+    help: str,
+    *,
+    default: None = None,
+    shown: str = "",
+    reloadable: bool = False,
+    fallback: tuple[str, ...] = (),
+) -> T | None: ...
+def setting(
+    flag: str,
+    parse: Callable[[str], Any],
+    metavar: str,
+    help: str,
+    *,
+    default: str | None = None,
+    shown: str | None = None,
+    reloadable: bool = False,
+    fallback: tuple[str, ...] = (),
+) -> Any:
+    """Declare a single-valued setting on a group's field; ``default`` is parsed like any other value.
+
+    Typed through ``parse``, so mypy checks that the field's annotation is what the parser returns.
+    """
+    value = None if default is None else parse(default)
+    shown = default if shown is None else shown
+    return _declare(Setting(flag, parse, metavar, help, value, shown or "", False, reloadable, fallback))
+
+
+def repeated(
+    flag: str,
+    parse: Callable[[str], T],
+    metavar: str,
+    help: str,
+    *,
+    default: str = "",
+    shown: str | None = None,
+    reloadable: bool = False,
+) -> tuple[T, ...]:
+    """Declare a repeatable setting: a tuple, its default comma separated as in the environment."""
+    value = tuple(parse(part) for part in split_list(default))
+    shown = ", ".join(split_list(default)) if shown is None else shown
+    result: tuple[T, ...] = _declare(Setting(flag, parse, metavar, help, value, shown, True, reloadable))
+    return result
+
+
+# --- the settings, by group ---------------------------------------------------------------------------------
+# A group is what one part of the program is handed. The order of the fields is the order of the flags in
+# --help and of README's table.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    listen: tuple[ListenAddress, ...] = repeated(
         "--listen",
         parse_listen,
-        "UDP and TCP address; repeatable; port 0 picks one",
-        True,
         "HOST:PORT",
-        DEFAULT_LISTEN,
-    ),
-    Option("--zone", parse_zone, "the clusterset zone", metavar="ZONE", default="clusterset.local"),
-    Option(
-        "--ttl",
-        lambda v: parse_int(v, low=0, high=3600),
-        "TTL of every record but dns-version, 0-3600",
-        metavar="SECONDS",
-        default="5",
-    ),
-    Option(
-        "--dns-version",
-        parse_choice(("1.0.0", "1.1.0")),
-        "dns-version TXT: 1.0.0 (spec) or 1.1.0 (CoreDNS)",
-        metavar="VERSION",
-        default="1.0.0",
-    ),
-    Option(
+        "UDP and TCP address; repeatable; port 0 picks one",
+        default="127.0.0.1:5353",
+    )
+    """UDP and TCP sockets, one pair per address."""
+    tcp_idle_timeout: float = setting(
         "--tcp-idle-timeout",
         parse_seconds,
+        "DURATION",
         "close TCP connections silent this long",
-        metavar="DURATION",
         default="10s",
-    ),
-    Option(
+    )
+    """Seconds a TCP connection may stay silent before it is closed (RFC 7766 §6.2.3)."""
+    tcp_max_connections: int = setting(
         "--tcp-max-connections",
         lambda v: parse_int(v, low=1, high=1_000_000),
+        "N",
         "open TCP connections at most",
-        metavar="N",
         default="1000",
-    ),
-    # Zone sources
-    Option(
-        "--manifests", parse_directory, "serve the ServiceImport/EndpointSlice YAML in DIR", metavar="DIR"
-    ),
-    Option(
-        "--manifests-poll", parse_seconds, "how often DIR is scanned", metavar="DURATION", default="250ms"
-    ),
-    Option(
+    )
+    """Open TCP connections at most; a new one past the cap is closed at once."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneSettings:
+    zone: str = setting("--zone", parse_zone, "ZONE", "the clusterset zone", default="clusterset.local")
+    """The clusterset zone (MCS DNS spec: ``clusterset.local``; configurable as CoreDNS allows)."""
+    ttl: int = setting(
+        "--ttl",
+        lambda v: parse_int(v, low=0, high=3600),
+        "SECONDS",
+        "TTL of every record but dns-version, 0-3600",
+        default="5",
+        reloadable=True,
+    )
+    """TTL of every record but ``dns-version``, seconds, 0-3600 (CoreDNS's default and range)."""
+    dns_version: str = setting(
+        "--dns-version",
+        parse_choice(("1.0.0", "1.1.0")),
+        "VERSION",
+        "dns-version TXT: 1.0.0 (spec) or 1.1.0 (CoreDNS)",
+        default="1.0.0",
+    )
+    """The TXT answer of ``dns-version.<zone>``: the spec's schema version; CoreDNS answers 1.1.0."""
+    name: Name = field(init=False, repr=False, compare=False)
+    """The zone as labels, computed once from ``zone`` (not a setting of its own)."""
+    wire: bytes = field(init=False, repr=False, compare=False)
+    """The zone in lower-cased wire form: what the builder and the responder compare question names to."""
+
+    def __post_init__(self) -> None:
+        # Derived here, not at each use: one conversion for every part that needs the zone as bytes.
+        object.__setattr__(self, "name", text_to_name(self.zone))
+        object.__setattr__(self, "wire", name_to_wire(self.name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSettings:
+    manifests: str | None = setting(
+        "--manifests", parse_directory, "DIR", "serve the ServiceImport/EndpointSlice YAML in DIR"
+    )
+    """Directory of ServiceImport/EndpointSlice YAML manifests, reloaded on change."""
+    manifests_poll: float = setting(
+        "--manifests-poll", parse_seconds, "DURATION", "how often DIR is scanned", default="250ms"
+    )
+    """Seconds between scans of the manifests directory."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KubernetesSettings:
+    kubeconfig: str | None = setting(
         "--kubeconfig",
         parse_kubeconfig,
+        "PATH",
         f"watch this cluster's ServiceImports/EndpointSlices ({IN_CLUSTER}: the pod's service account)",
-        metavar="PATH",
-        default="in-cluster in a pod",
-    ),
-    Option(
+        shown="in-cluster in a pod",
+    )
+    """A kubeconfig path, ``in-cluster`` for the pod's service account, or None: no Kubernetes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudMapSettings:
+    enabled: bool = setting(
         "--cloudmap",
         parse_bool,
+        "BOOL",
         "use AWS Cloud Map: with --kubeconfig the export/import controller, without it the zone itself",
-        metavar="BOOL",
         default="false",
-    ),
-    Option("--cloudmap-poll", parse_seconds, "Cloud Map import period", metavar="DURATION", default="2s"),
-    Option("--aws-region", parse_name, "AWS region of Cloud Map", metavar="REGION", default="$AWS_REGION"),
-    # Identity and leadership
-    Option(
+    )
+    """Read AWS Cloud Map (region and endpoint from AWS_REGION / AWS_ENDPOINT_URL_SERVICEDISCOVERY)."""
+    poll: float = setting(
+        "--cloudmap-poll", parse_seconds, "DURATION", "Cloud Map import period", default="2s"
+    )
+    """Seconds between Cloud Map polls (the AWS controller's fixed period)."""
+    region: str | None = setting(
+        "--aws-region",
+        parse_name,
+        "REGION",
+        "AWS region of Cloud Map",
+        shown="$AWS_REGION",
+        fallback=("AWS_REGION", "AWS_DEFAULT_REGION"),  # EKS with IRSA sets both
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentitySettings:
+    """Who this cluster is (KEP-2149). A group of its own because both modes that talk to Cloud Map read it:
+    the controller (both ids) and the standalone Cloud Map zone (the clusterset id filters discovery)."""
+
+    cluster_id: str | None = setting(
         "--cluster-id",
         parse_cluster_id,
+        "ID",
         "this cluster's id",
-        metavar="ID",
-        default="ClusterProperty cluster.clusterset.k8s.io",
-    ),
-    Option(
+        shown="ClusterProperty cluster.clusterset.k8s.io",
+    )
+    """This cluster's id; else the ClusterProperty ``cluster.clusterset.k8s.io`` (KEP-2149)."""
+    clusterset_id: str | None = setting(
         "--clusterset-id",
         parse_cluster_id,
+        "ID",
         "the clusterset's id",
-        metavar="ID",
-        default="ClusterProperty clusterset.k8s.io",
-    ),
-    Option(
-        "--leader-elect",
-        parse_bool,
-        "elect one writer among replicas on a Lease",
-        metavar="BOOL",
-        default="true",
-    ),
-    Option("--lease-name", parse_name, "the Lease's name", metavar="NAME", default="mcsdns-leader"),
-    Option(
+        shown="ClusterProperty clusterset.k8s.io",
+    )
+    """The clusterset's id; else the ClusterProperty ``clusterset.k8s.io``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseSettings:
+    """Leader election on a Lease: ``mcs.leader.LeaderElector`` takes this group as it is."""
+
+    elect: bool = setting(
+        "--leader-elect", parse_bool, "BOOL", "elect one writer among replicas on a Lease", default="true"
+    )
+    """Elect one writer among replicas on a Lease (every replica serves DNS either way)."""
+    name: str = setting("--lease-name", parse_name, "NAME", "the Lease's name", default="mcsdns-leader")
+    namespace: str = setting(
         "--lease-namespace",
         parse_name,
+        "NAMESPACE",
         "the Lease's namespace",
-        metavar="NAMESPACE",
-        default="$POD_NAMESPACE, else default",
-    ),
-    Option(
+        default="default",
+        shown="$POD_NAMESPACE, else default",
+        fallback=("POD_NAMESPACE",),  # the chart sets it from the downward API
+    )
+    duration: float = setting(
         "--lease-duration",
         parse_seconds,
+        "DURATION",
         "how long a lease holds after its last renewal",
-        metavar="DURATION",
         default="15s",
-    ),
-    Option(
+    )
+    """Seconds a lease is valid after its last renewal."""
+    renew_deadline: float = setting(
         "--renew-deadline",
         parse_seconds,
+        "DURATION",
         "a leader stops writing this long after its last renewal",
-        metavar="DURATION",
         default="10s",
-    ),
-    Option(
+    )
+    """Seconds a leader keeps writing without a successful renewal; below ``duration``."""
+    leader_id: str | None = setting(
         "--leader-id",
         parse_name,
+        "NAME",
         "this replica's name in the Lease",
-        metavar="NAME",
-        default="host name + random suffix",
-    ),
-    # Sidecar forwarding
-    Option(
+        shown="host name + random suffix",
+    )
+    """This replica's name in the lease; default: host name and a random suffix."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardSettings:
+    upstreams: tuple[ListenAddress, ...] = repeated(
         "--forward",
         parse_listen,
-        "resolver for names outside the zone; repeatable, tried in order",
-        True,
         "HOST:PORT",
-        "none: REFUSED",
-    ),
-    Option(
+        "resolver for names outside the zone; repeatable, tried in order",
+        shown="none: REFUSED",
+        reloadable=True,
+    )
+    """Resolvers for names outside the zone (sidecar mode); none: such names are REFUSED."""
+    allow: tuple[Network, ...] = repeated(
         "--forward-allow",
         parse_network,
-        "clients that may use forwarding; repeatable",
-        True,
         "CIDR",
-        "127.0.0.0/8, ::1/128",
-    ),
-    Option(
+        "clients that may use forwarding; repeatable",
+        default="127.0.0.0/8, ::1/128",
+        reloadable=True,
+    )
+    """Client networks that may use forwarding; anyone else gets REFUSED (never an open resolver)."""
+    cache_size: int = setting(
         "--forward-cache-size",
         lambda v: parse_int(v, low=0, high=10_000_000),
+        "N",
         "answers kept in the forwarding cache",
-        metavar="N",
         default="10000",
-    ),
-    # Operations
-    Option(
-        "--http",
-        parse_listen,
-        "serve /healthz, /readyz and /metrics here",
-        metavar="HOST:PORT",
-        default="off",
-    ),
-    Option("--log-format", parse_choice(("text", "json")), "text or json", metavar="FORMAT", default="text"),
-    Option(
+    )
+    """Answers kept at most in the forwarding cache."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    format: str = setting(
+        "--log-format", parse_choice(("text", "json")), "FORMAT", "text or json", default="text"
+    )
+    level: str = setting(
         "--log-level",
         parse_choice(("debug", "info", "warning", "error")),
+        "LEVEL",
         "debug, info, warning or error",
-        metavar="LEVEL",
         default="info",
-    ),
-)
+        reloadable=True,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    zone: ZoneSettings = field(default_factory=ZoneSettings)
+    sources: SourceSettings = field(default_factory=SourceSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    cloudmap: CloudMapSettings = field(default_factory=CloudMapSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
+    # setting() returns a dataclasses.field holding an immutable default, which RUF009 cannot see.
+    http: ListenAddress | None = setting(  # noqa: RUF009
+        "--http", parse_listen, "HOST:PORT", "serve /healthz, /readyz and /metrics here", shown="off"
+    )
+    """Where /healthz, /readyz and /metrics are served; None: nowhere."""
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+def _groups() -> dict[str, type[Any]]:
+    """The group classes by their attribute in ``Settings``."""
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings) if _DECLARED not in f.metadata}
+
+
+def _collect() -> tuple[Setting, ...]:
+    found: list[Setting] = []
+    groups = _groups()
+    for top in fields(Settings):
+        if _DECLARED in top.metadata:
+            found.append(replace(top.metadata[_DECLARED], group=None, attr=top.name))
+            continue
+        for inner in fields(groups[top.name]):
+            if _DECLARED in inner.metadata:
+                found.append(replace(inner.metadata[_DECLARED], group=top.name, attr=inner.name))
+    return tuple(found)
+
+
+SETTINGS: tuple[Setting, ...] = _collect()
+"""Every setting of ``mcsdns serve``, in the order of --help and README's table."""
+_GROUPS = _groups()
 
 
 def markdown_table() -> str:
     """The configuration table of the README: one row per setting, generated so it never drifts."""
     rows = ["| flag | environment | config key | default | meaning |", "|---|---|---|---|---|"]
-    for option in SERVE_OPTIONS:
-        flag = f"`{option.flag} {option.metavar}`" + (" …" if option.repeat else "")
-        default = f"`{option.default}`" if option.default else ""
-        rows.append(f"| {flag} | `{option.env}` | `{option.key}` | {default} | {option.help} |")
+    for declared in SETTINGS:
+        flag = f"`{declared.flag} {declared.metavar}`" + (" …" if declared.repeat else "")
+        default = f"`{declared.shown}`" if declared.shown else ""
+        rows.append(f"| {flag} | `{declared.env}` | `{declared.key}` | {default} | {declared.help} |")
     return "\n".join(rows) + "\n"
 
 
@@ -455,7 +588,7 @@ def load_config_file(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
-    known = {option.key for option in SERVE_OPTIONS}
+    known = {declared.key for declared in SETTINGS}
     out: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
@@ -470,74 +603,42 @@ def resolve(
 ) -> Settings:
     """Merge flags (already split into strings), environment and config file into ``Settings``."""
     values: dict[str, Any] = {}
-    for option in SERVE_OPTIONS:
+    for declared in SETTINGS:
         raw: Any = None
         origin = ""
-        if flags.get(option.key) not in (None, []):
-            raw, origin = flags[option.key], option.flag
-        elif option.env in environ:
-            raw, origin = environ[option.env], option.env
-            if option.repeat:
-                raw = [part for part in raw.replace(",", " ").split() if part]
-        elif option.key in config:
-            raw, origin = config[option.key], f"--config {config_path} key {option.key}"
-        if raw is None:
+        if flags.get(declared.key) not in (None, []):
+            raw, origin = flags[declared.key], declared.flag
+        elif declared.env in environ:
+            raw, origin = environ[declared.env], declared.env
+            if declared.repeat:
+                raw = split_list(raw)
+        elif declared.key in config:
+            raw, origin = config[declared.key], f"--config {config_path} key {declared.key}"
+        if raw is not None:
+            try:
+                values[declared.key] = declared.load(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{origin}: {exc}") from None
             continue
-        try:
-            if option.repeat:
-                items = raw if isinstance(raw, list) else [raw]
-                values[option.key] = tuple(option.parse(str(item)) for item in items)
-                if not values[option.key]:
-                    raise ValueError("needs at least one value")
-            else:
-                if isinstance(raw, list | dict):
-                    raise ValueError("expects a single value")
-                values[option.key] = option.parse(str(raw))
-        except ValueError as exc:
-            raise ConfigError(f"{origin}: {exc}") from None
+        # Variables of other programs (AWS_REGION, ...) are taken as they are: their owners define them.
+        fallback = next((environ[name] for name in declared.fallback if environ.get(name)), None)
+        if fallback is not None:
+            values[declared.key] = fallback
     # In a pod with no source named, the cluster is the source (the Helm chart also says so explicitly).
     if not ({"manifests", "kubeconfig", "cloudmap"} & values.keys()) and "KUBERNETES_SERVICE_HOST" in environ:
         values["kubeconfig"] = IN_CLUSTER
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-    if "aws_region" not in values and region:
-        values["aws_region"] = region
-    if "lease_namespace" not in values and environ.get("POD_NAMESPACE"):
-        values["lease_namespace"] = environ["POD_NAMESPACE"]
     settings = _build(values)
-    if not settings.kubernetes.renew_deadline < settings.kubernetes.lease_duration:
+    if not settings.lease.renew_deadline < settings.lease.duration:
         raise ConfigError("--renew-deadline must be shorter than --lease-duration")
     return settings
 
 
 def _build(values: Mapping[str, Any]) -> Settings:
-    def pick(group: type[Any], **names: str) -> Any:
-        return group(**{attr: values[key] for attr, key in names.items() if key in values})
-
-    return Settings(
-        server=pick(
-            ServerSettings,
-            listen="listen",
-            tcp_idle_timeout="tcp_idle_timeout",
-            tcp_max_connections="tcp_max_connections",
-        ),
-        zone=pick(ZoneSettings, zone="zone", ttl="ttl", dns_version="dns_version"),
-        sources=pick(SourceSettings, manifests="manifests", manifests_poll="manifests_poll"),
-        kubernetes=pick(
-            KubernetesSettings,
-            kubeconfig="kubeconfig",
-            cluster_id="cluster_id",
-            clusterset_id="clusterset_id",
-            leader_elect="leader_elect",
-            lease_name="lease_name",
-            lease_namespace="lease_namespace",
-            lease_duration="lease_duration",
-            renew_deadline="renew_deadline",
-            leader_id="leader_id",
-        ),
-        cloudmap=pick(CloudMapSettings, enabled="cloudmap", poll="cloudmap_poll", region="aws_region"),
-        forward=pick(
-            ForwardSettings, upstreams="forward", allow="forward_allow", cache_size="forward_cache_size"
-        ),
-        http=values.get("http"),
-        log=pick(LogSettings, format="log_format", level="log_level"),
-    )
+    """``Settings`` from parsed values by key; what is not in ``values`` keeps its declared default."""
+    top: dict[str, Any] = {}
+    grouped: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+    for declared in SETTINGS:
+        if declared.key in values:
+            target = top if declared.group is None else grouped[declared.group]
+            target[declared.attr] = values[declared.key]
+    return Settings(**top, **{name: _GROUPS[name](**given) for name, given in grouped.items()})

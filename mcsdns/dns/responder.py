@@ -31,10 +31,8 @@ from mcsdns.wire import (
     QType,
     Rcode,
     error_response,
-    name_to_wire,
     parse_edns,
     parse_question,
-    text_to_name,
 )
 from mcsdns.zone.lookup import find_answer, in_zone
 from mcsdns.zone.store import ZoneStore
@@ -62,7 +60,7 @@ class Responder:
 
     def __init__(self, store: ZoneStore, settings: ZoneSettings, *, forwarding: bool = False) -> None:
         self._store = store
-        self._zone_wire = name_to_wire(text_to_name(settings.zone))
+        self._zone_wire = settings.wire
         self._forwarding = forwarding
         self.udp: collections.defaultdict[int, int] = collections.defaultdict(int)
         self.tcp: collections.defaultdict[int, int] = collections.defaultdict(int)

@@ -26,7 +26,6 @@ from mcsdns.wire import (
     Rcode,
     address_rdata,
     name_to_wire,
-    text_to_name,
     txt_rdata,
 )
 from mcsdns.zone.model import ImportedService, ServiceImport, ServiceKey, ServiceType
@@ -188,7 +187,8 @@ class ZoneBuilder:
     """Keeps the rendered fragment of every service and makes snapshots from batches of changes."""
 
     def __init__(self, settings: ZoneSettings) -> None:
-        self._apex = text_to_name(settings.zone)
+        self._apex = settings.name
+        self._apex_wire = settings.wire
         self._ttl = settings.ttl
         self._dns_version = settings.dns_version
         self._fragments: dict[ServiceKey, Fragment] = {}
@@ -200,7 +200,7 @@ class ZoneBuilder:
         self._version_name = (b"dns-version", *self._apex)
         # The apex, svc.Z, dns-version.Z and the NS target (with its parent) exist even with no services.
         self._static_names = frozenset(
-            name_to_wire(n) for n in (self._apex, svc, ns_host, ns_host[1:], self._version_name)
+            (self._apex_wire, *(name_to_wire(n) for n in (svc, ns_host, ns_host[1:], self._version_name)))
         )
 
     @property
@@ -235,7 +235,7 @@ class ZoneBuilder:
         self._answers, self._names = answers.finish(), names.finish()
         return ZoneSnapshot(
             serial=serial,
-            zone_wire=name_to_wire(self._apex),
+            zone_wire=self._apex_wire,
             answers=self._answers,
             names=self._names,
             nodata=Negatives(rcode=Rcode.NOERROR, apex=apex, soa=soa, ttl=self._ttl),

@@ -277,7 +277,7 @@ def test_dns_only_calls_exactly_what_the_chart_and_the_sidecar_example_grant(tmp
         api.store.load_yaml(EXAMPLES / "clusterset" / "nginx-hello.yaml")
         recorder = Recorder(api)
         settings = engine_settings(rendered, api.write_kubeconfig(tmp_path / "kubeconfig"), pod="mcsdns-0")
-        assert not settings.cloudmap.enabled and not settings.kubernetes.leader_elect
+        assert not settings.cloudmap.enabled and not settings.lease.elect
         with ServerThread(settings) as server:
             server.wait_serving()
             reply = query(server, "nginx-hello.demo.svc.clusterset.local.")

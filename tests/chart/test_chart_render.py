@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import mcsdns
-from mcsdns.settings import SERVE_OPTIONS, resolve
+from mcsdns.settings import SETTINGS, resolve
 from tests.chart.helpers import (
     CHART,
     KUBERNETES_VERSIONS,
@@ -245,7 +245,7 @@ def test_the_container_environment_parses_into_the_settings_the_values_ask_for(
     env = {name: value for name, value in rendered.env.items() if not value.startswith("<")}
     env["MCSDNS_LEADER_ID"] = "mcsdns-7d9f-abcde"  # the downward API's pod name
     env["POD_NAMESPACE"] = NAMESPACE
-    known = {option.env for option in SERVE_OPTIONS} | {"AWS_REGION", "POD_NAMESPACE"}
+    known = {declared.env for declared in SETTINGS} | {"AWS_REGION", "POD_NAMESPACE"}
     unknown = sorted(set(env) - known)
     if unknown:
         pytest.xfail(f"mcsdns does not read {', '.join(unknown)} yet (flags being added to settings.py)")
@@ -256,9 +256,9 @@ def test_the_container_environment_parses_into_the_settings_the_values_ask_for(
     assert settings.zone.zone == merged["zone"]
     assert settings.zone.ttl == merged["ttl"]
     assert settings.kubernetes.kubeconfig == "in-cluster"
-    assert settings.kubernetes.lease_namespace == NAMESPACE
+    assert settings.lease.namespace == NAMESPACE
     assert settings.cloudmap.enabled is merged["cloudmap"].get("enabled", True)
-    assert settings.kubernetes.leader_elect is merged["cloudmap"].get("enabled", True)
+    assert settings.lease.elect is merged["cloudmap"].get("enabled", True)
     assert [str(a) for a in settings.server.listen] == rendered.env["MCSDNS_LISTEN"].split(",")
 
 

@@ -5,6 +5,7 @@ mcsdns on loopback standing in for the cluster DNS it forwards to."""
 from __future__ import annotations
 
 from dataclasses import replace
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,9 @@ def test_the_sidecar_listens_on_loopback_53_forwards_to_the_cluster_dns_and_writ
     settings = sidecar_settings()
     assert [str(a) for a in settings.server.listen] == ["127.0.0.1:53"]
     assert [str(u) for u in settings.forward.upstreams] == ["10.96.0.10:53"]
-    assert settings.forward.allow == ("127.0.0.0/8",)
+    assert settings.forward.allow == (ip_network("127.0.0.0/8"),)
     assert settings.kubernetes.kubeconfig == "in-cluster"
-    assert settings.kubernetes.leader_elect is False and settings.cloudmap.enabled is False
+    assert settings.lease.elect is False and settings.cloudmap.enabled is False
     assert str(settings.http) == "0.0.0.0:9153"
     ports = {p["name"]: p["containerPort"] for p in sidecar()["ports"]}
     assert ports["http"] == settings.http.port

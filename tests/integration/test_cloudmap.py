@@ -14,7 +14,7 @@ import dns.rcode
 import pytest
 
 from mcsdns.mcs.import_ import derived_name
-from mcsdns.settings import CloudMapSettings, KubernetesSettings, Settings
+from mcsdns.settings import CloudMapSettings, IdentitySettings, KubernetesSettings, LeaseSettings, Settings
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
 from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.support import ServerThread, aws_controller_attributes, query, settings_for, wait_for
@@ -45,12 +45,11 @@ class Cluster:
         return found["spec"]["clusterIP"] if found else None
 
 
-def engine_settings(cluster: Cluster, cloudmap: EmbeddedCloudMap, **kubernetes: Any) -> Settings:
+def engine_settings(cluster: Cluster, cloudmap: EmbeddedCloudMap, **lease: Any) -> Settings:
     return replace(
         settings_for(),
-        kubernetes=KubernetesSettings(
-            kubeconfig=str(cluster.kubeconfig), lease_duration=3.0, renew_deadline=2.0, **kubernetes
-        ),
+        kubernetes=KubernetesSettings(kubeconfig=str(cluster.kubeconfig)),
+        lease=LeaseSettings(duration=3.0, renew_deadline=2.0, **lease),
         cloudmap=CloudMapSettings(enabled=True, poll=0.3, region=cloudmap.region),
     )
 
@@ -394,7 +393,7 @@ def test_standalone_cloudmap_mode_answers_endpoints(
     wait_for(lambda: len(instances(cloudmap)) == 3, what="the export")
     settings = replace(
         settings_for(),
-        kubernetes=KubernetesSettings(clusterset_id=CLUSTERSET),
+        identity=IdentitySettings(clusterset_id=CLUSTERSET),
         cloudmap=CloudMapSettings(enabled=True, poll=0.3, region=cloudmap.region),
     )
     with ServerThread(settings) as standalone:

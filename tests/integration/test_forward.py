@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from ipaddress import ip_network
 from pathlib import Path
 
 import dns.flags
@@ -13,7 +14,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from mcsdns.settings import ForwardSettings, ListenAddress, ZoneSettings
+from mcsdns.settings import ForwardSettings, ListenAddress, Network, ZoneSettings
 from tests.support import ServerThread, query, service_import, settings_for, write_manifests
 
 UP = "web.prod.svc.upstream.test."
@@ -28,7 +29,9 @@ def upstream(tmp_path: Path) -> Iterator[ServerThread]:
         yield server
 
 
-def sidecar_settings(tmp_path: Path, *upstreams: ServerThread | tuple[str, int], allow: tuple[str, ...] = ()):
+def sidecar_settings(
+    tmp_path: Path, *upstreams: ServerThread | tuple[str, int], allow: tuple[Network, ...] = ()
+):
     write_manifests(tmp_path / "local", "local.yaml", [service_import("api", "prod", ips=["10.0.0.1"])])
     addresses = tuple(
         ListenAddress(u.host, u.port) if isinstance(u, ServerThread) else ListenAddress(*u) for u in upstreams
@@ -95,7 +98,7 @@ def test_a_dead_upstream_is_skipped(upstream: ServerThread, tmp_path: Path) -> N
 
 
 def test_clients_outside_the_allowed_networks_are_refused(upstream: ServerThread, tmp_path: Path) -> None:
-    with ServerThread(sidecar_settings(tmp_path, upstream, allow=("10.0.0.0/8",))) as sidecar:
+    with ServerThread(sidecar_settings(tmp_path, upstream, allow=(ip_network("10.0.0.0/8"),))) as sidecar:
         sidecar.wait_serving()
         assert query(sidecar, UP).rcode() == dns.rcode.REFUSED, "never an open resolver"
         assert query(sidecar, UP, tcp=True).rcode() == dns.rcode.REFUSED

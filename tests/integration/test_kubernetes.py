@@ -17,7 +17,7 @@ import dns.rcode
 import pytest
 
 from mcsdns.mcs.leader import LeaderElector
-from mcsdns.settings import KubernetesSettings, Settings
+from mcsdns.settings import IdentitySettings, KubernetesSettings, LeaseSettings, Settings
 from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.support import (
     ServerThread,
@@ -39,9 +39,13 @@ def addresses(server: ServerThread, name: str, rdtype: str = "A") -> list[str]:
     return sorted(r.to_text() for rrset in reply.answer for r in rrset)
 
 
-def kube_settings(kubeconfig: Path, **kubernetes: Any) -> Settings:
-    options: dict[str, Any] = {"lease_duration": 3.0, "renew_deadline": 2.0, **kubernetes}
-    return replace(settings_for(), kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig), **options))
+def kube_settings(kubeconfig: Path, *, cluster_id: str | None = None, **lease: Any) -> Settings:
+    return replace(
+        settings_for(),
+        kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig)),
+        identity=IdentitySettings(cluster_id=cluster_id),
+        lease=LeaseSettings(**{"duration": 3.0, "renew_deadline": 2.0, **lease}),
+    )
 
 
 @pytest.fixture
@@ -223,8 +227,8 @@ def test_cluster_identity_from_cluster_properties_and_flags(api: KubeApiEmulator
 def replicas(api: KubeApiEmulator, kubeconfig: Path) -> Iterator[list[ServerThread]]:
     settings = kube_settings(kubeconfig)
     with (
-        ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="a"))) as a,
-        ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="b"))) as b,
+        ServerThread(replace(settings, lease=replace(settings.lease, leader_id="a"))) as a,
+        ServerThread(replace(settings, lease=replace(settings.lease, leader_id="b"))) as b,
     ):
         yield [a, b]
 
@@ -280,10 +284,10 @@ def test_two_replicas_elect_one_leader_and_a_stuck_leader_fails_over(
 
 
 def test_a_leader_that_stops_releases_the_lease(api: KubeApiEmulator, kubeconfig: Path) -> None:
-    settings = kube_settings(kubeconfig, lease_duration=30.0, renew_deadline=20.0)
-    with ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="a"))) as a:
+    settings = kube_settings(kubeconfig, duration=30.0, renew_deadline=20.0)
+    with ServerThread(replace(settings, lease=replace(settings.lease, leader_id="a"))) as a:
         wait_for(_elector(a).may_write, what="a to lead")
-        with ServerThread(replace(settings, kubernetes=replace(settings.kubernetes, leader_id="b"))) as b:
+        with ServerThread(replace(settings, lease=replace(settings.lease, leader_id="b"))) as b:
             a.stop()  # graceful shutdown of the leader
             started = time.monotonic()
             wait_for(_elector(b).may_write, timeout=10, what="b to take the released lease")

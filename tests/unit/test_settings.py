@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields, replace
+from ipaddress import ip_network
+from pathlib import Path
 
 import pytest
+import yaml
 
 from mcsdns.errors import ConfigError
-from mcsdns.settings import ListenAddress, parse_listen, parse_seconds, resolve
+from mcsdns.settings import (
+    SETTINGS,
+    ListenAddress,
+    Setting,
+    Settings,
+    ZoneSettings,
+    load_config_file,
+    markdown_table,
+    parse_listen,
+    parse_seconds,
+    resolve,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults() -> None:
@@ -106,25 +123,105 @@ SAMPLES = {
 
 
 def test_every_flag_reaches_a_setting() -> None:
-    from mcsdns.settings import SERVE_OPTIONS
-
-    assert {option.key for option in SERVE_OPTIONS} == SAMPLES.keys(), "a sample for every flag"
+    assert {declared.key for declared in SETTINGS} == SAMPLES.keys(), "a sample for every flag"
     default = resolve({}, environ={}, config={})
-    for option in SERVE_OPTIONS:
+    for declared in SETTINGS:
         changed = resolve(
-            {option.key: [SAMPLES[option.key]] if option.repeat else SAMPLES[option.key]},
+            {declared.key: [SAMPLES[declared.key]] if declared.repeat else SAMPLES[declared.key]},
             environ={},
             config={},
         )
-        assert changed != default, f"{option.flag} changes nothing"
+        assert changed != default, f"{declared.flag} changes nothing"
+
+
+@pytest.mark.parametrize("declared", SETTINGS, ids=lambda declared: declared.key)
+def test_flag_environment_and_config_key_mean_the_same(declared: Setting, tmp_path: Path) -> None:
+    sample = SAMPLES[declared.key]
+    by_flag = resolve({declared.key: [sample] if declared.repeat else sample}, environ={}, config={})
+    assert resolve({}, environ={declared.env: sample}, config={}) == by_flag
+    for key in (declared.key, declared.key.replace("_", "-")):
+        (tmp_path / "mcsdns.yaml").write_text(yaml.safe_dump({key: sample}))
+        assert resolve({}, environ={}, config=load_config_file(str(tmp_path / "mcsdns.yaml"))) == by_flag
+
+
+def test_every_field_of_a_group_is_a_declared_setting() -> None:
+    """No group field carries a default of its own: each is a declaration, or derived from one."""
+    declared = {(d.group, d.attr) for d in SETTINGS}
+    derived = {("zone", "name"), ("zone", "wire")}
+    for group in fields(Settings):
+        if (None, group.name) in declared:
+            continue
+        for inner in fields(getattr(Settings(), group.name)):
+            assert (group.name, inner.name) in declared | derived, (
+                f"{group.name}.{inner.name} is not declared"
+            )
+    assert Settings() == resolve({}, environ={}, config={}), "the groups' defaults are the declared ones"
+
+
+def test_values_are_final_types_at_load() -> None:
+    settings = resolve(
+        {"zone": "Mesh.Example.", "tcp_idle_timeout": "500ms"},
+        environ={"MCSDNS_FORWARD_ALLOW": "10.0.0.0/8, fd00::/8", "MCSDNS_LEASE_DURATION": "1m"},
+        config={},
+    )
+    assert settings.forward.allow == (ip_network("10.0.0.0/8"), ip_network("fd00::/8"))
+    assert (settings.server.tcp_idle_timeout, settings.lease.duration) == (0.5, 60.0)
+    assert settings.zone.zone == "mesh.example"
+    assert settings.zone.name == (b"mesh", b"example")
+    assert settings.zone.wire == b"\x04mesh\x07example\x00"
+    assert ZoneSettings().wire == b"\x0aclusterset\x05local\x00"
+    assert replace(ZoneSettings(), zone="a.b").wire == b"\x01a\x01b\x00", "derived again on replace"
+
+
+def test_other_programs_variables_fill_in_last() -> None:
+    environ = {"AWS_DEFAULT_REGION": "eu-west-1", "POD_NAMESPACE": "ops"}
+    settings = resolve({}, environ=environ, config={})
+    assert (settings.cloudmap.region, settings.lease.namespace) == ("eu-west-1", "ops")
+    settings = resolve({}, environ={**environ, "AWS_REGION": "us-west-2"}, config={"lease_namespace": "mine"})
+    assert (settings.cloudmap.region, settings.lease.namespace) == ("us-west-2", "mine")
+
+
+def test_reloadable_settings() -> None:
+    reloadable = {declared.key for declared in SETTINGS if declared.reloadable}
+    assert {"forward", "forward_allow", "ttl", "log_level"} <= reloadable
+    assert not reloadable & {"listen", "zone", "kubeconfig", "cluster_id", "clusterset_id"}
 
 
 def test_readme_configuration_table_is_generated_from_the_settings() -> None:
-    from pathlib import Path
-
-    from mcsdns.settings import markdown_table
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown_table() in readme, (
-        "regenerate with: python -c 'import mcsdns.settings as s; print(s.markdown_table())'"
+    readme = (ROOT / "README.md").read_text()
+    begin = readme.index("<!-- settings table:")
+    begin = readme.index("\n", begin) + 1
+    end = readme.index("<!-- end of settings table -->", begin)
+    assert readme[begin:end].strip() == markdown_table().strip(), (
+        "README.md's settings table differs from the declarations in mcsdns/settings.py: replace what is "
+        "between its markers with the output of "
+        "python -c 'import mcsdns.settings as s; print(s.markdown_table())'"
     )
+
+
+CHART = ROOT / "charts" / "mcsdns"
+
+
+def test_every_variable_the_chart_sets_or_documents_is_a_declared_setting() -> None:
+    declared = {d.env for d in SETTINGS}
+    # NOTES.txt's MCSDNS_IP is a shell variable of the printed instructions, not a setting.
+    files = [CHART / "values.yaml", *(p for p in (CHART / "templates").rglob("*") if p.name != "NOTES.txt")]
+    named = {
+        name for path in files if path.is_file() for name in re.findall(r"\bMCSDNS_[A-Z_]+", path.read_text())
+    }
+    assert named, "the chart names its variables"
+    assert named - declared == set(), "the chart sets variables mcsdns does not read"
+
+
+def test_the_defaults_values_yaml_documents_are_the_declared_ones() -> None:
+    """values.yaml says "Empty: <default>" for keys whose empty value leaves mcsdns's own default."""
+    by_env = {d.env: d for d in SETTINGS}
+    checked = 0
+    for block in re.split(r"\n(?=\s*# --)", (CHART / "values.yaml").read_text()):
+        comment = " ".join(line.strip().lstrip("#").strip() for line in block.splitlines() if "#" in line)
+        names = set(re.findall(r"\bMCSDNS_[A-Z_]+", comment))
+        documented = re.search(r"Empty: ([^\s<]+)\.(?:\s|$)", comment)
+        if len(names) == 1 and documented:
+            assert documented.group(1) == by_env[names.pop()].shown, comment
+            checked += 1
+    assert checked >= 5, "values.yaml documents mcsdns's defaults"
