@@ -14,20 +14,20 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support, as pytest sees it
 
-import dns.message  # noqa: E402
-import dns.query  # noqa: E402
-import k8s_bench  # noqa: E402
+import dns.message
+import dns.query
+import k8s_bench
+
+from tests.support import ApiRequests
 
 try:
     from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
@@ -36,9 +36,6 @@ except ImportError:  # the layout before the sandbox became a package of its own
     from mcsdns.sandbox.cloudmap import EmbeddedCloudMap  # type: ignore[no-redef]
     from mcsdns.sandbox.kubeapi import KubeApiEmulator  # type: ignore[no-redef]
 
-COLLECTION = re.compile(r"^/apis?/(?:[^/]+/)?[^/]+(?:/namespaces/[^/]+)?/([a-z]+)$")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=10_000)
@@ -46,22 +43,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300.0)
     args = ap.parse_args()
 
-    watches: collections.Counter[str] = collections.Counter()
-    pages: collections.Counter[str] = collections.Counter()
-    lists: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
-
-    def observe(request: Any) -> None:
-        match = COLLECTION.match(request.path)
-        if request.method != "GET" or match is None:
-            return
-        with lock:
-            if request.query.get("watch") in ("true", "1"):
-                watches[match.group(1)] += 1
-            else:
-                pages[match.group(1)] += 1
-                if not request.query.get("continue"):
-                    lists[match.group(1)] += 1
+    counter = ApiRequests()
 
     services = k8s_bench.generate(args.services, 1)
     with (
@@ -74,7 +56,7 @@ def main() -> int:
             for obj in k8s_bench.objects(svc):
                 api.store.create(obj)
         kubeconfig = api.write_kubeconfig(Path(tmp) / "kubeconfig")
-        stop = api.observe_requests(observe)
+        stop = api.observe_requests(counter)
         port = k8s_bench.free_port()
         env = {**os.environ, **cloudmap.env()}
         argv = [sys.executable, "-m", "mcsdns", "serve", "--kubeconfig", str(kubeconfig), "--cloudmap", "true",
@@ -104,6 +86,7 @@ def main() -> int:
             proc.wait(timeout=30)
     print(f"{args.services} services, {sum(1 for _ in api.store.list('endpointslices'))} slices; "
           f"first answer after {answered:.1f} s, counted until {args.settle:.0f} s later")
+    watches, lists, pages = (collections.Counter(c) for c in counter.snapshot())
     print(f"{'resource':<20} {'watches':>8} {'lists':>6} {'list pages':>11}")
     for resource in sorted(watches.keys() | pages.keys()):
         print(f"{resource:<20} {watches[resource]:>8} {lists[resource]:>6} {pages[resource]:>11}")

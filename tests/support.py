@@ -7,6 +7,8 @@ stay synchronous and query it with dnspython's blocking clients and with ``dig``
 from __future__ import annotations
 
 import asyncio
+import collections
+import re
 import shutil
 import subprocess
 import threading
@@ -267,3 +269,37 @@ def flags_text(message: dns.message.Message) -> str:
 
 def rdtype(text: str) -> dns.rdatatype.RdataType:
     return dns.rdatatype.from_text(text)
+
+
+class ApiRequests:
+    """Counts the list pages and watches a client asks an emulated API server for, per resource (plural).
+
+    Install with ``KubeApiEmulator.observe_requests(counter)``; the emulator calls it on its own threads.
+    """
+
+    # /api/v1/services, /apis/discovery.k8s.io/v1/namespaces/demo/endpointslices, ... -> the plural
+    _COLLECTION = re.compile(r"^/apis?/(?:[^/]+/)?[^/]+(?:/namespaces/[^/]+)?/([a-z]+)$")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.watches: collections.Counter[str] = collections.Counter()
+        self.lists: collections.Counter[str] = collections.Counter()  # first pages
+        self.pages: collections.Counter[str] = collections.Counter()  # every page
+
+    def __call__(self, request: Any) -> None:
+        match = self._COLLECTION.match(request.path)
+        if request.method != "GET" or match is None:
+            return
+        resource = match.group(1)
+        with self._lock:
+            if request.query.get("watch") in ("true", "1"):
+                self.watches[resource] += 1
+                return
+            self.pages[resource] += 1
+            if not request.query.get("continue"):
+                self.lists[resource] += 1
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """(watches, lists, pages) as they are now."""
+        with self._lock:
+            return dict(self.watches), dict(self.lists), dict(self.pages)

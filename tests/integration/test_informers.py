@@ -4,39 +4,20 @@ each opening its own watch. Counted from the requests the emulated API server re
 
 from __future__ import annotations
 
-import collections
-import re
-import threading
 from pathlib import Path
 
 import pytest
 
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
 from mcsdns_sandbox.kubeapi import KubeApiEmulator
-from mcsdns_sandbox.kubeapi.handlers import Request
 from tests.integration.test_cloudmap import CLUSTERSET, TUTORIAL, Cluster, engine_settings
-from tests.support import ServerThread, query, wait_for
-
-# /api/v1/services, /apis/discovery.k8s.io/v1/namespaces/demo/endpointslices, ... -> the resource's plural
-_COLLECTION = re.compile(r"^/apis?/(?:[^/]+/)?[^/]+(?:/namespaces/[^/]+)?/([a-z]+)$")
+from tests.support import ApiRequests, ServerThread, query, wait_for
 
 
 def test_a_replica_lists_and_watches_each_resource_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    watches: collections.Counter[str] = collections.Counter()
-    lists: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
-
-    def observe(request: Request) -> None:
-        match = _COLLECTION.match(request.path)
-        if request.method != "GET" or match is None:
-            return
-        with lock:
-            if request.query.get("watch") in ("true", "1"):
-                watches[match.group(1)] += 1
-            elif not request.query.get("continue"):  # a list's first page
-                lists[match.group(1)] += 1
+    counter = ApiRequests()
 
     with (
         EmbeddedCloudMap() as cloudmap,
@@ -49,7 +30,7 @@ def test_a_replica_lists_and_watches_each_resource_once(
         api.store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
         api.store.load_yaml(TUTORIAL / "nginx-serviceexport.yaml")
         cluster = Cluster("cls1", api, api.write_kubeconfig(tmp_path / "cls1.kubeconfig"))
-        stop = api.observe_requests(observe)
+        stop = api.observe_requests(counter)
         try:
             # All in one: DNS from the cluster, the ids from ClusterProperties, export and import.
             with ServerThread(engine_settings(cluster, cloudmap)) as server:
@@ -59,8 +40,7 @@ def test_a_replica_lists_and_watches_each_resource_once(
                     lambda: query(server, "nginx-hello.demo.svc.clusterset.local.", "A").answer,
                     what="the exported service to be imported and answered",
                 )
-                with lock:
-                    seen_watches, seen_lists = dict(watches), dict(lists)
+                seen_watches, seen_lists, _ = counter.snapshot()
         finally:
             stop()
     resources = {"serviceimports", "endpointslices", "services", "serviceexports", "namespaces"}

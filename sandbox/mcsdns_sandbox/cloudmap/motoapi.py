@@ -278,21 +278,21 @@ def _has_health_check(service: Service) -> bool:
     return service.health_check_config is not None or service.health_check_custom_config is not None
 
 
+def _by_id_or_arn(table: Mapping[str, T], given: str, missing: str, what: str) -> T:
+    # Ids and ARNs name the same thing: "The ID or Amazon Resource Name (ARN) of the service" (ServiceId;
+    # NamespaceId likewise since namespaces can be shared). moto looks up by id only.
+    found = table.get(given.rsplit("/", 1)[-1] if given.startswith("arn:") else given)
+    if found is None:
+        raise CloudMapError(missing, f"{what} not found: {given}")
+    return found
+
+
 def _namespace(backend: ServiceDiscoveryBackend, namespace_id: str) -> Namespace:
-    key = namespace_id.rsplit("/", 1)[-1] if namespace_id.startswith("arn:") else namespace_id
-    namespace = backend.namespaces.get(key)
-    if namespace is None:
-        raise CloudMapError("NamespaceNotFound", f"Namespace not found: {namespace_id}")
-    return namespace
+    return _by_id_or_arn(backend.namespaces, namespace_id, "NamespaceNotFound", "Namespace")
 
 
 def _service(backend: ServiceDiscoveryBackend, service_id: str) -> Service:
-    """ServiceId: "The ID or Amazon Resource Name (ARN) of the service ..." (moto: by ID only)."""
-    key = service_id.rsplit("/", 1)[-1] if service_id.startswith("arn:") else service_id
-    service = backend.services.get(key)
-    if service is None:
-        raise CloudMapError("ServiceNotFound", f"Service not found: {service_id}")
-    return service
+    return _by_id_or_arn(backend.services, service_id, "ServiceNotFound", "Service")
 
 
 def _instance_index(service: Service, instance_id: str) -> int:
