@@ -26,7 +26,7 @@ Obj = dict[str, Any]
 
 
 class LeaseStore(Protocol):
-    """get/create/replace of one Lease as a JSON object (``sync.k8s.KubeLeases``)."""
+    """get/create/replace of one Lease as a JSON object (``clients.kube.KubeLeases``)."""
 
     async def get(self, namespace: str, name: str) -> Obj | None: ...
     async def create(self, namespace: str, body: Obj) -> Obj: ...
