@@ -546,7 +546,7 @@ class Informer:
         self,
         *,
         selector: str | None = None,
-        keep: bool = True,
+        keep: bool = True,  # pass False with ``page``
         on_list: Callable[[list[Any]], None] | None = None,
         on_event: Callable[[str, Obj], None] | None = None,
         on_change: Callable[[set[Key]], None] | None = None,
@@ -554,6 +554,8 @@ class Informer:
     ) -> View:
         if self._reflector is not None:
             raise RuntimeError(f"{self.resource}: every view must be made before the informer runs")
+        if keep and page is not None:
+            raise ValueError("a view keeps the objects or pages them into something else, not both")
         view = View(
             self,
             Selector(selector) if selector else None,
