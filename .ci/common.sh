@@ -12,8 +12,8 @@ install_debs() {
   fi
 }
 
-# Lint, type-check, check the import contracts and run every test with the venv in $1.
-check() {
+# Lint, type-check, check the import contracts and run every test (pytest) with the venv in $1.
+lint_and_pytest() {
   local venv=$1
   "$venv/bin/pip" check
   "$venv/bin/ruff" check mcsdns sandbox tests

@@ -24,11 +24,6 @@ class Backoff:
         self._base, self._cap, self._failures = base, cap, 0
         self._rng = rng or random.Random()
 
-    @property
-    def failures(self) -> int:
-        """Failures since the last reset."""
-        return self._failures
-
     def ceiling(self) -> float:
         """The most the next delay can be: base * 2**failures, capped."""
         return float(min(self._cap, self._base * 2 ** min(self._failures, 64)))

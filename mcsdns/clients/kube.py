@@ -51,9 +51,6 @@ class Resource:
     def __str__(self) -> str:
         return f"{self.plural}.{self.group}/{self.version}" if self.group else f"{self.plural}/{self.version}"
 
-    def with_selector(self, selector: str) -> Resource:
-        return replace(self, label_selector=selector)
-
     def path(
         self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
     ) -> str:
@@ -619,10 +616,6 @@ class Informers:
 
     def view(self, resources: Resource | tuple[Resource, ...], **options: Any) -> View:
         return self.informer(resources).view(**options)
-
-    @property
-    def resources(self) -> list[Resource]:
-        return [informer.resource for informer in self._informers.values()]
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

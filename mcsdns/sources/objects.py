@@ -13,18 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcsdns.errors import ManifestError
-from mcsdns.mcs.labels import MCS_GROUP, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
+from mcsdns.mcs.labels import MCS_GROUP, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL
 from mcsdns.zone.model import ClusterId, Endpoint, EndpointGroup, Port, ServiceImport, ServiceKey, ServiceType
-
-__all__ = [
-    "SERVICE_NAME_LABEL",
-    "SOURCE_CLUSTER_LABEL",
-    "ObjectRef",
-    "Record",
-    "convert",
-    "describe",
-    "labels_of",
-]
 
 IMPORT_VERSIONS = (f"{MCS_GROUP}/v1alpha1", f"{MCS_GROUP}/v1beta1")
 SLICE_VERSIONS = ("discovery.k8s.io/v1",)

@@ -1,0 +1,58 @@
+"""The shared retry backoff and the label selectors the informer views evaluate client-side."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mcsdns.clients.backoff import Backoff
+from mcsdns.clients.kube import Selector
+
+
+def test_backoff_grows_to_its_cap_with_full_jitter_and_resets() -> None:
+    backoff = Backoff(0.5, 4.0, rng=random.Random(1))
+    ceilings = []
+    for _ in range(6):
+        ceilings.append(backoff.ceiling())
+        assert 0 <= backoff.next_delay() <= ceilings[-1]
+    assert ceilings == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.ceiling() == 0.5
+    delays = [Backoff(1.0, 1.0, rng=random.Random(seed)).next_delay() for seed in range(50)]
+    assert min(delays) < 0.2 and max(delays) > 0.8, "full jitter spreads retries over [0, ceiling]"
+
+
+def test_backoff_refuses_a_cap_below_its_base() -> None:
+    with pytest.raises(ValueError):
+        Backoff(2.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ("app", {"app": "x"}, True),
+        ("app", {}, False),
+        ("!app", {}, True),
+        ("!app", {"app": ""}, False),
+        ("tier=web", {"tier": "web"}, True),
+        ("tier==web", {"tier": "web"}, True),
+        ("tier=web", {"tier": "db"}, False),
+        ("tier!=web", {}, True),
+        ("tier!=web", {"tier": "web"}, False),
+        (
+            "kubernetes.io/service-name,endpointslice.kubernetes.io/managed-by!=mcsdns",
+            {"kubernetes.io/service-name": "a", "endpointslice.kubernetes.io/managed-by": "mcsdns"},
+            False,
+        ),
+        (
+            "kubernetes.io/service-name,endpointslice.kubernetes.io/managed-by!=mcsdns",
+            {"kubernetes.io/service-name": "a", "endpointslice.kubernetes.io/managed-by": "controller"},
+            True,
+        ),
+    ],
+)
+def test_selector_matches_as_the_api_server_does(
+    selector: str, labels: dict[str, str], matches: bool
+) -> None:
+    assert Selector(selector).matches(labels) is matches
