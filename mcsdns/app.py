@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mcsdns.dns.cache import ForwardCache
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import close_listeners, start_listeners
@@ -145,19 +146,28 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 )
         store = ZoneStore()
         engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
-        forwarder = None
+        forwarder = cache = None
         if settings.forward.upstreams:
+            cache = ForwardCache(
+                max_entries=settings.forward.cache_size,
+                max_bytes=settings.forward.cache_bytes,
+                stale_for=settings.forward.serve_stale,
+            )
+        responder = Responder(store, settings.zone, cache=cache)
+        if cache is not None:
             forwarder = Forwarder(
                 [(a.host, a.port) for a in settings.forward.upstreams],
                 allow=settings.forward.allow,
-                cache_size=settings.forward.cache_size,
+                cache=cache,
+                render=responder.render_cached,
             )
+            await forwarder.start()
+            stack.callback(forwarder.close)
             logger.info(
                 "forwarding other names to %s for %s",
                 ", ".join(map(str, settings.forward.upstreams)),
                 ", ".join(map(str, settings.forward.allow)),
             )
-        responder = Responder(store, settings.zone, forwarding=forwarder is not None)
         listeners = await start_listeners(settings.server, responder.respond, responder.servfail, forwarder)
         stack.callback(close_listeners, listeners)
         for listener in listeners:

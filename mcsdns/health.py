@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mcsdns.dns.forward import Forwarder
@@ -151,21 +152,70 @@ class _Collector(Collector):
         for controller in o.controllers:
             yield from controller.metrics()
         if o.forwarder is not None:
-            f = o.forwarder
-            forwarded = CounterMetricFamily(
-                "mcsdns_forward_queries", "Forwarded queries by outcome", labels=["outcome"]
-            )
-            for outcome, count in (
-                ("cache_hit", f.hits),
-                ("cache_miss", f.misses),
-                ("refused", f.refused),
-                ("servfail", f.failures),
-            ):
-                forwarded.add_metric([outcome], count)
-            yield forwarded
-            yield CounterMetricFamily(
-                "mcsdns_forward_upstream_errors", "Failed upstream attempts", value=f.upstream_errors
-            )
+            yield from _forward_metrics(o.forwarder, o.responder)
+
+
+def _forward_metrics(f: Forwarder, responder: Responder) -> Iterator[Metric]:
+    cache = f.cache
+    forwarded = CounterMetricFamily(
+        "mcsdns_forward_queries", "Queries for names outside the zone, by outcome", labels=["outcome"]
+    )
+    for outcome, count in (
+        ("cache_hit", cache.hits),
+        ("cache_miss", f.misses),
+        ("coalesced", f.coalesced),
+        ("stale", f.stale_answers),
+        ("refused", responder.forward_refused),
+        ("servfail", f.failures),
+    ):
+        forwarded.add_metric([outcome], count)
+    yield forwarded
+    entries = GaugeMetricFamily(
+        "mcsdns_forward_cache_entries", "Answers in the forwarding cache", labels=["type"]
+    )
+    positive, negative = cache.counts()
+    entries.add_metric(["positive"], positive)
+    entries.add_metric(["negative"], negative)
+    yield entries
+    yield GaugeMetricFamily(
+        "mcsdns_forward_cache_bytes", "Bytes the forwarding cache holds", value=cache.bytes
+    )
+    yield CounterMetricFamily(
+        "mcsdns_forward_cache_evictions",
+        "Answers evicted to stay within the cache's size",
+        value=cache.evictions,
+    )
+    yield CounterMetricFamily(
+        "mcsdns_forward_cache_prefetches",
+        "Popular answers refreshed before they expired",
+        value=cache.prefetches,
+    )
+    yield CounterMetricFamily(
+        "mcsdns_forward_upstream_errors", "Failed upstream attempts", value=f.upstream_errors
+    )
+    yield CounterMetricFamily(
+        "mcsdns_forward_ignored_replies",
+        "Upstream replies that matched no query in flight (late, or spoofed)",
+        value=f.ignored,
+    )
+    queries = CounterMetricFamily("mcsdns_forward_upstream_queries", "Queries sent", labels=["upstream"])
+    failures = CounterMetricFamily(
+        "mcsdns_forward_upstream_failures", "Timeouts and unusable replies", labels=["upstream"]
+    )
+    rtt = GaugeMetricFamily(
+        "mcsdns_forward_upstream_rtt_seconds", "Smoothed round-trip time", labels=["upstream"]
+    )
+    up = GaugeMetricFamily(
+        "mcsdns_forward_upstream_up", "1 unless marked down after failing twice in a row", labels=["upstream"]
+    )
+    now = time.monotonic()
+    for upstream in f.upstreams:
+        name = str(ListenAddress(*upstream.address))
+        queries.add_metric([name], upstream.queries)
+        failures.add_metric([name], upstream.failures)
+        rtt.add_metric([name], upstream.srtt)
+        up.add_metric([name], 0 if upstream.down_until > now else 1)
+    yield from (queries, failures, rtt, up)
 
 
 def make_registry(observed: Observed) -> CollectorRegistry:

@@ -72,10 +72,10 @@ def parse_int(text: str, *, low: int, high: int) -> int:
 
 
 def parse_seconds(text: str) -> float:
-    """``10``, ``2.5``, ``500ms``, ``2s`` or ``1m``: a positive duration in seconds."""
+    """``10``, ``2.5``, ``500ms``, ``2s``, ``1m`` or ``1h``: a positive duration in seconds."""
     raw = str(text).strip().lower()
     scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
         if raw.endswith(suffix):
             raw, scale = raw[: -len(suffix)], factor
             break
@@ -86,6 +86,22 @@ def parse_seconds(text: str) -> float:
     if not value > 0:
         raise ValueError(f"{text!r} must be positive")
     return value
+
+
+def parse_seconds_or_off(text: str) -> float:
+    """A duration as ``parse_seconds``, or ``0``/``off`` for none."""
+    return 0.0 if str(text).strip().lower() in ("0", "off") else parse_seconds(text)
+
+
+def parse_bytes(text: str) -> int:
+    """``1048576``, ``512Ki``, ``64Mi`` or ``1Gi`` (Kubernetes quantity suffixes): a size in bytes."""
+    raw = str(text).strip()
+    scale = 1
+    for suffix, factor in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)):
+        if raw.endswith(suffix):
+            raw, scale = raw[: -len(suffix)], factor
+            break
+    return parse_int(raw, low=0, high=(1 << 40) // scale) * scale
 
 
 def parse_zone(text: str) -> str:
@@ -500,10 +516,28 @@ class ForwardSettings:
         "--forward-cache-size",
         lambda v: parse_int(v, low=0, high=10_000_000),
         "N",
-        "answers kept in the forwarding cache",
+        "answers kept in the forwarding cache; 0: no cache",
         default="10000",
     )
-    """Answers kept at most in the forwarding cache."""
+    """Answers kept at most in the forwarding cache (positive and negative ones together)."""
+    cache_bytes: int = setting(
+        "--forward-cache-bytes",
+        parse_bytes,
+        "SIZE",
+        "memory the forwarding cache may use (e.g. 64Mi)",
+        default="32Mi",
+    )
+    """Bytes the cached answers may take, counting each entry's records and about 200 bytes of overhead;
+    whichever of this and ``--forward-cache-size`` is reached first evicts."""
+    serve_stale: float = setting(
+        "--forward-serve-stale",
+        parse_seconds_or_off,
+        "DURATION",
+        "how long past expiry an answer may be served while every upstream fails (RFC 8767); 0: never",
+        default="1h",
+    )
+    """How long past its TTL a forwarded answer is kept to be served, with TTL 30 s, while every upstream
+    fails (RFC 8767 serve-stale); 0 turns it off."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

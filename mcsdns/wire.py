@@ -11,6 +11,7 @@ import enum
 import functools
 import ipaddress
 import struct
+from typing import NamedTuple
 
 from mcsdns.errors import WireError
 
@@ -152,6 +153,80 @@ def parse_edns(data: bytes, qend: int) -> int:
                 raise Malformed("OPT owner is not the root")
             found = max(rclass, MIN_UDP_PAYLOAD) << 32 | ttl
     return found
+
+
+class ReplyScan(NamedTuple):
+    """Where the parts of an upstream reply are, found once so that a cache can answer from its bytes."""
+
+    rcode: int  # with the extended bits of its OPT (RFC 6891 §6.1.3)
+    flags: int
+    qend: int
+    counts: tuple[int, int, int]  # answer, authority, additional records kept (OPT and what follows dropped)
+    end: int  # offset where the kept records end
+    additional_at: int  # offset where the additional section starts
+    ttls: tuple[tuple[int, int], ...]  # (offset, TTL) of every kept record's TTL field
+    answer_ttl: int  # the smallest TTL in the answer section; -1 if it is empty
+    negative_ttl: int  # min(SOA TTL, SOA MINIMUM) of the authority's SOA (RFC 2308 §5); -1 without one
+
+
+def scan_reply(data: bytes) -> ReplyScan:
+    """Walk an upstream reply's records (compressed names allowed) and note what a cache needs.
+
+    The OPT record and anything after it are left out: the reply a client gets carries our own OPT
+    (RFC 6891 §6.1.1: OPT is hop-by-hop), and additional records may be dropped (RFC 2181 §9). A TTL with
+    the top bit set counts as 0 (RFC 2181 §8).
+    """
+    if len(data) < HEADER_SIZE or data[4:6] != b"\x00\x01":
+        raise Malformed("a reply needs a header and exactly one question")
+    qend = parse_question(data)
+    an, ns, ar = U16.unpack_from(data, 6)[0], U16.unpack_from(data, 8)[0], U16.unpack_from(data, 10)[0]
+    rcode = data[3] & 0xF
+    pos = qend
+    ttls: list[tuple[int, int]] = []
+    answer_ttl = negative_ttl = -1
+    additional_at = end = qend  # additional_at is set when the walk reaches that section
+    kept_ar = 0
+    for index in range(an + ns + ar):
+        if index == an + ns:
+            additional_at = pos
+        start = pos
+        pos = skip_name(data, pos)
+        if pos + 10 > len(data):
+            raise Malformed("record runs past the end of the message")
+        rtype, _rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
+        rdata = pos + 10
+        pos = rdata + rdlength
+        if pos > len(data):
+            raise Malformed("record data runs past the end of the message")
+        if rtype == QType.OPT:
+            if index < an + ns or data[start] != 0:
+                raise Malformed("OPT outside the additional section or not owned by the root")
+            rcode |= (ttl >> 24) << 4
+            break
+        if ttl & 0x80000000:
+            ttl = 0
+        ttls.append((rdata - 6, ttl))
+        if index < an:
+            answer_ttl = ttl if answer_ttl < 0 else min(answer_ttl, ttl)
+        elif index < an + ns:
+            if rtype == QType.SOA and negative_ttl < 0 and rdlength >= 22:
+                negative_ttl = min(ttl, int.from_bytes(data[pos - 4 : pos], "big"))
+        else:
+            kept_ar += 1
+        end = pos
+    if ar == 0:
+        additional_at = end
+    return ReplyScan(
+        rcode,
+        U16.unpack_from(data, 2)[0],
+        qend,
+        (an, ns, kept_ar),
+        end,
+        additional_at,
+        tuple(ttls),
+        answer_ttl,
+        negative_ttl,
+    )
 
 
 def error_response(data: bytes, rcode: int, *, question_end: int = 0, edns: int = NO_EDNS) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 
+from mcsdns.dns.cache import Entry, ForwardCache, cache_key
 from mcsdns.settings import ZoneSettings
 from mcsdns.wire import (
     CLASS_ANY,
@@ -35,6 +36,7 @@ from mcsdns.wire import (
     parse_question,
 )
 from mcsdns.zone.lookup import find_answer, in_zone
+from mcsdns.zone.snapshot import Answer
 from mcsdns.zone.store import ZoneStore
 
 TCP = MAX_MESSAGE  # pass as ``limit`` for TCP: the whole answer always fits (render keeps it under)
@@ -58,17 +60,24 @@ class Responder:
     answer is precomputed with it.
     """
 
-    def __init__(self, store: ZoneStore, settings: ZoneSettings, *, forwarding: bool = False) -> None:
+    def __init__(
+        self, store: ZoneStore, settings: ZoneSettings, *, cache: ForwardCache | None = None
+    ) -> None:
         self._store = store
         self._zone_wire = settings.wire
-        self._forwarding = forwarding
+        self._cache = cache
+        self.forward_refused = 0  # names outside the zone from clients not allowed to use forwarding
         self.udp: collections.defaultdict[int, int] = collections.defaultdict(int)
         self.tcp: collections.defaultdict[int, int] = collections.defaultdict(int)
         self.dropped = {"udp": 0, "tcp": 0}
         self.truncated = 0
 
-    def respond(self, data: bytes, limit: int) -> bytes | Forward | None:
-        """The reply to ``data``, None to drop it, or ``FORWARD``. ``limit`` is ``UDP`` or ``TCP``."""
+    def respond(self, data: bytes, limit: int, forward: bool = False) -> bytes | Forward | None:
+        """The reply to ``data``, None to drop it, or ``FORWARD``. ``limit`` is ``UDP`` or ``TCP``.
+
+        ``forward``: the client may use forwarding, so a name outside the zone is answered from the
+        forwarding cache, or handed back as ``FORWARD`` on a miss.
+        """
         counts = self.udp if limit == UDP else self.tcp
         if len(data) < HEADER_SIZE:
             self.dropped["udp" if limit == UDP else "tcp"] += 1
@@ -95,22 +104,36 @@ class Responder:
             # Not every source has listed yet: the zone is not complete enough to deny anything.
             if in_zone(key[:-4], self._zone_wire):
                 return self._error(counts, data, key, Rcode.SERVFAIL, qend, edns)
-            return self._outside(counts, data, key, qend, edns)
+            return self._outside(counts, data, key, qend, edns, forward)
         answer = snapshot.answers.get(key)
         if answer is not None:
             counts[answer.metric] += 1
         else:
+            if forward and self._cache is not None:
+                # Only names outside the zone are ever forwarded, so a cached one cannot shadow the zone.
+                entry = self._cache.fresh(cache_key(key, flags, edns))
+                if entry is not None:
+                    return self._render(data, flags, question, entry, edns, limit)
             if key[-2:] != _QCLASS_IN:
                 if key[-2:] != _QCLASS_ANY:
-                    return self._outside(counts, data, key, qend, edns)
+                    return self._outside(counts, data, key, qend, edns, forward)
                 key = key[:-2] + _QCLASS_IN  # RFC 1035 §3.2.5: QCLASS * matches our class IN data
             answer = find_answer(snapshot, key)
             if answer is None:
-                return self._outside(counts, data, key, qend, edns)
+                return self._outside(counts, data, key, qend, edns, forward)
             if int.from_bytes(key[-4:-2], "big") in _ZONE_TRANSFERS:
                 return self._error(counts, data, key, Rcode.REFUSED, qend, edns)
             counts[int.from_bytes(key[-4:-2], "big") << 8 | answer.flags & 0xF] += 1
+        return self._render(data, flags, question, answer, edns, limit)
 
+    def render_cached(self, data: bytes, qend: int, entry: Entry, edns: int, limit: int) -> bytes:
+        """A forwarded answer for the query ``data``, rendered as a zone answer is."""
+        return self._render(data, data[2] << 8 | data[3], data[HEADER_SIZE:qend], entry, edns, limit)
+
+    def _render(
+        self, data: bytes, flags: int, question: bytes, answer: Answer | Entry, edns: int, limit: int
+    ) -> bytes:
+        """The client's id and question, then ``answer``'s records, as many as ``limit`` allows."""
         if edns == NO_EDNS:
             opt = b""
         else:
@@ -142,11 +165,14 @@ class Responder:
         return error_response(data, rcode, question_end=qend, edns=edns)
 
     def _outside(
-        self, counts: dict[int, int], data: bytes, key: bytes, qend: int, edns: int
+        self, counts: dict[int, int], data: bytes, key: bytes, qend: int, edns: int, forward: bool
     ) -> bytes | Forward:
-        """A name outside the zone (or a class we do not serve): forwarded when that is on, else REFUSED."""
-        if self._forwarding:
+        """A name outside the zone (or a class we do not serve): forwarded when the client may use
+        forwarding (``respond`` has found it missing from the cache), else REFUSED."""
+        if forward and self._cache is not None:
             return FORWARD  # the forwarder counts what it answers
+        if self._cache is not None:
+            self.forward_refused += 1
         return self._error(counts, data, key, Rcode.REFUSED, qend, edns)
 
     def _unusual_header(self, data: bytes, flags: int, limit: int) -> bytes | None:

@@ -24,8 +24,7 @@ from mcsdns.settings import ListenAddress, ServerSettings
 
 logger = logging.getLogger(__name__)
 
-Respond = Callable[[bytes, int], "bytes | Forward | None"]
-UDP_FORWARD_LIMIT = 1232  # forwarded answers over UDP: at most our EDNS size, else TC (RFC 7766 §5)
+Respond = Callable[[bytes, int, bool], "bytes | Forward | None"]
 UDP_BUFFER = 4 * 1024 * 1024  # absorb bursts while the loop is busy (e.g. publishing a large snapshot)
 _ERROR_LOG_INTERVAL = 10.0
 
@@ -51,17 +50,6 @@ class _ErrorLog:
 _errors = _ErrorLog()
 
 
-async def _forwarded_reply(
-    forwarder: Forwarder, data: bytes, *, limit: int, servfail: Callable[[bytes], bytes | None]
-) -> bytes | None:
-    """The forwarder's reply, or SERVFAIL if forwarding raised (a task's error must not go unseen)."""
-    try:
-        return await forwarder.answer(data, limit=limit)
-    except Exception:
-        _errors.report("forwarded")
-        return servfail(data)
-
-
 class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(
         self, respond: Respond, servfail: Callable[[bytes], bytes | None], forwarder: Forwarder | None = None
@@ -70,7 +58,6 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self._servfail = servfail
         self._forwarder = forwarder
         self._transport: asyncio.DatagramTransport
-        self._pending: set[asyncio.Task[None]] = set()
 
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -78,31 +65,26 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        forwarder = self._forwarder
         try:
-            reply = self._respond(data, UDP)
+            reply = self._respond(data, UDP, forwarder is not None and forwarder.allowed(str(addr[0])))
+            if reply is FORWARD and forwarder is not None:
+                forwarder.forward(data, UDP, self._sender(addr))  # a cache miss: answered when it is in
+                return
         except Exception:
             _errors.report("UDP")
             reply = self._servfail(data)
         if isinstance(reply, bytes):
             self._transport.sendto(reply, addr)
-        elif reply is FORWARD:
-            self._forward(data, addr)
 
-    def _forward(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        forwarder = self._forwarder
-        if forwarder is None or not forwarder.allowed(str(addr[0])):
-            refused = forwarder.refuse(data) if forwarder else None
-            if refused is not None:
-                self._transport.sendto(refused, addr)
-            return
-        task = asyncio.ensure_future(self._forwarded(forwarder, data, addr))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    def _sender(self, addr: tuple[str | int, ...]) -> Callable[[bytes], None]:
+        transport = self._transport
 
-    async def _forwarded(self, forwarder: Forwarder, data: bytes, addr: tuple[str | int, ...]) -> None:
-        reply = await _forwarded_reply(forwarder, data, limit=UDP_FORWARD_LIMIT, servfail=self._servfail)
-        if reply is not None and not self._transport.is_closing():
-            self._transport.sendto(reply, addr)
+        def send(reply: bytes) -> None:
+            if not transport.is_closing():
+                transport.sendto(reply, addr)
+
+        return send
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (port unreachable): the client is gone, nothing to do.
@@ -134,8 +116,7 @@ class TcpProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         # Per-connection state
         self._transport: asyncio.Transport
-        self._peer = ""
-        self._pending: set[asyncio.Task[None]] = set()
+        self._forwarding = False  # this client may use forwarding (``--forward-allow``)
         self._buffer = bytearray()
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -145,7 +126,9 @@ class TcpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self._peer = str(peer[0]) if peer else ""
+        self._forwarding = (
+            self._forwarder is not None and bool(peer) and self._forwarder.allowed(str(peer[0]))
+        )
         if self._limits.open >= self._limits.max_connections:
             # RFC 7766 §6.2.2: a server may close connections to protect its resources.
             self._limits.rejected += 1
@@ -171,35 +154,24 @@ class TcpProtocol(asyncio.Protocol):
             message = bytes(buffer[start + 2 : end])
             start = end
             try:
-                reply = self._respond(message, TCP)
+                reply = self._respond(message, TCP, self._forwarding)
+                if reply is FORWARD and self._forwarder is not None:
+                    # RFC 7766 §6.2.1.1: replies to pipelined queries may come back in any order.
+                    self._forwarder.forward(message, TCP, self._send)
+                    continue
             except Exception:
                 _errors.report("TCP")
                 reply = self._servfail(message)
             if isinstance(reply, bytes):
                 replies.append(len(reply).to_bytes(2, "big") + reply)
-            elif reply is FORWARD:
-                self._forward(message, replies)
         del buffer[:start]
         if replies:
             # One write for a pipelined batch keeps the order of replies (RFC 7766 §6.2.1.1 allows any
             # order; in-order is what simple clients expect).
             self._transport.write(b"".join(replies))
 
-    def _forward(self, message: bytes, replies: list[bytes]) -> None:
-        forwarder = self._forwarder
-        if forwarder is None or not forwarder.allowed(self._peer):
-            if forwarder is not None:
-                refused = forwarder.refuse(message)
-                replies.append(len(refused).to_bytes(2, "big") + refused)
-            return
-        # RFC 7766 §6.2.1.1: replies to pipelined queries may come back in any order.
-        task = asyncio.ensure_future(self._forwarded(forwarder, message))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _forwarded(self, forwarder: Forwarder, message: bytes) -> None:
-        reply = await _forwarded_reply(forwarder, message, limit=TCP, servfail=self._servfail)
-        if reply is not None and not self._transport.is_closing():
+    def _send(self, reply: bytes) -> None:
+        if not self._transport.is_closing():
             self._transport.write(len(reply).to_bytes(2, "big") + reply)
 
     def eof_received(self) -> bool | None:

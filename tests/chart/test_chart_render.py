@@ -192,6 +192,8 @@ def test_non_default_settings_reach_the_container_as_mcsdns_variables() -> None:
             "cloudmap": {"poll": "500ms"},
             "dns": {"addresses": ["0.0.0.0", "::"], "tcpIdleTimeout": "30s", "tcpMaxConnections": 5000},
             "forwardCacheSize": 0,
+            "forwardCacheBytes": "64Mi",
+            "forwardServeStale": "10m",
             "leaderElection": {"leaseName": "dns-writer", "leaseDuration": "20s", "renewDeadline": "12s"},
             "extraEnv": [{"name": "AWS_ENDPOINT_URL_SERVICEDISCOVERY", "value": "http://127.0.0.1:5000"}],
         }
@@ -206,6 +208,8 @@ def test_non_default_settings_reach_the_container_as_mcsdns_variables() -> None:
         "MCSDNS_FORWARD": "10.96.0.10:53,[fd00::10]:53",
         "MCSDNS_FORWARD_ALLOW": "10.0.0.0/8,192.168.0.0/16",
         "MCSDNS_FORWARD_CACHE_SIZE": "0",
+        "MCSDNS_FORWARD_CACHE_BYTES": "64Mi",
+        "MCSDNS_FORWARD_SERVE_STALE": "10m",
         "MCSDNS_TCP_IDLE_TIMEOUT": "30s",
         "MCSDNS_TCP_MAX_CONNECTIONS": "5000",
         "MCSDNS_CLUSTER_ID": "cls1",

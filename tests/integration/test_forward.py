@@ -1,21 +1,27 @@
-"""Sidecar forwarding against a real upstream on loopback (a second mcsdns serving another zone):
-cache hits, TTL expiry, negative caching, upstream failover and down, and the client ACL."""
+"""Sidecar forwarding against real upstreams on loopback: a second mcsdns serving another zone, and a
+scripted resolver (``tests/upstream.py``) for what an upstream must be made to do. Cache hits and their
+TTL aging, 0x20 case, EDNS sizes and truncation, negative caching, forged replies, coalescing, prefetch,
+serve-stale, upstream failover and down, and the client ACL."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
+from typing import Any
 
 import dns.flags
 import dns.rcode
 import dns.rdatatype
 import pytest
 
-from mcsdns.settings import ForwardSettings, ListenAddress, Network, ZoneSettings
-from tests.support import ServerThread, query, service_import, settings_for, write_manifests
+from mcsdns.settings import ForwardSettings, ListenAddress, Settings, ZoneSettings
+from tests.support import ServerThread, query, service_import, settings_for, wait_for, write_manifests
+from tests.upstream import Upstream
 
 UP = "web.prod.svc.upstream.test."
 
@@ -30,14 +36,16 @@ def upstream(tmp_path: Path) -> Iterator[ServerThread]:
 
 
 def sidecar_settings(
-    tmp_path: Path, *upstreams: ServerThread | tuple[str, int], allow: tuple[Network, ...] = ()
-):
+    tmp_path: Path, *upstreams: ServerThread | Upstream | tuple[str, int], **forward: Any
+) -> Settings:
     write_manifests(tmp_path / "local", "local.yaml", [service_import("api", "prod", ips=["10.0.0.1"])])
     addresses = tuple(
-        ListenAddress(u.host, u.port) if isinstance(u, ServerThread) else ListenAddress(*u) for u in upstreams
+        ListenAddress(u.host, u.port)
+        if isinstance(u, ServerThread)
+        else ListenAddress(*(u.address if isinstance(u, Upstream) else u))
+        for u in upstreams
     )
-    forward = ForwardSettings(upstreams=addresses, **({"allow": allow} if allow else {}))
-    return replace(settings_for(tmp_path / "local"), forward=forward)
+    return replace(settings_for(tmp_path / "local"), forward=ForwardSettings(upstreams=addresses, **forward))
 
 
 def test_forwards_other_names_and_answers_its_own(upstream: ServerThread, tmp_path: Path) -> None:
@@ -57,7 +65,7 @@ def test_forwards_other_names_and_answers_its_own(upstream: ServerThread, tmp_pa
 
 
 def test_cache_hits_expire_with_the_ttl(upstream: ServerThread, tmp_path: Path) -> None:
-    with ServerThread(sidecar_settings(tmp_path, upstream)) as sidecar:
+    with ServerThread(sidecar_settings(tmp_path, upstream, serve_stale=0.0)) as sidecar:
         sidecar.wait_serving()
         assert sidecar.app is not None
         query(sidecar, UP)
@@ -71,7 +79,7 @@ def test_cache_hits_expire_with_the_ttl(upstream: ServerThread, tmp_path: Path) 
 
 
 def test_negative_answers_are_cached_for_the_soa_minimum(upstream: ServerThread, tmp_path: Path) -> None:
-    with ServerThread(sidecar_settings(tmp_path, upstream)) as sidecar:
+    with ServerThread(sidecar_settings(tmp_path, upstream, serve_stale=0.0)) as sidecar:
         sidecar.wait_serving()
         missing = "nope.prod.svc.upstream.test."
         first = query(sidecar, missing)
@@ -83,8 +91,6 @@ def test_negative_answers_are_cached_for_the_soa_minimum(upstream: ServerThread,
 
 
 def test_a_dead_upstream_is_skipped(upstream: ServerThread, tmp_path: Path) -> None:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:  # bound, never answers
         dead.bind(("127.0.0.1", 0))
         with ServerThread(
@@ -110,3 +116,151 @@ def test_without_forwarders_other_names_are_refused(tmp_path: Path) -> None:
     with ServerThread(settings_for(tmp_path)) as server:
         server.wait_serving()
         assert query(server, UP).rcode() == dns.rcode.REFUSED
+
+
+# --- against the scripted upstream ---------------------------------------------------------------------
+
+NAME = "www.up.test."
+MANY = "many.up.test."  # 60 A records: 976 bytes, more than 512 and less than 1232
+HUGE = "huge.up.test."  # 120 A records: more than 1232, so the upstream's UDP reply is truncated
+RECORDS = {
+    (NAME, "A"): ["192.0.2.1"],
+    (MANY, "A"): [f"198.51.100.{i}" for i in range(1, 61)],
+    (HUGE, "A"): [f"203.0.113.{i}" for i in range(1, 121)],
+}
+
+
+@pytest.fixture
+def scripted() -> Iterator[Upstream]:
+    with Upstream(records=dict(RECORDS)) as upstream:
+        yield upstream
+
+
+def started(settings: Settings) -> ServerThread:
+    server = ServerThread(settings).__enter__()
+    server.wait_serving()
+    return server
+
+
+def addresses(reply: dns.message.Message) -> list[str]:
+    return sorted(r.to_text() for rrset in reply.answer for r in rrset)
+
+
+def test_hits_are_aged_and_keep_the_clients_case(scripted: Upstream, tmp_path: Path) -> None:
+    sidecar = started(sidecar_settings(tmp_path, scripted))
+    try:
+        first = query(sidecar, NAME)
+        assert addresses(first) == ["192.0.2.1"] and first.answer[0].ttl == 300
+        time.sleep(1.1)
+        hit = query(sidecar, "wWw.Up.TeSt.")
+        assert hit.question[0].name.to_text() == "wWw.Up.TeSt.", "0x20: the question comes back as asked"
+        assert addresses(hit) == ["192.0.2.1"]
+        assert hit.answer[0].ttl in (298, 299), "RFC 1035 §6.1.3: TTL lowered by the time in the cache"
+        assert scripted.asked(NAME) == 1, "the second query was a cache hit"
+        assert hit.flags & dns.flags.RA and hit.flags & dns.flags.RD and not hit.flags & dns.flags.AA
+    finally:
+        sidecar.stop()
+
+
+def test_edns_sizes_truncation_and_tcp(scripted: Upstream, tmp_path: Path) -> None:
+    sidecar = started(sidecar_settings(tmp_path, scripted))
+    try:
+        assert len(addresses(query(sidecar, MANY, payload=1232))) == 60, "fits the client's EDNS size"
+        plain = query(sidecar, MANY)  # no EDNS: 512 bytes at most (RFC 1035 §4.2.1)
+        assert plain.flags & dns.flags.TC and not plain.answer
+        assert len(addresses(query(sidecar, MANY, tcp=True))) == 60
+        # The upstream truncates HUGE over UDP: mcsdns asks it again over TCP (RFC 7766 §5) and keeps the
+        # whole answer, which a UDP client gets as TC and a TCP client whole.
+        assert query(sidecar, HUGE, payload=1232).flags & dns.flags.TC
+        assert len(addresses(query(sidecar, HUGE, tcp=True))) == 120
+        transports = {q[2] for q in scripted.queries if q[0] == HUGE}
+        assert transports == {"udp", "tcp"} and scripted.asked(HUGE) == 2, "fetched once, over UDP then TCP"
+        with_opt = query(sidecar, NAME, payload=4096)
+        assert with_opt.edns == 0 and with_opt.payload == 1232, "our own OPT, with our payload"
+        assert query(sidecar, NAME).edns == -1, "no OPT for a client that sent none"
+    finally:
+        sidecar.stop()
+
+
+def test_negative_answers_nodata_and_nxdomain(scripted: Upstream, tmp_path: Path) -> None:
+    scripted.negative_ttl = 30
+    sidecar = started(sidecar_settings(tmp_path, scripted))
+    try:
+        nodata = query(sidecar, NAME, "AAAA")
+        assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+        assert nodata.authority[0].rdtype == dns.rdatatype.SOA
+        nxdomain = query(sidecar, "absent.up.test.")
+        assert nxdomain.rcode() == dns.rcode.NXDOMAIN and nxdomain.authority[0].ttl == 30
+        time.sleep(1.1)
+        again = query(sidecar, "absent.up.test.")
+        assert again.rcode() == dns.rcode.NXDOMAIN and again.authority[0].ttl in (28, 29), "SOA TTL aged"
+        assert query(sidecar, NAME, "AAAA").rcode() == dns.rcode.NOERROR
+        assert scripted.asked("absent.up.test.") == 1 and scripted.asked(NAME, "AAAA") == 1, (
+            "RFC 2308 §5: negative answers come from the cache"
+        )
+    finally:
+        sidecar.stop()
+
+
+def test_forged_replies_are_ignored(scripted: Upstream, tmp_path: Path) -> None:
+    scripted.forge = True
+    sidecar = started(sidecar_settings(tmp_path, scripted))
+    try:
+        reply = query(sidecar, NAME)
+        assert addresses(reply) == ["192.0.2.1"], "RFC 5452: only the upstream's port, id and question count"
+        assert sidecar.app is not None and sidecar.app.forwarder is not None
+        assert sidecar.app.forwarder.ignored >= 2  # wrong port and wrong question (a wrong id may collide)
+    finally:
+        sidecar.stop()
+
+
+def test_identical_misses_in_flight_go_upstream_once(scripted: Upstream, tmp_path: Path) -> None:
+    scripted.delay = 0.5
+    sidecar = started(sidecar_settings(tmp_path, scripted))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            replies = list(pool.map(lambda _: query(sidecar, NAME), range(20)))
+        assert all(addresses(r) == ["192.0.2.1"] for r in replies)
+        assert scripted.asked(NAME) == 1, "20 clients, one upstream query"
+        assert sidecar.app is not None and sidecar.app.forwarder is not None
+        assert sidecar.app.forwarder.coalesced >= 1
+    finally:
+        sidecar.stop()
+
+
+def test_popular_entries_are_prefetched(scripted: Upstream, tmp_path: Path) -> None:
+    scripted.ttl = 2
+    sidecar = started(sidecar_settings(tmp_path, scripted, serve_stale=0.0))
+    try:
+        assert sidecar.app is not None and sidecar.app.forwarder is not None
+        sidecar.app.forwarder.cache.prefetch_min_ttl = 1  # the default (10 s) would make this test slow
+        query(sidecar, NAME)
+        time.sleep(1.85)  # inside the last 10 % of the 2 s TTL
+        assert addresses(query(sidecar, NAME)) == ["192.0.2.1"], "answered from the cache at once"
+        wait_for(lambda: scripted.asked(NAME) == 2, timeout=2, what="the prefetch")
+        time.sleep(0.3)  # the first entry has expired by now; only the prefetched one can answer
+        scripted.silent = True
+        reply = query(sidecar, NAME)
+        assert addresses(reply) == ["192.0.2.1"] and reply.answer[0].ttl >= 1, "the refreshed entry answers"
+    finally:
+        sidecar.stop()
+
+
+def test_serve_stale_when_every_upstream_fails(scripted: Upstream, tmp_path: Path) -> None:
+    scripted.ttl = 1
+    sidecar = started(sidecar_settings(tmp_path, scripted, serve_stale=4.0))
+    try:
+        query(sidecar, NAME)
+        scripted.silent = True
+        time.sleep(1.1)
+        for _ in range(2):  # each waits for the upstream's timeout; two failures mark it down
+            stale = query(sidecar, NAME)
+            assert addresses(stale) == ["192.0.2.1"] and stale.answer[0].ttl == 30, "RFC 8767 §4: TTL 30 s"
+        # Every upstream is down now: a stale answer comes at once, without waiting for a timeout.
+        before = time.monotonic()
+        assert addresses(query(sidecar, NAME)) == ["192.0.2.1"]
+        assert time.monotonic() - before < 0.5
+        time.sleep(2.2)  # past the serve-stale window (1 s TTL + 4 s)
+        assert query(sidecar, NAME).rcode() == dns.rcode.SERVFAIL
+    finally:
+        sidecar.stop()

@@ -66,7 +66,9 @@ def test_bad_listen(text: str) -> None:
         parse_listen(text)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("2s", 2.0), ("500ms", 0.5), ("1m", 60.0), ("1.5", 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("2s", 2.0), ("500ms", 0.5), ("1m", 60.0), ("1h", 3600.0), ("1.5", 1.5)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_seconds(text) == seconds
 
@@ -78,6 +80,8 @@ def test_durations(text: str, seconds: float) -> None:
         ({"dns_version": "2.0.0"}, "--dns-version: '2.0.0' is not one of 1.0.0, 1.1.0"),
         ({"log_level": "loud"}, "--log-level: 'loud' is not one of"),
         ({"tcp_idle_timeout": "-1s"}, "--tcp-idle-timeout: '-1s' must be positive"),
+        ({"forward_cache_bytes": "64MB"}, "--forward-cache-bytes: '64MB' is not a whole number"),
+        ({"forward_serve_stale": "1d"}, "--forward-serve-stale: '1d' is not a duration like 2s or 500ms"),
     ],
 )
 def test_errors_name_the_setting(flags: dict[str, str], message: str) -> None:
@@ -116,6 +120,8 @@ SAMPLES = {
     "forward": "127.0.0.53:53",
     "forward_allow": "10.0.0.0/8",
     "forward_cache_size": "5",
+    "forward_cache_bytes": "1Mi",
+    "forward_serve_stale": "off",
     "http": "127.0.0.1:9153",
     "log_format": "json",
     "log_level": "debug",

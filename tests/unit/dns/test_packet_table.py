@@ -36,6 +36,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from mcsdns.dns.cache import ForwardCache
 from mcsdns.dns.responder import FORWARD, TCP, UDP, Responder
 from mcsdns.settings import ZoneSettings
 from mcsdns.wire import MIN_UDP_PAYLOAD, SERVER_UDP_PAYLOAD
@@ -721,9 +722,10 @@ def test_case_ids_are_unique() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_packet(case: Case) -> None:
-    responder = Responder(STORES[case.zone], SETTINGS[case.zone], forwarding=case.forwarding)
+    cache = ForwardCache(max_entries=10, max_bytes=1 << 20) if case.forwarding else None
+    responder = Responder(STORES[case.zone], SETTINGS[case.zone], cache=cache)
     wire = case.query()
-    out = responder.respond(wire, TCP if case.tcp else UDP)
+    out = responder.respond(wire, TCP if case.tcp else UDP, case.forwarding)
     if case.outcome == "drop":
         assert out is None
         return
@@ -759,3 +761,14 @@ def test_packet(case: Case) -> None:
     if case.qdcount:
         end = question_end(wire)
         assert out[12:end] == wire[12:end], "the question is copied byte for byte"
+
+
+def test_clients_not_allowed_to_forward_are_refused() -> None:
+    responder = Responder(
+        STORES["main"], SETTINGS["main"], cache=ForwardCache(max_entries=1, max_bytes=1 << 20)
+    )
+    wire = dns.message.make_query("example.com.", "A").to_wire()
+    out = responder.respond(wire, UDP, False)
+    assert isinstance(out, bytes) and dns.message.from_wire(out).rcode() == dns.rcode.REFUSED
+    assert responder.forward_refused == 1, "counted as a refused forward"
+    assert responder.respond(wire, UDP, True) is FORWARD

@@ -1,0 +1,226 @@
+"""The forwarding cache: upstream replies kept as wire bytes and answered the way the zone is.
+
+A reply is scanned once when it arrives (``wire.scan_reply``): where its records start and end, where the
+additional section starts, and where every TTL field is. An entry then holds those records as bytes, so a
+hit is a dict probe on the lower-cased question, plus, once per second of age, a copy of the records with
+their TTLs lowered by that age (RFC 1035 §6.1.3, RFC 2308 §5 for the SOA of a negative answer). The
+responder splices the client's id and question (its 0x20 case kept) in front and adds its own OPT, exactly
+as for zone answers: compression pointers inside the records stay valid because the question has the same
+length and offset as in the upstream reply.
+
+Pure logic: no sockets, no asyncio. ``forward`` fills the cache; the responder reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mcsdns.wire import CD, EDNS_DO, NO_EDNS, QR, RA, TC, ReplyScan
+
+MAX_POSITIVE_TTL = 86400  # a day, as Unbound's cache-max-ttl
+MAX_NEGATIVE_TTL = 10800  # RFC 2308 §5: three hours is a sensible upper bound
+STALE_TTL = 30  # RFC 8767 §4: the TTL of a stale answer
+PREFETCH_SHARE = 0.1  # Unbound's prefetch: refresh a popular entry in the last 10 % of its TTL
+PREFETCH_MIN_TTL = 10  # below this, prefetching would refresh more often than it saves
+ENTRY_OVERHEAD = 200  # bytes an entry costs besides its records (object, key, dict slot), measured roughly
+AD = 0x0020  # kept from upstream (RFC 4035 §3.2.3); AA is not: a cache is not the authority (RFC 1035 §4.1.1)
+
+
+def cache_key(key: bytes, flags: int, edns: int) -> bytes:
+    """The cache key of a query: its lower-cased question, plus one byte when DO or CD is set.
+
+    DO and CD change what the upstream sends (signatures, unvalidated data), so they are part of the key
+    (RFC 4035 §3.2.2, RFC 6840 §5.9).
+    """
+    bits = flags & CD
+    if edns != NO_EDNS and edns & EDNS_DO:
+        bits |= DO_BIT
+    return key if not bits else key + bytes((bits,))
+
+
+def split_key(key: bytes) -> tuple[bytes, int]:
+    """A cache key's question (qname + QTYPE + QCLASS) and its DO/CD byte (0 when absent)."""
+    pos = 0
+    while key[pos]:
+        pos += key[pos] + 1
+    end = pos + 5
+    return key[:end], key[end] if len(key) > end else 0
+
+
+DO_BIT = 0x01  # in the key's extra byte; CD keeps its header value (0x10)
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One cached reply: the records after the question, ready to follow any client's question.
+
+    ``flags``, ``ancount``, ``nscount``, ``arcount``, ``body`` and ``additional_at`` are what the responder
+    renders a zone ``Answer`` from, so both are answered by the same code; ``body`` is kept aged to the
+    current second of ``age``.
+    """
+
+    key: bytes
+    flags: int
+    ancount: int
+    nscount: int
+    arcount: int
+    body: bytes
+    additional_at: int
+    ttls: tuple[tuple[int, int], ...]  # (offset into ``original``, TTL as received)
+    original: bytes
+    stored: float
+    ttl: int  # seconds it may be answered from the cache; 0: answer once, never store
+    negative: bool
+    age: int = 0
+    used: bool = False  # CLOCK's reference bit: hit since the eviction hand last passed
+    prefetch_at: float = field(default=float("inf"))
+
+    @property
+    def expires(self) -> float:
+        return self.stored + self.ttl
+
+    @property
+    def size(self) -> int:
+        return len(self.original) + len(self.key) + ENTRY_OVERHEAD
+
+    def aged(self, now: float) -> Entry:
+        """Lower the TTLs to what is left at ``now``, once per second of age."""
+        age = int(now - self.stored)
+        if age != self.age:
+            self.age = age
+            self.body = _with_ttls(self, lambda ttl: max(ttl - age, 0))
+        return self
+
+    def stale(self) -> Entry:
+        """A copy to answer after expiry (RFC 8767 §4): every TTL is ``STALE_TTL``."""
+        body = _with_ttls(self, lambda _ttl: STALE_TTL)
+        return dataclasses.replace(self, body=body)
+
+
+def _with_ttls(entry: Entry, ttl_for: Callable[[int], int]) -> bytes:
+    body = bytearray(entry.original)
+    for offset, ttl in entry.ttls:
+        body[offset : offset + 4] = ttl_for(ttl).to_bytes(4, "big")
+    return bytes(body)
+
+
+def entry_from_reply(key: bytes, reply: bytes, scan: ReplyScan, now: float) -> Entry:
+    """An entry for ``reply`` (already checked to answer ``key``), with how long it may be cached.
+
+    Positive answers live for their smallest answer TTL, negative ones (NXDOMAIN, NODATA) for the SOA's
+    min(TTL, MINIMUM) (RFC 2308 §5); a negative answer without SOA and any other RCODE are answered once
+    and not cached (RFC 2308 §5, §7).
+    """
+    rcode = scan.rcode
+    ancount, nscount, arcount = scan.counts
+    if rcode == 0 and ancount:
+        ttl = min(scan.answer_ttl, MAX_POSITIVE_TTL)
+        negative = False
+    elif rcode in (0, 3):
+        ttl = min(scan.negative_ttl, MAX_NEGATIVE_TTL) if scan.negative_ttl >= 0 else 0
+        negative = True
+    else:
+        ttl, negative = 0, True
+    if scan.flags & TC:  # TC: the whole reply did not fit; never keep a partial one
+        ttl = 0
+    original = reply[scan.qend : scan.end]
+    return Entry(
+        key=key,
+        flags=QR | RA | scan.flags & AD | rcode & 0xF,
+        ancount=ancount,
+        nscount=nscount,
+        arcount=arcount,
+        body=original,
+        additional_at=scan.additional_at - scan.qend,
+        ttls=tuple((offset - scan.qend, value) for offset, value in scan.ttls),
+        original=original,
+        stored=now,
+        ttl=ttl,
+        negative=negative,
+    )
+
+
+class ForwardCache:
+    """Entries by cache key, bounded in entries and bytes, evicted with CLOCK (second chance).
+
+    CLOCK keeps what is hit and costs a hit one attribute store, where LRU would reorder on every hit.
+    Expired entries stay for ``stale_for`` seconds to be served when every upstream is down (RFC 8767).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        max_bytes: int,
+        stale_for: float = 0.0,
+        prefetch_min_ttl: int = PREFETCH_MIN_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.entries: dict[bytes, Entry] = {}
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.stale_for = stale_for
+        self.prefetch_min_ttl = prefetch_min_ttl
+        self.clock = clock
+        self.bytes = 0
+        # Called with the entry whose TTL is nearly over when it is hit (``forward`` refreshes it).
+        self.on_prefetch: Callable[[Entry], None] | None = None
+        # Metrics
+        self.hits = 0
+        self.evictions = 0
+        self.prefetches = 0
+
+    def fresh(self, key: bytes) -> Entry | None:
+        """The entry to answer ``key`` with now, aged; None when absent or expired."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            now = self.clock()
+            if now < entry.stored + entry.ttl:
+                self.hits += 1
+                entry.used = True
+                if now >= entry.prefetch_at and self.on_prefetch is not None:
+                    entry.prefetch_at = float("inf")  # once: the refreshed entry replaces this one
+                    self.prefetches += 1
+                    self.on_prefetch(entry)
+                return entry.aged(now)
+        return None
+
+    def stale(self, key: bytes) -> Entry | None:
+        """An expired entry still inside the serve-stale window, as a stale answer (RFC 8767 §4)."""
+        entry = self.entries.get(key)
+        if entry is None or self.clock() > entry.expires + self.stale_for:
+            return None
+        return entry.stale()
+
+    def store(self, entry: Entry) -> None:
+        if entry.ttl <= 0 or self.max_entries == 0 or entry.size > self.max_bytes:
+            return
+        if entry.ttl >= self.prefetch_min_ttl:
+            entry.prefetch_at = entry.stored + entry.ttl * (1 - PREFETCH_SHARE)
+        old = self.entries.pop(entry.key, None)
+        if old is not None:
+            self.bytes -= old.size
+        self.entries[entry.key] = entry
+        self.bytes += entry.size
+        self._evict(keep=entry)
+
+    def _evict(self, keep: Entry) -> None:
+        entries = self.entries
+        now = self.clock()
+        while len(entries) > self.max_entries or self.bytes > self.max_bytes:
+            key = next(iter(entries))
+            entry = entries.pop(key)
+            if entry is keep or (entry.used and now <= entry.expires + self.stale_for):
+                entry.used = False
+                entries[key] = entry  # second chance: to the back of the clock
+                continue
+            self.bytes -= entry.size
+            self.evictions += 1
+
+    def counts(self) -> tuple[int, int]:
+        """Entries holding positive answers and entries holding negative ones (CoreDNS's success/denial)."""
+        negative = sum(1 for entry in self.entries.values() if entry.negative)
+        return len(self.entries) - negative, negative
