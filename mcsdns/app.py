@@ -185,6 +185,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             elector=elector,
             cloudmap=cloudmap,
             forwarder=forwarder,
+            metrics_names=settings.metrics_names,
             controllers=controllers,
         )
         if settings.http is not None:

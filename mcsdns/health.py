@@ -53,6 +53,7 @@ class Observed:
     elector: LeaderElector | None = None
     cloudmap: CloudMapClient | None = None
     forwarder: Forwarder | None = None
+    metrics_names: str = "mcsdns"  # "coredns": also CoreDNS's names for the cache and forward families
     controllers: tuple[Any, ...] = ()
     extra: dict[str, Callable[[], float]] = field(default_factory=dict)
 
@@ -153,6 +154,9 @@ class _Collector(Collector):
             yield from controller.metrics()
         if o.forwarder is not None:
             yield from _forward_metrics(o.forwarder, o.responder)
+            if o.metrics_names == "coredns":
+                server = f"dns://{o.listeners[0].address}" if o.listeners else "dns://"
+                yield from _coredns_forward_metrics(o.forwarder, server)
 
 
 def _forward_metrics(f: Forwarder, responder: Responder) -> Iterator[Metric]:
@@ -161,7 +165,7 @@ def _forward_metrics(f: Forwarder, responder: Responder) -> Iterator[Metric]:
         "mcsdns_forward_queries", "Queries for names outside the zone, by outcome", labels=["outcome"]
     )
     for outcome, count in (
-        ("cache_hit", cache.hits),
+        ("cache_hit", cache.hits + cache.denial_hits),
         ("cache_miss", f.misses),
         ("coalesced", f.coalesced),
         ("stale", f.stale_answers),
@@ -183,7 +187,7 @@ def _forward_metrics(f: Forwarder, responder: Responder) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "mcsdns_forward_cache_evictions",
         "Answers evicted to stay within the cache's size",
-        value=cache.evictions,
+        value=cache.evictions + cache.denial_evictions,
     )
     yield CounterMetricFamily(
         "mcsdns_forward_cache_prefetches",
@@ -216,6 +220,54 @@ def _forward_metrics(f: Forwarder, responder: Responder) -> Iterator[Metric]:
         rtt.add_metric([name], upstream.srtt)
         up.add_metric([name], 0 if upstream.down_until > now else 1)
     yield from (queries, failures, rtt, up)
+
+
+def _coredns_forward_metrics(f: Forwarder, server: str) -> Iterator[Metric]:
+    """The same counts under CoreDNS's ``cache`` and ``forward`` plugin names and labels (plugin/cache and
+    plugin/forward metrics.go): ``zones`` is the root, as a sidecar caches every name it forwards."""
+    cache = f.cache
+    at = [server, ".", ""]  # server, zones, view
+    positive, negative = cache.counts()
+    gauge, counter = GaugeMetricFamily, CounterMetricFamily
+    for name, doc, kind, success, denial in (
+        ("coredns_cache_entries", "The number of elements in the cache.", gauge, positive, negative),
+        ("coredns_cache_hits", "The count of cache hits.", counter, cache.hits, cache.denial_hits),
+        ("coredns_cache_evictions", "The count of cache evictions.", counter,
+         cache.evictions, cache.denial_evictions),
+    ):  # fmt: skip
+        typed = kind(name, doc, labels=["server", "type", "zones", "view"])
+        typed.add_metric([server, "success", ".", ""], success)
+        typed.add_metric([server, "denial", ".", ""], denial)
+        yield typed
+    hits = cache.hits + cache.denial_hits
+    for name, doc, value in (
+        ("coredns_cache_requests", "The count of cache requests.", hits + f.misses),
+        ("coredns_cache_misses", "The count of cache misses.", f.misses),
+        (
+            "coredns_cache_prefetch",
+            "The number of times the cache has prefetched a cached item.",
+            cache.prefetches,
+        ),
+        (
+            "coredns_cache_served_stale",
+            "The number of requests served from stale cache entries.",
+            f.stale_answers,
+        ),
+    ):
+        family = CounterMetricFamily(name, doc, labels=["server", "zones", "view"])
+        family.add_metric(at, value)
+        yield family
+    requests = CounterMetricFamily(
+        "coredns_forward_requests", "Counter of requests made per upstream.", labels=["to"]
+    )
+    failures = CounterMetricFamily(
+        "coredns_forward_healthcheck_failures", "Counter of the number of failed healthchecks.", labels=["to"]
+    )
+    for upstream in f.upstreams:
+        to = str(ListenAddress(*upstream.address))
+        requests.add_metric([to], upstream.queries)
+        failures.add_metric([to], upstream.failures)
+    yield from (requests, failures)
 
 
 def make_registry(observed: Observed) -> CollectorRegistry:

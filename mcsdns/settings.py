@@ -570,6 +570,15 @@ class Settings:
         "--http", parse_listen, "HOST:PORT", "serve /healthz, /readyz and /metrics here", shown="off"
     )
     """Where /healthz, /readyz and /metrics are served; None: nowhere."""
+    metrics_names: str = setting(
+        "--metrics-names",
+        parse_choice(("mcsdns", "coredns")),
+        "NAMES",
+        "mcsdns, or coredns: also CoreDNS's names for the forwarding cache and forwarders",
+        default="mcsdns",
+    )
+    """``coredns``: /metrics also serves the forwarding cache and forwarders under the names and labels of
+    CoreDNS's ``cache`` and ``forward`` plugins, so their dashboards and alerts read mcsdns unchanged."""
     log: LogSettings = field(default_factory=LogSettings)
 
 

@@ -29,12 +29,14 @@ ENTRY_OVERHEAD = 200  # bytes an entry costs besides its records (object, key, d
 AD = 0x0020  # kept from upstream (RFC 4035 §3.2.3); AA is not: a cache is not the authority (RFC 1035 §4.1.1)
 
 
-def cache_key(key: bytes, flags: int, edns: int) -> bytes:
-    """The cache key of a query: its lower-cased question, plus one byte when DO or CD is set.
+def cache_key(question: bytes, flags: int, edns: int) -> bytes:
+    """The cache key of a query: its question with the name lower-cased, plus one byte when DO or CD is set.
 
-    DO and CD change what the upstream sends (signatures, unvalidated data), so they are part of the key
-    (RFC 4035 §3.2.2, RFC 6840 §5.9).
+    Only the name is lower-cased (RFC 4343): lowering QTYPE's bytes too would turn HTTPS (65, 0x41) into
+    type 97. DO and CD change what the upstream sends (signatures, unvalidated data), so they are part of the
+    key (RFC 4035 §3.2.2, RFC 6840 §5.9).
     """
+    key = question[:-4].lower() + question[-4:]
     bits = flags & CD
     if edns != NO_EDNS and edns & EDNS_DO:
         bits |= DO_BIT
@@ -42,7 +44,7 @@ def cache_key(key: bytes, flags: int, edns: int) -> bytes:
 
 
 def split_key(key: bytes) -> tuple[bytes, int]:
-    """A cache key's question (qname + QTYPE + QCLASS) and its DO/CD byte (0 when absent)."""
+    """A cache key's question (lower-cased qname + QTYPE + QCLASS) and its DO/CD byte (0 when absent)."""
     pos = 0
     while key[pos]:
         pos += key[pos] + 1
@@ -168,9 +170,11 @@ class ForwardCache:
         self.bytes = 0
         # Called with the entry whose TTL is nearly over when it is hit (``forward`` refreshes it).
         self.on_prefetch: Callable[[Entry], None] | None = None
-        # Metrics
+        # Metrics, split as CoreDNS's cache splits them: answers (success) and NXDOMAIN/NODATA (denial).
         self.hits = 0
+        self.denial_hits = 0
         self.evictions = 0
+        self.denial_evictions = 0
         self.prefetches = 0
 
     def fresh(self, key: bytes) -> Entry | None:
@@ -179,7 +183,10 @@ class ForwardCache:
         if entry is not None:
             now = self.clock()
             if now < entry.stored + entry.ttl:
-                self.hits += 1
+                if entry.negative:
+                    self.denial_hits += 1
+                else:
+                    self.hits += 1
                 entry.used = True
                 if now >= entry.prefetch_at and self.on_prefetch is not None:
                     entry.prefetch_at = float("inf")  # once: the refreshed entry replaces this one
@@ -218,7 +225,10 @@ class ForwardCache:
                 entries[key] = entry  # second chance: to the back of the clock
                 continue
             self.bytes -= entry.size
-            self.evictions += 1
+            if entry.negative:
+                self.denial_evictions += 1
+            else:
+                self.evictions += 1
 
     def counts(self) -> tuple[int, int]:
         """Entries holding positive answers and entries holding negative ones (CoreDNS's success/denial)."""

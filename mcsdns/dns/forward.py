@@ -242,7 +242,7 @@ class Forwarder:
             send(error_response(data, Rcode.FORMERR))
             return
         flags = data[2] << 8 | data[3]
-        key = cache_key(data[HEADER_SIZE:qend].lower(), flags, edns)
+        key = cache_key(data[HEADER_SIZE:qend], flags, edns)
         waiter = _Waiter(data, qend, edns, limit, send)
         entry = self.cache.fresh(key)  # it may have arrived since the responder looked
         if entry is not None:
@@ -368,8 +368,8 @@ class Forwarder:
         return (
             bool(data[2] & 0x80)  # QR
             and data[4:6] == b"\x00\x01"
-            and data[HEADER_SIZE:end].lower() == lookup.question
             and len(data) >= end
+            and data[HEADER_SIZE : end - 4].lower() + data[end - 4 : end] == lookup.question
         )
 
     async def _over_tcp(self, lookup: _Lookup) -> None:

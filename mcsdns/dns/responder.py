@@ -97,33 +97,33 @@ class Responder:
         key = question.lower()
         if edns != NO_EDNS and edns & 0x00FF0000:
             # RFC 6891 §6.1.3: we speak EDNS version 0 only.
-            return self._error(counts, data, key, Rcode.BADVERS, qend, edns)
+            return self._error(counts, data, Rcode.BADVERS, qend, edns)
 
         snapshot = self._store.current
         if snapshot is None:
             # Not every source has listed yet: the zone is not complete enough to deny anything.
             if in_zone(key[:-4], self._zone_wire):
-                return self._error(counts, data, key, Rcode.SERVFAIL, qend, edns)
-            return self._outside(counts, data, key, qend, edns, forward)
+                return self._error(counts, data, Rcode.SERVFAIL, qend, edns)
+            return self._outside(counts, data, qend, edns, forward)
         answer = snapshot.answers.get(key)
         if answer is not None:
             counts[answer.metric] += 1
         else:
             if forward and self._cache is not None:
                 # Only names outside the zone are ever forwarded, so a cached one cannot shadow the zone.
-                entry = self._cache.fresh(cache_key(key, flags, edns))
+                entry = self._cache.fresh(cache_key(question, flags, edns))
                 if entry is not None:
                     return self._render(data, flags, question, entry, edns, limit)
             if key[-2:] != _QCLASS_IN:
                 if key[-2:] != _QCLASS_ANY:
-                    return self._outside(counts, data, key, qend, edns, forward)
+                    return self._outside(counts, data, qend, edns, forward)
                 key = key[:-2] + _QCLASS_IN  # RFC 1035 §3.2.5: QCLASS * matches our class IN data
             answer = find_answer(snapshot, key)
             if answer is None:
-                return self._outside(counts, data, key, qend, edns, forward)
+                return self._outside(counts, data, qend, edns, forward)
             if int.from_bytes(key[-4:-2], "big") in _ZONE_TRANSFERS:
-                return self._error(counts, data, key, Rcode.REFUSED, qend, edns)
-            counts[int.from_bytes(key[-4:-2], "big") << 8 | answer.flags & 0xF] += 1
+                return self._error(counts, data, Rcode.REFUSED, qend, edns)
+            counts[int.from_bytes(question[-4:-2], "big") << 8 | answer.flags & 0xF] += 1
         return self._render(data, flags, question, answer, edns, limit)
 
     def render_cached(self, data: bytes, qend: int, entry: Entry, edns: int, limit: int) -> bytes:
@@ -158,14 +158,13 @@ class Responder:
         tail = HEADER_TAIL.pack(answer.flags | copied | TC, 1, 0, 0, extra)
         return b"".join((data[:2], tail, question, opt))
 
-    def _error(
-        self, counts: dict[int, int], data: bytes, key: bytes, rcode: int, qend: int, edns: int
-    ) -> bytes:
-        counts[int.from_bytes(key[-4:-2], "big") << 8 | rcode & 0xF] += 1
+    def _error(self, counts: dict[int, int], data: bytes, rcode: int, qend: int, edns: int) -> bytes:
+        # QTYPE from the packet: ``key`` is lower-cased, which turns e.g. HTTPS (65, 0x41) into 97.
+        counts[int.from_bytes(data[qend - 4 : qend - 2], "big") << 8 | rcode & 0xF] += 1
         return error_response(data, rcode, question_end=qend, edns=edns)
 
     def _outside(
-        self, counts: dict[int, int], data: bytes, key: bytes, qend: int, edns: int, forward: bool
+        self, counts: dict[int, int], data: bytes, qend: int, edns: int, forward: bool
     ) -> bytes | Forward:
         """A name outside the zone (or a class we do not serve): forwarded when the client may use
         forwarding (``respond`` has found it missing from the cache), else REFUSED."""
@@ -173,7 +172,7 @@ class Responder:
             return FORWARD  # the forwarder counts what it answers
         if self._cache is not None:
             self.forward_refused += 1
-        return self._error(counts, data, key, Rcode.REFUSED, qend, edns)
+        return self._error(counts, data, Rcode.REFUSED, qend, edns)
 
     def _unusual_header(self, data: bytes, flags: int, limit: int) -> bytes | None:
         counts = self.udp if limit == UDP else self.tcp

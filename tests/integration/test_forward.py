@@ -20,6 +20,7 @@ import dns.rdatatype
 import pytest
 
 from mcsdns.settings import ForwardSettings, ListenAddress, Settings, ZoneSettings
+from tests.integration.test_health import free_port, get
 from tests.support import ServerThread, query, service_import, settings_for, wait_for, write_manifests
 from tests.upstream import Upstream
 
@@ -127,6 +128,7 @@ RECORDS = {
     (NAME, "A"): ["192.0.2.1"],
     (MANY, "A"): [f"198.51.100.{i}" for i in range(1, 61)],
     (HUGE, "A"): [f"203.0.113.{i}" for i in range(1, 121)],
+    (NAME, "HTTPS"): ['1 . alpn="h2"'],  # QTYPE 65, whose low byte is an ASCII "A"
 }
 
 
@@ -157,6 +159,10 @@ def test_hits_are_aged_and_keep_the_clients_case(scripted: Upstream, tmp_path: P
         assert addresses(hit) == ["192.0.2.1"]
         assert hit.answer[0].ttl in (298, 299), "RFC 1035 §6.1.3: TTL lowered by the time in the cache"
         assert scripted.asked(NAME) == 1, "the second query was a cache hit"
+        https = query(sidecar, NAME, "HTTPS")
+        assert [r.to_text() for r in https.answer[0]] == ['1 . alpn="h2"'] and scripted.asked(
+            NAME, "HTTPS"
+        ) == 1
         assert hit.flags & dns.flags.RA and hit.flags & dns.flags.RD and not hit.flags & dns.flags.AA
     finally:
         sidecar.stop()
@@ -264,3 +270,41 @@ def test_serve_stale_when_every_upstream_fails(scripted: Upstream, tmp_path: Pat
         assert query(sidecar, NAME).rcode() == dns.rcode.SERVFAIL
     finally:
         sidecar.stop()
+
+
+def test_metrics_in_mcsdns_and_coredns_names(scripted: Upstream, tmp_path: Path) -> None:
+    port = free_port()
+    settings = replace(
+        sidecar_settings(tmp_path, scripted), http=ListenAddress("127.0.0.1", port), metrics_names="coredns"
+    )
+    sidecar = started(settings)
+    try:
+        query(sidecar, NAME)  # miss
+        query(sidecar, NAME)  # hit
+        query(sidecar, "absent.up.test.")  # miss, cached as a denial
+        query(sidecar, "absent.up.test.")  # denial hit
+        status, text = get(port, "/metrics")
+    finally:
+        sidecar.stop()
+    assert status == 200
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"
+    }
+    server = f'server="dns://{sidecar.host}:{sidecar.port}"'
+    upstream = f'upstream="127.0.0.1:{scripted.port}"'
+    expect = {
+        'mcsdns_forward_queries_total{outcome="cache_hit"}': 2,
+        'mcsdns_forward_queries_total{outcome="cache_miss"}': 2,
+        'mcsdns_forward_cache_entries{type="positive"}': 1,
+        'mcsdns_forward_cache_entries{type="negative"}': 1,
+        f"mcsdns_forward_upstream_queries_total{{{upstream}}}": 2,
+        f"mcsdns_forward_upstream_up{{{upstream}}}": 1,
+        f'coredns_cache_hits_total{{{server},type="success",view="",zones="."}}': 1,
+        f'coredns_cache_hits_total{{{server},type="denial",view="",zones="."}}': 1,
+        f'coredns_cache_misses_total{{{server},view="",zones="."}}': 2,
+        f'coredns_cache_requests_total{{{server},view="",zones="."}}': 4,
+        f'coredns_cache_entries{{{server},type="success",view="",zones="."}}': 1,
+        f'coredns_forward_requests_total{{to="127.0.0.1:{scripted.port}"}}': 2,
+    }
+    assert {key: lines.get(key) for key in expect} == expect
+    assert lines["mcsdns_forward_cache_bytes"] > 0
