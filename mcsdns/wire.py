@@ -72,6 +72,14 @@ class Malformed(WireError):
     """The question cannot be read: answered with FORMERR and no question section."""
 
 
+class BadOption(Malformed):
+    """An EDNS option breaks its RFC: FORMERR, with the question and our OPT (the OPT itself was read)."""
+
+    def __init__(self, message: str, edns: int) -> None:
+        super().__init__(message)
+        self.edns = edns
+
+
 def parse_question(data: bytes) -> int:
     """Return the offset just past the single question of ``data`` (after QTYPE and QCLASS).
 
@@ -131,7 +139,10 @@ def parse_edns(data: bytes, qend: int) -> int:
         # The common shape (one OPT right after the question, options such as a cookie inside it).
         owner, rtype, payload, ttl, rdlength = _OPT_AFTER_QUESTION.unpack_from(data, qend)
         if owner == 0 and rtype == QType.OPT and qend + 11 + rdlength <= len(data):
-            return int(max(payload, MIN_UDP_PAYLOAD)) << 32 | int(ttl)
+            edns = int(max(payload, MIN_UDP_PAYLOAD)) << 32 | int(ttl)
+            if rdlength:
+                check_options(data, qend + 11, qend + 11 + rdlength, edns)
+            return edns
     counts = data[6:12]
     records = (counts[0] << 8 | counts[1]) + (counts[2] << 8 | counts[3]) + (counts[4] << 8 | counts[5])
     found = NO_EDNS
@@ -152,7 +163,60 @@ def parse_edns(data: bytes, qend: int) -> int:
             if data[owner] != 0:
                 raise Malformed("OPT owner is not the root")
             found = max(rclass, MIN_UDP_PAYLOAD) << 32 | ttl
+            check_options(data, pos - rdlength, pos, found)
     return found
+
+
+# EDNS option codes (IANA "DNS EDNS0 Option Codes") whose length in a query an RFC fixes.
+OPTION_NSID = 3  # RFC 5001 §2.1: empty in a query
+OPTION_ECS = 8  # RFC 7871 §6: FAMILY, SOURCE and SCOPE PREFIX-LENGTH, then the address bytes
+OPTION_EXPIRE = 9  # RFC 7314 §2: empty in a query
+OPTION_COOKIE = 10  # RFC 7873 §4: client cookie 8, optionally a server cookie of 8-32
+OPTION_KEEPALIVE = 11  # RFC 7828 §3.1: empty in a query
+OPTION_KEY_TAG = 14  # RFC 8145 §4.1: a list of 2-byte key tags
+
+
+def check_options(data: bytes, start: int, end: int, edns: int) -> None:
+    """Check the options of a query's OPT RDATA; ``BadOption`` when one breaks its RFC.
+
+    The options must fill the RDATA exactly (RFC 6891 §6.1.2); unknown options are skipped (§6.1.2: "Any
+    OPTION-CODE values not understood by a responder or requestor MUST be ignored").
+    """
+    pos = start
+    while pos < end:
+        if pos + 4 > end:
+            raise BadOption("EDNS option header runs past the OPT record", edns)
+        code, length = (
+            int.from_bytes(data[pos : pos + 2], "big"),
+            int.from_bytes(data[pos + 2 : pos + 4], "big"),
+        )
+        pos += 4
+        if pos + length > end:
+            raise BadOption(f"EDNS option {code} runs past the OPT record", edns)
+        if code == OPTION_COOKIE and not (length == 8 or 16 <= length <= 40):
+            raise BadOption(f"COOKIE of {length} bytes (RFC 7873 §5.2.2: 8 or 16-40)", edns)
+        if code in (OPTION_NSID, OPTION_EXPIRE, OPTION_KEEPALIVE) and length:
+            raise BadOption(f"EDNS option {code} must be empty in a query", edns)
+        if code == OPTION_KEY_TAG and (length == 0 or length % 2):
+            raise BadOption(f"edns-key-tag of {length} bytes (RFC 8145 §4.1: a multiple of 2)", edns)
+        if code == OPTION_ECS:
+            _check_client_subnet(data[pos : pos + length], edns)
+        pos += length
+
+
+def _check_client_subnet(option: bytes, edns: int) -> None:
+    """RFC 7871 §6 and §7.1.1: a known family, a source prefix that fits it, exactly the address bytes
+    that prefix needs, and a scope prefix of 0 in a query."""
+    if len(option) < 4:
+        raise BadOption("ECS shorter than its fixed 4 bytes", edns)
+    family, source, scope = int.from_bytes(option[:2], "big"), option[2], option[3]
+    bits = {1: 32, 2: 128}.get(family)
+    if bits is None or source > bits:
+        raise BadOption(f"ECS family {family} with source prefix {source}", edns)
+    if scope:
+        raise BadOption("ECS scope prefix must be 0 in a query (RFC 7871 §7.1.1)", edns)
+    if len(option) - 4 != (source + 7) // 8:
+        raise BadOption(f"ECS address of {len(option) - 4} bytes for a /{source} (RFC 7871 §6)", edns)
 
 
 class ReplyScan(NamedTuple):

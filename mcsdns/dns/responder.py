@@ -28,6 +28,7 @@ from mcsdns.wire import (
     QR,
     SERVER_UDP_PAYLOAD,
     TC,
+    BadOption,
     Malformed,
     QType,
     Rcode,
@@ -90,6 +91,8 @@ class Responder:
             edns = NO_EDNS
             if data[6:12] != b"\x00\x00\x00\x00\x00\x00":
                 edns = parse_edns(data, qend)
+        except BadOption as exc:
+            return self._error(counts, data, Rcode.FORMERR, qend, exc.edns)  # RFC 7873 §5.2.2: with OPT
         except Malformed:
             counts[Rcode.FORMERR] += 1
             return error_response(data, Rcode.FORMERR)
@@ -180,14 +183,18 @@ class Responder:
             self.dropped["udp" if limit == UDP else "tcp"] += 1
             return None  # a response sent to us: answering could start a loop between two servers
         question_end = 0
+        edns = NO_EDNS
         if data[4:6] == b"\x00\x01":
             try:
                 question_end = parse_question(data)
+                edns = parse_edns(data, question_end)  # RFC 6891 §7: an OPT in the query, one in the reply
+            except BadOption as exc:
+                edns = exc.edns
             except Malformed:
-                question_end = 0
+                pass
         if flags & OPCODE_MASK:
             counts[Rcode.NOTIMP] += 1
-            return error_response(data, Rcode.NOTIMP, question_end=question_end)
+            return error_response(data, Rcode.NOTIMP, question_end=question_end, edns=edns)
         counts[Rcode.FORMERR] += 1
         return error_response(data, Rcode.FORMERR)
 

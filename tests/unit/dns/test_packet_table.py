@@ -222,14 +222,29 @@ def ixfr_query() -> bytes:
 
 def cookie_query() -> bytes:
     """A query with an EDNS cookie option (RFC 7873), as dig sends by default."""
+    return option_query((dns.edns.OptionType.COOKIE, b"12345678"))
+
+
+def option_query(*options: tuple[int, bytes], overrun: bool = False) -> bytes:
+    """A query for web.prod whose OPT carries ``options`` (code, data); ``overrun``: the last option claims
+    one byte more than the OPT record holds."""
     message = dns.message.make_query(
         svc("web.prod"),
         "A",
         use_edns=0,
-        options=[dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345678")],
+        options=[dns.edns.GenericOption(code, data) for code, data in options],
         id=0x2B67,
     )
-    return message.to_wire()
+    wire = message.to_wire()
+    if overrun:
+        length_at = len(wire) - len(options[-1][1]) - 2
+        wire = wire[:length_at] + (len(options[-1][1]) + 1).to_bytes(2, "big") + wire[length_at + 2 :]
+    return wire
+
+
+def edns_formerr(id: str, raw: bytes) -> Case:
+    """A readable question with an option that breaks its RFC: FORMERR with the question and our OPT."""
+    return Case(id, raw=raw, rcode="FORMERR", flags="QR RD", opt="EDNS0 1232")
 
 
 CASES = [
@@ -496,12 +511,13 @@ CASES = [
         flags="QR",
     ),
     Case(
-        # The OPT is not read on this path, so a NOTIMP reply never carries one.
-        "opcode-notimp-with-edns-has-no-opt",
+        # RFC 6891 §7: a query with an OPT gets an OPT in the reply, NOTIMP included.
+        "opcode-notimp-with-edns-has-opt",
         raw=header(flags=0x2000, ar=1) + QUESTION_WEB + OPT_RECORD,
         rcode="NOTIMP",
         opcode="NOTIFY",
         flags="QR",
+        opt="EDNS0 1232",
     ),
     Case(
         "opcode-notimp-with-qdcount-0",
@@ -597,6 +613,33 @@ CASES = [
     ),
     Case("edns-do-copied", svc("web.prod"), edns=0, do=True, answer=(WEB_A,), opt="EDNS0 1232 DO"),
     Case("edns-cookie-option-not-echoed", raw=cookie_query(), answer=(WEB_A,), opt="EDNS0 1232"),
+    # Options are checked against their RFCs (RFC 6891 §6.1.2); unknown ones are ignored.
+    Case(
+        "edns-cookie-with-server-cookie", raw=option_query((10, b"c" * 24)), answer=(WEB_A,), opt="EDNS0 1232"
+    ),
+    edns_formerr("edns-cookie-3-bytes-formerr", option_query((10, b"abc"))),  # RFC 7873 §5.2.2
+    edns_formerr("edns-cookie-12-bytes-formerr", option_query((10, b"c" * 12))),
+    edns_formerr("edns-cookie-41-bytes-formerr", option_query((10, b"c" * 41))),
+    Case(
+        "edns-ecs-ok",
+        raw=option_query((8, b"\x00\x01\x18\x00\xc0\x00\x02")),
+        answer=(WEB_A,),
+        opt="EDNS0 1232",
+    ),
+    edns_formerr("edns-ecs-scope-set-formerr", option_query((8, b"\x00\x01\x18\x08\xc0\x00\x02"))),
+    edns_formerr("edns-ecs-address-too-long-formerr", option_query((8, b"\x00\x01\x08\x00\xc0\x00"))),
+    edns_formerr("edns-ecs-family-3-formerr", option_query((8, b"\x00\x03\x00\x00"))),
+    edns_formerr("edns-keepalive-with-timeout-formerr", option_query((11, b"\x00\x10"))),
+    edns_formerr("edns-nsid-with-data-formerr", option_query((3, b"x"))),
+    edns_formerr("edns-key-tag-odd-formerr", option_query((14, b"\x01\x02\x03"))),
+    edns_formerr("edns-option-overruns-opt-formerr", option_query((10, b"12345678"), overrun=True)),
+    Case(
+        "edns-unknown-option-ignored",
+        raw=option_query((65001, b"anything")),
+        answer=(WEB_A,),
+        opt="EDNS0 1232",
+    ),
+    Case("edns-padding-ignored", raw=option_query((12, b"\x00" * 40)), answer=(WEB_A,), opt="EDNS0 1232"),
     nxdomain("edns-on-nxdomain", svc("nope.prod"), edns=0, opt="EDNS0 1232"),
     nodata("edns-on-nodata", svc("web.prod"), "TXT", edns=0, opt="EDNS0 1232"),
     refused("edns-on-refused", "example.com.", edns=0, opt="EDNS0 1232"),
