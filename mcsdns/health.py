@@ -109,6 +109,16 @@ class _Collector(Collector):
             yield CounterMetricFamily(
                 "mcsdns_tcp_connections_rejected", "TCP connections closed at the cap", value=limits.rejected
             )
+            yield CounterMetricFamily(
+                "mcsdns_tcp_connections_evicted",
+                "Idle TCP connections closed to admit a new one at the cap",
+                value=limits.evicted,
+            )
+            yield CounterMetricFamily(
+                "mcsdns_tcp_connections_timed_out",
+                "TCP connections closed for silence, a slow message or their lifetime",
+                value=limits.timed_out,
+            )
         snapshot = o.store.current
         yield GaugeMetricFamily(
             "mcsdns_zone_serial", "SOA serial of the served zone", value=snapshot.serial if snapshot else 0

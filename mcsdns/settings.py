@@ -331,10 +331,20 @@ class ServerSettings:
         "--tcp-idle-timeout",
         parse_seconds,
         "DURATION",
-        "close TCP connections silent this long",
+        "close TCP connections silent, or slow on one message, this long",
         default="10s",
     )
-    """Seconds a TCP connection may stay silent before it is closed (RFC 7766 §6.2.3)."""
+    """Seconds a TCP connection may stay silent, or spend sending one message, before it is closed (RFC 7766
+    §6.2.3); a deadline per whole message, so a byte now and then does not hold the connection."""
+    tcp_max_lifetime: float = setting(
+        "--tcp-max-lifetime",
+        parse_seconds,
+        "DURATION",
+        "close TCP connections this long after they opened",
+        default="2m",
+    )
+    """Seconds a TCP connection may stay open in all; then it is closed once its replies are written, and
+    the client reconnects (RFC 7766 §6.2.3 lets servers close connections whenever they need)."""
     tcp_max_connections: int = setting(
         "--tcp-max-connections",
         lambda v: parse_int(v, low=1, high=1_000_000),
@@ -342,7 +352,8 @@ class ServerSettings:
         "open TCP connections at most",
         default="1000",
     )
-    """Open TCP connections at most; a new one past the cap is closed at once."""
+    """Open TCP connections at most; at the cap the connection idle longest is closed to admit a new one
+    (as NSD and Knot do), and a new one is turned away only when every open one is mid-message."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from mcsdns.dns.forward import Forwarder
@@ -93,11 +93,22 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
 @dataclass(slots=True)
 class TcpLimits:
-    idle_timeout: float
+    """What every TCP connection of the server shares: the limits, the open connections and the counts."""
+
+    idle_timeout: float  # silent this long, or this long on one message, and the connection is closed
     max_connections: int
+    max_lifetime: float  # a connection is closed this long after it opened
     open: int = 0
     accepted: int = 0
-    rejected: int = 0
+    rejected: int = 0  # closed at once: the table was full of connections in the middle of a message
+    evicted: int = 0  # idle connections closed to admit a new one at the cap
+    timed_out: int = 0  # closed for silence, a slow message or their lifetime
+    connections: dict[TcpProtocol, None] = field(default_factory=dict)  # open ones, oldest first
+
+    def oldest_idle(self) -> TcpProtocol | None:
+        """The connection that has waited longest since its last whole message, none in the middle of one."""
+        idle = [c for c in self.connections if c.idle]
+        return min(idle, key=lambda c: c.last_activity) if idle else None
 
 
 class TcpProtocol(asyncio.Protocol):
@@ -118,7 +129,9 @@ class TcpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport
         self._forwarding = False  # this client may use forwarding (``--forward-allow``)
         self._buffer = bytearray()
-        self._last_activity = 0.0
+        self._opened = 0.0
+        self.last_activity = 0.0  # when the connection opened or its last whole message arrived
+        self._partial_since: float | None = None  # when the first byte of an unfinished message arrived
         self._idle_timer: asyncio.TimerHandle | None = None
         self._counted = False
 
@@ -129,19 +142,34 @@ class TcpProtocol(asyncio.Protocol):
         self._forwarding = (
             self._forwarder is not None and bool(peer) and self._forwarder.allowed(str(peer[0]))
         )
-        if self._limits.open >= self._limits.max_connections:
-            # RFC 7766 §6.2.2: a server may close connections to protect its resources.
-            self._limits.rejected += 1
-            self._transport.abort()
-            return
-        self._limits.open += 1
-        self._limits.accepted += 1
+        limits = self._limits
+        if limits.open >= limits.max_connections:
+            # RFC 7766 §6.2.2: a server may close connections to protect its resources. As NSD and Knot do,
+            # the one idle longest makes room; only a table full of connections mid-message turns this away.
+            victim = limits.oldest_idle()
+            if victim is None:
+                limits.rejected += 1
+                self._transport.abort()
+                return
+            limits.evicted += 1
+            victim.close()
+        limits.open += 1
+        limits.accepted += 1
+        limits.connections[self] = None
         self._counted = True
-        self._last_activity = self._loop.time()
-        self._idle_timer = self._loop.call_later(self._limits.idle_timeout, self._check_idle)
+        self._opened = self.last_activity = self._loop.time()
+        self._idle_timer = self._loop.call_later(limits.idle_timeout, self._check_deadlines)
+
+    @property
+    def idle(self) -> bool:
+        return self._partial_since is None
+
+    def close(self) -> None:
+        """Close once the replies already written are sent; the slot is free at once."""
+        self._release()
+        self._transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = self._loop.time()
         buffer = self._buffer
         buffer += data
         start = 0
@@ -165,6 +193,13 @@ class TcpProtocol(asyncio.Protocol):
             if isinstance(reply, bytes):
                 replies.append(len(reply).to_bytes(2, "big") + reply)
         del buffer[:start]
+        # Deadlines count whole messages, not bytes: a byte now and then does not keep a slot (slowloris).
+        if start:
+            self.last_activity = self._loop.time()
+        if not buffer:
+            self._partial_since = None
+        elif start or self._partial_since is None:
+            self._partial_since = self._loop.time()
         if replies:
             # One write for a pipelined batch keeps the order of replies (RFC 7766 §6.2.1.1 allows any
             # order; in-order is what simple clients expect).
@@ -185,20 +220,30 @@ class TcpProtocol(asyncio.Protocol):
         self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+
+    def _release(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+            self._idle_timer = None
         if self._counted:
             self._limits.open -= 1
+            self._limits.connections.pop(self, None)
             self._counted = False
 
-    def _check_idle(self) -> None:
-        remaining = self._last_activity + self._limits.idle_timeout - self._loop.time()
+    def _check_deadlines(self) -> None:
+        limits = self._limits
+        started = self.last_activity if self._partial_since is None else self._partial_since
+        deadline = min(started + limits.idle_timeout, self._opened + limits.max_lifetime)
+        remaining = deadline - self._loop.time()
         if remaining > 0:
-            self._idle_timer = self._loop.call_later(remaining, self._check_idle)
+            self._idle_timer = self._loop.call_later(remaining, self._check_deadlines)
             return
-        # RFC 7766 §6.2.3: the server closes idle connections.
+        # RFC 7766 §6.2.3: the server closes idle connections; and one message may not take longer than
+        # an idle period, nor a connection live past its lifetime.
         self._idle_timer = None
-        self._transport.close()
+        limits.timed_out += 1
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +262,7 @@ async def start_listeners(
 ) -> list[Listener]:
     """Bind UDP and TCP on every ``--listen`` address; port 0 picks one port for both."""
     loop = asyncio.get_running_loop()
-    limits = TcpLimits(settings.tcp_idle_timeout, settings.tcp_max_connections)
+    limits = TcpLimits(settings.tcp_idle_timeout, settings.tcp_max_connections, settings.tcp_max_lifetime)
     listeners: list[Listener] = []
     try:
         for address in settings.listen:

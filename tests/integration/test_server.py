@@ -7,6 +7,7 @@ import asyncio
 import random
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,13 +237,55 @@ def test_idle_tcp_connection_is_closed(server: ServerThread) -> None:
         assert sock.recv(1) == b"", "the server closes after the 0.5 s idle timeout"
 
 
-def test_tcp_connection_cap(server: ServerThread) -> None:
+def tcp_query() -> bytes:
+    message = header() + QUESTION_WEB
+    return struct.pack("!H", len(message)) + message
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(3)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_at_the_cap_the_longest_idle_connection_makes_room(tmp_path: Path) -> None:
+    write_manifests(tmp_path, "a.yaml", [service_import("web", "prod", ips=["10.0.0.1"])])
+    settings = settings_for(tmp_path, server=ServerSettings(tcp_idle_timeout=10, tcp_max_connections=4))
+    with ServerThread(settings) as server:
+        server.wait_serving()
+        held = []
+        for _ in range(4):
+            held.append(tcp_connect(server))
+            time.sleep(0.02)  # distinct times: the loop's clock moves in steps
+        try:
+            for active in (0, 2, 3):  # all but held[1] send a query, so held[1] has been idle longest
+                held[active].sendall(tcp_query())
+                read_message(held[active])
+                time.sleep(0.02)
+            with tcp_connect(server) as extra:
+                extra.sendall(tcp_query())
+                assert dns.message.from_wire(read_message(extra)).answer, "the new connection is served"
+            assert closed_by_server(held[1]), "the connection idle longest was closed to admit it"
+            held[0].sendall(tcp_query())
+            assert dns.message.from_wire(read_message(held[0])).answer, "the recently active one stays"
+        finally:
+            for sock in held:
+                sock.close()
+        assert server.app is not None and server.app.listeners[0].connections.evicted == 1
+
+
+def test_a_full_table_of_unfinished_messages_turns_new_connections_away(server: ServerThread) -> None:
     held = [tcp_connect(server) for _ in range(4)]
     try:
+        for sock in held:
+            sock.sendall(b"\x00\x40\x12")  # the start of a 64-byte message that never comes
+        time.sleep(0.1)
         extra = tcp_connect(server)
         extra.settimeout(2)
         with pytest.raises((ConnectionError, OSError)):
-            extra.sendall(struct.pack("!H", len(QUESTION_WEB) + 12) + header() + QUESTION_WEB)
+            extra.sendall(tcp_query())
             if extra.recv(2) == b"":
                 raise ConnectionError("closed at once")
         extra.close()
@@ -250,6 +293,42 @@ def test_tcp_connection_cap(server: ServerThread) -> None:
         for sock in held:
             sock.close()
     wait_for(lambda: query(server, f"web.prod.svc.{Z}", tcp=True).answer, what="TCP service after the cap")
+
+
+def test_a_slow_client_cannot_hold_a_connection(server: ServerThread) -> None:
+    """Slowloris: one byte every 0.3 s keeps a per-byte idle timer (0.5 s) alive forever; the deadline is
+    per whole message, so the connection is closed 0.5 s after the message began."""
+    message = tcp_query()
+    with tcp_connect(server) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in message:
+            try:
+                sock.sendall(bytes((byte,)))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.3)
+            if time.monotonic() - started > 3:
+                break
+        closed = closed or closed_by_server(sock)
+        assert closed and time.monotonic() - started < 3
+
+
+def test_connections_end_after_their_lifetime(tmp_path: Path) -> None:
+    write_manifests(tmp_path, "a.yaml", [service_import("web", "prod", ips=["10.0.0.1"])])
+    settings = settings_for(tmp_path, server=ServerSettings(tcp_idle_timeout=0.5, tcp_max_lifetime=1.0))
+    with ServerThread(settings) as running, tcp_connect(running) as sock:
+        running.wait_serving()
+        started = time.monotonic()
+        while time.monotonic() - started < 3:  # busy, never idle: only the lifetime can end it
+            try:
+                sock.sendall(tcp_query())
+                read_message(sock)
+            except (OSError, ValueError, AssertionError):
+                break
+            time.sleep(0.1)
+        assert 0.9 < time.monotonic() - started < 2.0
 
 
 def test_random_garbage_never_stops_the_server(

@@ -103,6 +103,7 @@ SAMPLES = {
     "dns_version": "1.1.0",
     "tcp_idle_timeout": "3s",
     "tcp_max_connections": "7",
+    "tcp_max_lifetime": "30s",
     "manifests": ".",
     "manifests_poll": "1s",
     "kubeconfig": "in-cluster",
@@ -123,6 +124,7 @@ SAMPLES = {
     "forward_cache_bytes": "1Mi",
     "forward_serve_stale": "off",
     "http": "127.0.0.1:9153",
+    "metrics_names": "coredns",
     "log_format": "json",
     "log_level": "debug",
 }

@@ -120,6 +120,7 @@ environment). Every pair is (variable, value); values.yaml names the variable of
   (list "MCSDNS_FORWARD_SERVE_STALE" .Values.forwardServeStale)
   (list "MCSDNS_TCP_IDLE_TIMEOUT" .Values.dns.tcpIdleTimeout)
   (list "MCSDNS_TCP_MAX_CONNECTIONS" .Values.dns.tcpMaxConnections)
+  (list "MCSDNS_TCP_MAX_LIFETIME" .Values.dns.tcpMaxLifetime)
   (list "MCSDNS_CLUSTER_ID" .Values.clusterId)
   (list "MCSDNS_CLUSTERSET_ID" .Values.clustersetId)
   (list "MCSDNS_CLOUDMAP" (ternary "true" "false" (.Values.cloudmap.enabled | default false)))
