@@ -58,15 +58,45 @@ class Observed:
     extra: dict[str, Callable[[], float]] = field(default_factory=dict)
 
     def not_ready(self) -> list[str]:
-        reasons = [f"waiting for the first list of {name}" for name in self.engine.waiting_for]
+        reasons = []
+        for name in self.engine.waiting_for:
+            failure = self.engine.stats[name].failure if name in self.engine.stats else ""
+            reasons.append(f"waiting for the first list of {name}" + (f": {failure}" if failure else ""))
         if self.store.current is None and not reasons:
             reasons.append("the first zone is being built")
         if self.identity_required and self.identity is not None:
             reasons.extend(self.identity.missing)
         return reasons
 
+    def stale(self) -> list[str]:
+        """One line per source that is down while the last good zone serves: ready, but going stale."""
+        now = time.time()
+        lines = []
+        for name, stats in sorted(self.engine.stats.items()):
+            age = stats.stale_for(now)
+            if age is not None and stats.listed:
+                lines.append(f"stale: {name} {age:.0f}s ({failure_kind(stats.failure)}: {stats.failure})")
+        return lines
+
     def alive(self) -> bool:
         return self.task is None or not self.task.done()
+
+
+_FAILURE_KINDS = (  # what an operator acts on, first match wins: the text is the client's or the API's
+    ("throttled", ("Throttl", "RequestLimitExceeded", "TooManyRequests", " 429")),
+    ("credentials", ("credentials", "Unauthorized", " 401", "ExpiredToken", "InvalidClientTokenId", "token")),
+    ("forbidden", ("Forbidden", " 403", "AccessDenied", "not authorized")),
+    ("dns", ("Name or service not known", "name resolution", "getaddrinfo", "nodename nor servname")),
+    ("unreachable", ("refused", "Cannot connect", "cannot connect", "unreachable", "timed out", "Timeout")),
+)
+
+
+def failure_kind(failure: str) -> str:
+    """A short category of a source's failure, for the metric label and the /readyz line."""
+    for kind, needles in _FAILURE_KINDS:
+        if any(needle in failure for needle in needles):
+            return kind
+    return "error"
 
 
 def _label(value: int, names: type[QType] | type[Rcode]) -> str:
@@ -141,11 +171,34 @@ class _Collector(Collector):
             "Unix time of the source's last change",
             labels=["source"],
         )
+        up = GaugeMetricFamily(
+            "mcsdns_source_up", "1 while the source reaches its backend, 0 while it fails", labels=["source"]
+        )
+        success = GaugeMetricFamily(
+            "mcsdns_source_last_success_timestamp_seconds",
+            "Unix time of the source's last good list, poll or watch event",
+            labels=["source"],
+        )
+        staleness = GaugeMetricFamily(
+            "mcsdns_source_staleness_seconds",
+            "Seconds since the last good contact while the source is down; 0 while it is up",
+            labels=["source"],
+        )
+        failing = GaugeMetricFamily(
+            "mcsdns_source_failure_info", "1 for why a source is down", labels=["source", "reason"]
+        )
+        now = time.time()
         for source, stats in sorted(o.engine.stats.items()):
             events.add_metric([source], stats.events)
             listed.add_metric([source], 1 if stats.listed else 0)
             synced.add_metric([source], stats.last_change)
-        yield from (events, listed, synced)
+            up.add_metric([source], 1 if stats.up else 0)
+            success.add_metric([source], stats.last_success)
+            age = stats.stale_for(now)
+            staleness.add_metric([source], 0.0 if age is None else min(age, now))
+            if not stats.up:
+                failing.add_metric([source, failure_kind(stats.failure)], 1)
+        yield from (events, listed, synced, up, success, staleness, failing)
         if o.elector is not None:
             yield GaugeMetricFamily(
                 "mcsdns_leader", "1 while this replica may write", value=int(o.elector.may_write())
@@ -304,7 +357,9 @@ class HealthServer:
         if path == "/readyz":
             reasons = self._observed.not_ready()
             if not reasons:
-                return 200, "text/plain", b"ready\n"
+                # Still ready while a source is down: pulling every replica out of its Service would be worse
+                # than the last good zone. The body says what is going stale.
+                return 200, "text/plain", ("\n".join(["ready", *self._observed.stale()]) + "\n").encode()
             return 503, "text/plain", ("\n".join(reasons) + "\n").encode()
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self._registry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +35,7 @@ LIST_PAGE = 500  # objects per list page, as client-go's reflector pages
 WATCH_SECONDS = 300  # the server ends each watch after this; we resume from the last resourceVersion
 BACKOFF_START = 0.2
 BACKOFF_CAP = 30.0
+CONTACT_INTERVAL = 1.0  # seconds between reports that the API still answers
 
 Obj = dict[str, Any]
 
@@ -149,8 +151,11 @@ class KubeApi:
         )
         return await _json(response)
 
-    async def watch(self, resource: Resource, resource_version: str) -> AsyncIterator[Obj]:
-        """Watch events from ``resource_version`` until the server ends the watch."""
+    async def watch(
+        self, resource: Resource, resource_version: str, *, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[Obj]:
+        """Watch events from ``resource_version`` until the server ends the watch; ``on_open`` is called once
+        the server has accepted it (a quiet watch sends nothing else to tell it works)."""
         response = await self.request(
             "GET",
             resource.path(),
@@ -164,6 +169,8 @@ class KubeApi:
                 "timeoutSeconds": WATCH_SECONDS,
             },
         )
+        if on_open is not None:
+            on_open()
         try:
             async for line in response.content:
                 if line.strip():
@@ -291,9 +298,14 @@ class Reflector:
         on_list: Callable[[list[Any]], None],
         on_event: Callable[[str, Obj], None],
         page: Callable[[list[Obj]], list[Any]] | None = None,
+        on_contact: Callable[[str], None] | None = None,
     ) -> None:
         self._api = api
         self._candidates = resources  # versions to try, preferred first (a CRD may serve only some)
+        # Told "" when the API answered (a list, a watch event; at most once a second while it works) and
+        # the error when it did not, so an outage shows in /readyz and /metrics while the last data serves.
+        self._on_contact = on_contact
+        self._reported: tuple[str, float] = ("", -CONTACT_INTERVAL)
         self._resource = resources[0]
         self._on_list = on_list
         self._on_event = on_event
@@ -323,12 +335,23 @@ class Reflector:
                 index = self._candidates.index(self._resource)
                 self._resource = self._candidates[(index + 1) % len(self._candidates)]
                 logger.warning("%s; trying %s", exc, self._resource)
+                self._contact(str(exc))
                 resource_version = None
                 await backoff.sleep()
             except SourceError as exc:
                 # The API is unreachable or failing: what we reported keeps serving; try again later.
                 logger.warning("%s: %s; retrying", self._resource, exc)
+                self._contact(str(exc))
                 await backoff.sleep()
+
+    def _contact(self, failure: str = "") -> None:
+        if self._on_contact is None:
+            return
+        now = time.monotonic()
+        last_failure, last_time = self._reported
+        if failure or last_failure or now - last_time >= CONTACT_INTERVAL:
+            self._reported = (failure, now)
+            self._on_contact(failure)
 
     async def _list(self) -> str:
         items: list[Any] = []
@@ -353,6 +376,7 @@ class Reflector:
             if pending is not None and not pending.cancel() and not pending.cancelled():
                 pending.exception()  # it failed too, after what stopped us: nothing more to say about it
         self._on_list(items)
+        self._contact()
         logger.info(
             "%s: listed %d objects at resourceVersion %s",
             self._resource,
@@ -362,7 +386,7 @@ class Reflector:
         return str(metadata.get("resourceVersion") or "0")
 
     async def _watch(self, resource_version: str, backoff: Backoff) -> str:
-        async for event in self._api.watch(self._resource, resource_version):
+        async for event in self._api.watch(self._resource, resource_version, on_open=self._contact):
             kind = event.get("type")
             obj = event.get("object") or {}
             if kind == "ERROR":
@@ -376,6 +400,7 @@ class Reflector:
             if version:
                 resource_version = str(version)
             backoff.reset()
+            self._contact()
         return resource_version
 
 
@@ -471,6 +496,7 @@ class View:
         self._keep = keep
         self._keys: set[Key] = set()
         self._on_list, self._on_event, self._on_change, self._page = on_list, on_event, on_change, page
+        self.on_contact: Callable[[str], None] | None = None  # whether the API answers ("" yes, else why)
 
     @property
     def resource(self) -> Resource:
@@ -548,6 +574,7 @@ class Informer:
         on_event: Callable[[str, Obj], None] | None = None,
         on_change: Callable[[set[Key]], None] | None = None,
         page: Callable[[list[Obj]], list[Any]] | None = None,
+        on_contact: Callable[[str], None] | None = None,
     ) -> View:
         if self._reflector is not None:
             raise RuntimeError(f"{self.resource}: every view must be made before the informer runs")
@@ -562,6 +589,7 @@ class Informer:
             on_change=on_change,
             page=page,
         )
+        view.on_contact = on_contact
         self._views.append(view)
         return view
 
@@ -570,7 +598,12 @@ class Informer:
         shared = selectors.pop() if len(selectors) == 1 else None
         resources = tuple(replace(r, label_selector=shared) for r in self._resources)
         self._reflector = Reflector(
-            self._api, resources, on_list=self._listed, on_event=self._event, page=self._page
+            self._api,
+            resources,
+            on_list=self._listed,
+            on_event=self._event,
+            page=self._page,
+            on_contact=self._contact,
         )
         await self._reflector.run()
 
@@ -591,6 +624,11 @@ class Informer:
     def _event(self, kind: str, obj: Obj) -> None:
         for view in self._views:
             view.event(kind, obj)
+
+    def _contact(self, failure: str) -> None:
+        for view in self._views:
+            if view.on_contact is not None:
+                view.on_contact(failure)
 
 
 class Informers:

@@ -15,7 +15,7 @@ import logging
 from mcsdns.clients.cloudmap import CloudMapClient, Instance
 from mcsdns.errors import SourceError
 from mcsdns.mcs import instances as attrs
-from mcsdns.sources.events import Emit, Listed, SourceName
+from mcsdns.sources.events import Contact, Emit, Listed, SourceName
 from mcsdns.sources.objects import ObjectRef, Record
 from mcsdns.zone.model import ClusterId, Endpoint, EndpointGroup, Port, ServiceImport, ServiceKey, ServiceType
 
@@ -80,11 +80,13 @@ class CloudMapZoneSource:
             try:
                 await self.poll()
             except SourceError as exc:
-                logger.warning("%s; serving the last good Cloud Map data", exc)
+                emit(Contact(self.name, str(exc)))  # the engine logs it and keeps the last good zone
             else:
                 if self._dirty:
                     emit(Listed(self.name, self.records()))
                     self._dirty = False
+                else:
+                    emit(Contact(self.name))
             await asyncio.sleep(self._poll_interval)
 
     def records(self) -> dict[ObjectRef, Record]:

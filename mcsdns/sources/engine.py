@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mcsdns.sources.events import Change, Listed, Source
+from mcsdns.sources.events import Change, Contact, Listed, Source
 from mcsdns.sources.state import ClusterSetState
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.model import ServiceKey
@@ -31,6 +31,15 @@ class SourceStats:
     events: int = 0
     listed: bool = False
     last_change: float = 0.0  # Unix time
+    up: bool = True  # the last contact with the backend worked (or none failed yet)
+    last_success: float = 0.0  # Unix time of the last good list, poll or watch event; 0: none yet
+    failure: str = ""  # why the last contact failed, while it is down
+
+    def stale_for(self, now: float) -> float | None:
+        """Seconds the zone has not been refreshed from this source while it is down; None when it is up."""
+        if self.up:
+            return None
+        return now - self.last_success if self.last_success else float("inf")
 
 
 class SyncEngine:
@@ -64,6 +73,19 @@ class SyncEngine:
 
     def _apply(self, change: Change) -> set[ServiceKey]:
         stats = self.stats.setdefault(str(change.source), SourceStats())
+        # Any change is news from the backend, so the source is up; a Contact says so, or why it is not.
+        failure = change.failure if isinstance(change, Contact) else ""
+        if failure:
+            if stats.up:  # once per outage: the client logs its retries
+                then = "serving the last good zone" if stats.listed else "nothing from it to serve yet"
+                logger.warning("%s: %s; %s", change.source, failure, then)
+        else:
+            if not stats.up:
+                logger.info("%s: reachable again", change.source)
+            stats.last_success = self._clock()
+        stats.up, stats.failure = not failure, failure
+        if isinstance(change, Contact):
+            return set()
         stats.events += 1
         stats.last_change = self._clock()
         stats.listed = stats.listed or isinstance(change, Listed)

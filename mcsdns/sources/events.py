@@ -34,7 +34,17 @@ class Deleted:
     ref: ObjectRef
 
 
-Change = Listed | Upserted | Deleted
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Whether a source reaches its backend: ``failure`` empty after a good list, poll or watch event, else
+    the error, one line. Changes nothing in the zone; the engine keeps it for /readyz and /metrics, so an
+    outage is visible while the last good zone keeps serving."""
+
+    source: SourceName
+    failure: str = ""
+
+
+Change = Listed | Upserted | Deleted | Contact
 Emit = Callable[[Change], None]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from mcsdns.clients.kube import ENDPOINT_SLICES, SERVICE_IMPORTS, Informers, Obj, Resource, View
 from mcsdns.errors import ManifestError
 from mcsdns.mcs.labels import SERVICE_NAME_LABEL
-from mcsdns.sources.events import Deleted, Emit, Listed, SourceName, Upserted
+from mcsdns.sources.events import Contact, Deleted, Emit, Listed, SourceName, Upserted
 from mcsdns.sources.objects import ObjectRef, Record, convert, describe
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class KubeZoneSource:
             on_list=lambda converted: self._send(Listed(self._name, dict(converted))),
             on_event=self._event,
             page=self._convert_page,
+            on_contact=lambda failure: self._send(Contact(self._name, failure)),
         )
 
     @property

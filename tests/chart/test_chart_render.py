@@ -42,7 +42,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "irsa-role": {"aws": {"region": "us-west-2", "roleArn": ROLE_ARN}},
     "service-monitor": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        }
     },
     "privileged-port-53": {"dns": {"port": 53}},
     "identity-given": {"clusterId": "cls1", "clustersetId": "set1"},
@@ -58,7 +61,10 @@ def test_every_rendered_object_is_valid_for_kubernetes(values: dict[str, Any], v
     rendered = render(values)
     checked = [obj for obj in rendered.objects if has_kubernetes_schema(obj, version)]
     # The Prometheus Operator's ServiceMonitor is a CRD of its own: test_the_service_monitor_... checks it.
-    assert {obj["kind"] for obj in rendered.objects} - {obj["kind"] for obj in checked} <= {"ServiceMonitor"}
+    assert {obj["kind"] for obj in rendered.objects} - {obj["kind"] for obj in checked} <= {
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
     errors = [error for obj in checked if (error := kubernetes_errors(obj, version))]
     assert errors == []
 
@@ -485,3 +491,18 @@ def test_release_names_shape_the_object_names() -> None:
     assert (
         render({"fullnameOverride": "clusterset-dns"}).one("Service")["metadata"]["name"] == "clusterset-dns"
     )
+
+
+def test_the_prometheus_rule_alerts_on_stale_sources_with_metrics_mcsdns_serves() -> None:
+    assert render().find("PrometheusRule") is None
+    rule = render(SCENARIOS["service-monitor"]).one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {"McsdnsSourceStale", "McsdnsSourceDown"}
+    stale = alerts["McsdnsSourceStale"]
+    assert stale["expr"].startswith("max by (namespace, pod, source) (mcsdns_source_staleness_seconds{")
+    assert stale["expr"].endswith(") > 300") and stale["labels"] == {"severity": "warning"}
+    assert "{{ $labels.source }}" in stale["annotations"]["summary"]
+    # Every metric an alert reads is one mcsdns serves (tests/integration/test_health.py reads them).
+    assert "mcsdns_source_up{" in alerts["McsdnsSourceDown"]["expr"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -11,8 +13,9 @@ from pathlib import Path
 import dns.message
 
 from mcsdns.settings import ListenAddress
+from mcsdns.sources.events import Contact, Emit, Listed, SourceName
 from tests.integration.test_server import NeverListed
-from tests.support import ServerThread, query, service_import, settings_for, write_manifests
+from tests.support import ServerThread, query, service_import, settings_for, wait_for, write_manifests
 
 
 def free_port() -> int:
@@ -84,3 +87,42 @@ def test_metrics_count_a_known_query_mix(tmp_path: Path) -> None:
     for name, value in expect.items():
         assert lines.get(name) == value, (name, lines.get(name))
     assert lines["mcsdns_zone_serial"] == server.serial()
+
+
+class FailsAfterListing:
+    """A source that lists, then loses its backend: a 403, as a revoked RBAC binding gives."""
+
+    def __init__(self) -> None:
+        self.fail = asyncio.Event()
+
+    @property
+    def name(self) -> SourceName:
+        return SourceName("flaky")
+
+    async def run(self, emit: Emit) -> None:
+        emit(Listed(self.name, {}))
+        await self.fail.wait()
+        emit(Contact(self.name, "list serviceimports: 403 Forbidden"))
+        await asyncio.Event().wait()
+
+
+def test_a_source_that_goes_down_stays_ready_but_shows_stale() -> None:
+    port = free_port()
+    source = FailsAfterListing()
+    with ServerThread(
+        replace(settings_for(), http=ListenAddress("127.0.0.1", port)), sources=[source]
+    ) as server:
+        server.wait_serving()
+        assert get(port, "/readyz") == (200, "ready\n")
+        assert server._loop is not None
+        server._loop.call_soon_threadsafe(source.fail.set)
+        wait_for(lambda: "stale" in get(port, "/readyz")[1], what="the stale line")
+        status, body = get(port, "/readyz")
+        assert status == 200, "still ready: the last good zone serves"
+        assert re.fullmatch(
+            r"ready\nstale: flaky \d+s \(forbidden: list serviceimports: 403 Forbidden\)\n", body
+        )
+        metrics = get(port, "/metrics")[1]
+    assert 'mcsdns_source_up{source="flaky"} 0.0' in metrics
+    assert 'mcsdns_source_failure_info{reason="forbidden",source="flaky"} 1.0' in metrics
+    assert re.search(r'mcsdns_source_staleness_seconds\{source="flaky"\} \d', metrics)

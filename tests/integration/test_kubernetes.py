@@ -153,15 +153,26 @@ def test_api_outage_keeps_serving_the_last_good_zone(
         api.close_watches()
     else:
         api.pause(outage)
+    assert server.app is not None
+    app = server.app
     try:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             assert addresses(server, WEB) == ["10.0.0.1"]
             time.sleep(0.1)
+        # A sustained outage shows; a hung API answers nothing and fails nothing (no client can tell it from a
+        # quiet one), and 20 failed requests are over before they could be seen.
+        if outage == "refuse":
+            # Still ready (the last good zone serves), but the outage shows: /readyz's body and the metrics.
+            wait_for(app.stale, timeout=5, what="the outage to show")
+            assert app.not_ready() == []
+            assert app.stale()[0].startswith("stale: kubernetes/")
+            assert not all(stats.up for stats in app.engine.stats.values())
     finally:
         api.resume()
     api.store.create(service_import("after", "prod", ips=["10.0.0.8"]))
     wait_for(lambda: addresses(server, f"after.prod.svc.{Z}") == ["10.0.0.8"], timeout=20, what="recovery")
+    wait_for(lambda: not app.stale(), timeout=20, what="every source up again")
 
 
 def test_a_list_that_fails_midway_is_listed_again_whole(api: KubeApiEmulator, kubeconfig: Path) -> None:
