@@ -13,6 +13,7 @@ Pure logic: no sockets, no asyncio. ``forward`` fills the cache; the responder r
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Callable
@@ -31,18 +32,22 @@ ENTRY_OVERHEAD = 450
 AD = 0x0020  # kept from upstream (RFC 4035 §3.2.3); AA is not: a cache is not the authority (RFC 1035 §4.1.1)
 
 
-def cache_key(question: bytes, flags: int, edns: int) -> bytes:
+def cache_key(lowered: bytes, question: bytes, flags: int, edns: int) -> bytes:
     """The cache key of a query: its question with the name lower-cased, plus one byte when DO or CD is set.
 
-    Only the name is lower-cased (RFC 4343): lowering QTYPE's bytes too would turn HTTPS (65, 0x41) into
-    type 97. DO and CD change what the upstream sends (signatures, unvalidated data), so they are part of the
-    key (RFC 4035 §3.2.2, RFC 6840 §5.9).
+    ``lowered`` is ``question.lower()``, which the responder has made for the zone already; only the name
+    may be lowered (RFC 4343), and lowering QTYPE's bytes would turn HTTPS (65, 0x41) into type 97, so
+    those come from ``question`` when lowering changed them. DO and CD change what the upstream sends
+    (signatures, unvalidated data), so they are part of the key (RFC 4035 §3.2.2, RFC 6840 §5.9).
     """
-    key = question[:-4].lower() + question[-4:]
-    bits = flags & CD
-    if edns != NO_EDNS and edns & EDNS_DO:
-        bits |= DO_BIT
-    return key if not bits else key + bytes((bits,))
+    key = (
+        lowered
+        if lowered[-3] == question[-3] and lowered[-4] == question[-4]
+        else lowered[:-4] + question[-4:]
+    )
+    if flags & CD or (edns != NO_EDNS and edns & EDNS_DO):
+        key += bytes((flags & CD | (DO_BIT if edns != NO_EDNS and edns & EDNS_DO else 0),))
+    return key
 
 
 def split_key(key: bytes) -> tuple[bytes, int]:
@@ -163,7 +168,9 @@ class ForwardCache:
         prefetch_min_ttl: int = PREFETCH_MIN_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.entries: dict[bytes, Entry] = {}
+        # Ordered for the clock hand: a plain dict popped from the front leaves holes that every next
+        # ``iter`` walks again, which made a full cache slower with every insertion.
+        self.entries: collections.OrderedDict[bytes, Entry] = collections.OrderedDict()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.stale_for = stale_for
@@ -194,7 +201,9 @@ class ForwardCache:
                     entry.prefetch_at = float("inf")  # once: the refreshed entry replaces this one
                     self.prefetches += 1
                     self.on_prefetch(entry)
-                return entry.aged(now)
+                if int(now - entry.stored) != entry.age:
+                    entry.aged(now)
+                return entry
         return None
 
     def stale(self, key: bytes) -> Entry | None:
@@ -220,8 +229,7 @@ class ForwardCache:
         entries = self.entries
         now = self.clock()
         while len(entries) > self.max_entries or self.bytes > self.max_bytes:
-            key = next(iter(entries))
-            entry = entries.pop(key)
+            key, entry = entries.popitem(last=False)
             if entry is keep or (entry.used and now <= entry.expires + self.stale_for):
                 entry.used = False
                 entries[key] = entry  # second chance: to the back of the clock

@@ -18,10 +18,11 @@ served with TTL 30 s (RFC 8767), else SERVFAIL. A popular entry is refreshed sho
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
-import secrets
+import os
 import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -109,12 +110,11 @@ class _Lookup:
     do: bool
     order: list[UpstreamHealth]
     waiters: list[_Waiter] = field(default_factory=list)
-    tried: int = 0
+    tried: int = 0  # attempts made; also tells a stale deadline from the current attempt's
     qid: int = 0
     sent_at: float = 0.0
     upstream: UpstreamHealth | None = None
-    socket: _PooledSocket | None = None
-    timer: asyncio.TimerHandle | None = None
+    socket: _PooledSocket | None = None  # while a UDP reply is awaited
 
     def wire(self) -> bytes:
         """The upstream query: our id, RD (and CD), the question, and an OPT with our payload and DO."""
@@ -125,34 +125,69 @@ class _Lookup:
         return header + self.question + opt
 
 
-class _PooledSocket(asyncio.DatagramProtocol):
-    """One upstream UDP socket; replies are matched to lookups by id, then checked by the forwarder."""
+class _PooledSocket:
+    """One upstream UDP socket, read straight from the loop's reader callback (no transport): each wake-up
+    drains every datagram waiting, and replies are matched to lookups by id, then checked by the forwarder."""
 
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, forwarder: Forwarder, loop: asyncio.AbstractEventLoop, family: int) -> None:
         self.forwarder = forwarder
-        self.transport: asyncio.DatagramTransport | None = None
+        self.loop = loop
+        # Port 0: the kernel picks a random ephemeral port (Linux randomises them, RFC 6056).
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         self.pending: dict[int, _Lookup] = {}
         self.used = 0
         self.retired = False
+        loop.add_reader(self.sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's UDPTransport implements it
+    def _readable(self) -> None:
+        for _ in range(64):  # bounded, so a flood on this socket cannot starve the clients' sockets
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable for an earlier query
+                logger.debug("upstream socket error: %s", exc)
+                continue
+            lookup = self.pending.get(data[0] << 8 | data[1]) if len(data) >= HEADER_SIZE else None
+            if lookup is None:
+                self.forwarder.ignored += 1
+                continue
+            self.forwarder.reply_received(lookup, data, addr)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if len(data) < HEADER_SIZE:
-            return
-        lookup = self.pending.get(data[0] << 8 | data[1])
-        if lookup is None:
-            self.forwarder.ignored += 1
-            return
-        self.forwarder.reply_received(lookup, data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("upstream socket error: %s", exc)
+    def send(self, data: bytes, address: Upstream) -> bool:
+        try:
+            self.sock.sendto(data, address)
+        except OSError as exc:  # a full send buffer or an unreachable network: the attempt failed
+            logger.debug("upstream send failed: %s", exc)
+            return False
+        return True
 
     def close_if_idle(self) -> None:
-        if self.retired and not self.pending and self.transport is not None:
-            self.transport.close()
+        if self.retired and not self.pending and self.sock.fileno() >= 0:
+            self.close()
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+class _Random:
+    """Unpredictable 16-bit ids and choices from the OS's random source (RFC 5452 §9.2), read in batches so
+    a query costs no system call."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._at = 0
+
+    def u16(self) -> int:
+        if self._at + 2 > len(self._buffer):
+            self._buffer, self._at = os.urandom(4096), 0
+        value = self._buffer[self._at] << 8 | self._buffer[self._at + 1]
+        self._at += 2
+        return value
 
 
 class Forwarder:
@@ -178,6 +213,11 @@ class Forwarder:
         self._timeout = timeout
         self._inflight: dict[bytes, _Lookup] = {}
         self._pools: dict[int, list[_PooledSocket]] = {}
+        self._retired: list[_PooledSocket] = []
+        self._random = _Random()
+        # One timer for every attempt: deadlines come in send order, as the timeout is the same for all.
+        self._deadlines: collections.deque[tuple[float, _Lookup, int]] = collections.deque()
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         cache.on_prefetch = self._prefetch
@@ -191,29 +231,17 @@ class Forwarder:
 
     async def start(self) -> None:
         """Open the upstream socket pools (one per address family the upstreams use)."""
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for family in {u.family for u in self.upstreams}:
-            self._pools[family] = [await self._open(family) for _ in range(POOL_SIZE)]
+            self._pools[family] = [_PooledSocket(self, loop, family) for _ in range(POOL_SIZE)]
 
     def close(self) -> None:
-        for pool in self._pools.values():
-            for pooled in pool:
-                if pooled.transport is not None:
-                    pooled.transport.close()
-        for lookup in list(self._inflight.values()):
-            if lookup.timer is not None:
-                lookup.timer.cancel()
+        for pooled in [*(p for pool in self._pools.values() for p in pool), *self._retired]:
+            pooled.close()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
         for task in self._tasks:
             task.cancel()
-
-    async def _open(self, family: int) -> _PooledSocket:
-        assert self._loop is not None
-        # Port 0: the kernel picks a random ephemeral port (Linux randomises them, RFC 6056).
-        wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        _, protocol = await self._loop.create_datagram_endpoint(
-            lambda: _PooledSocket(self), local_addr=(wildcard, 0), family=family
-        )
-        return protocol
 
     # -- who may use it ---------------------------------------------------------------------------------
 
@@ -242,7 +270,8 @@ class Forwarder:
             send(error_response(data, Rcode.FORMERR))
             return
         flags = data[2] << 8 | data[3]
-        key = cache_key(data[HEADER_SIZE:qend], flags, edns)
+        question = data[HEADER_SIZE:qend]
+        key = cache_key(question.lower(), question, flags, edns)
         waiter = _Waiter(data, qend, edns, limit, send)
         entry = self.cache.fresh(key)  # it may have arrived since the responder looked
         if entry is not None:
@@ -293,32 +322,50 @@ class Forwarder:
         upstream = lookup.order[lookup.tried]
         lookup.tried += 1
         pooled = self._socket(upstream.family)
-        qid = secrets.randbits(16)
+        qid = self._random.u16()
         while qid in pooled.pending:
-            qid = secrets.randbits(16)
-        lookup.qid, lookup.upstream, lookup.socket = qid, upstream, pooled
-        lookup.sent_at = self._now()
-        pooled.pending[qid] = lookup
-        pooled.used += 1
+            qid = self._random.u16()
+        lookup.qid, lookup.upstream = qid, upstream
+        lookup.sent_at = now = self._now()
         upstream.queries += 1
-        assert self._loop is not None and pooled.transport is not None
-        lookup.timer = self._loop.call_later(self._timeout, self._timed_out, lookup)
-        pooled.transport.sendto(lookup.wire(), upstream.address)
+        pooled.used += 1
+        if not pooled.send(lookup.wire(), upstream.address):
+            self._upstream_failed(lookup, "could not be sent to")
+            return
+        pooled.pending[qid] = lookup
+        lookup.socket = pooled
+        self._deadlines.append((now + self._timeout, lookup, lookup.tried))
+        if self._sweep_timer is None:
+            assert self._loop is not None
+            self._sweep_timer = self._loop.call_later(self._timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out every attempt whose deadline has passed and that is still waiting for its reply."""
+        self._sweep_timer = None
+        deadlines = self._deadlines
+        now = self._now()
+        while deadlines and deadlines[0][0] <= now:
+            _, lookup, attempt = deadlines.popleft()
+            if lookup.tried == attempt and lookup.socket is not None:
+                self._release(lookup)
+                self._upstream_failed(lookup, "timed out")
+        if deadlines and self._sweep_timer is None:
+            assert self._loop is not None
+            self._sweep_timer = self._loop.call_later(max(deadlines[0][0] - now, 0.001), self._sweep)
 
     def _socket(self, family: int) -> _PooledSocket:
         pool = self._pools[family]
-        slot = secrets.randbelow(len(pool))
+        slot = self._random.u16() % len(pool)
         pooled = pool[slot]
-        if pooled.used >= RECYCLE_AFTER and not pooled.retired:
-            # Replace it in the background; it serves this query, then closes when its last reply is in.
+        if pooled.used >= RECYCLE_AFTER:
+            # A fresh port in its place; the old socket still takes the replies it awaits, then closes.
+            assert self._loop is not None
             pooled.retired = True
-            self._spawn(self._replace(family, slot, pooled))
+            self._retired = [p for p in self._retired if p.sock.fileno() >= 0]
+            self._retired.append(pooled)
+            pooled.close_if_idle()
+            pooled = pool[slot] = _PooledSocket(self, self._loop, family)
         return pooled
-
-    async def _replace(self, family: int, slot: int, old: _PooledSocket) -> None:
-        fresh = await self._open(family)
-        self._pools[family][slot] = fresh
-        old.close_if_idle()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -326,19 +373,11 @@ class Forwarder:
         task.add_done_callback(self._tasks.discard)
 
     def _release(self, lookup: _Lookup) -> None:
-        if lookup.timer is not None:
-            lookup.timer.cancel()
-            lookup.timer = None
         pooled = lookup.socket
         if pooled is not None:
             pooled.pending.pop(lookup.qid, None)
             pooled.close_if_idle()
             lookup.socket = None
-
-    def _timed_out(self, lookup: _Lookup) -> None:
-        lookup.timer = None
-        self._release(lookup)
-        self._upstream_failed(lookup, "timed out")
 
     def _upstream_failed(self, lookup: _Lookup, why: str, *, unhealthy: bool = True) -> None:
         """Try the next upstream. ``unhealthy``: count it against this one's health (not for an answer
@@ -353,7 +392,8 @@ class Forwarder:
     def reply_received(self, lookup: _Lookup, data: bytes, addr: tuple[str | int, ...]) -> None:
         """A datagram with a pending id: accepted only from that upstream with that question (RFC 5452)."""
         assert lookup.upstream is not None
-        if (_normal(str(addr[0])), addr[1]) != lookup.upstream.address or not self._answers(lookup, data):
+        # The kernel reports the source in the form ``_normal`` gave the upstream's address: no parsing here.
+        if (addr[0], addr[1]) != lookup.upstream.address or not self._answers(lookup, data):
             self.ignored += 1
             return
         self._release(lookup)
@@ -376,7 +416,7 @@ class Forwarder:
         """RFC 7766 §5: the UDP reply was truncated; ask the same upstream over TCP."""
         assert lookup.upstream is not None
         host, port = lookup.upstream.address
-        lookup.qid = secrets.randbits(16)
+        lookup.qid = self._random.u16()
         try:
             async with asyncio.timeout(self._timeout):
                 reader, writer = await asyncio.open_connection(host, port)

@@ -114,7 +114,7 @@ class Responder:
         else:
             if forward and self._cache is not None:
                 # Only names outside the zone are ever forwarded, so a cached one cannot shadow the zone.
-                entry = self._cache.fresh(cache_key(question, flags, edns))
+                entry = self._cache.fresh(cache_key(key, question, flags, edns))
                 if entry is not None:
                     return self._render(data, flags, question, entry, edns, limit)
             if key[-2:] != _QCLASS_IN:

@@ -88,10 +88,12 @@ def test_truncated_replies_are_malformed(cut: int) -> None:
 
 def test_keys_carry_do_and_cd_and_split_back() -> None:
     question = b"\x01a\x07example\x00\x00\x01\x00\x01"
-    assert cache_key(question, 0, NO_EDNS) == question
+    assert cache_key(question.lower(), question, 0, NO_EDNS) == question
     https = b"\x01A\x07eXample\x00\x00\x41\x00\x01"  # QTYPE 65: its low byte is an ASCII "A"
-    assert cache_key(https, 0, NO_EDNS) == b"\x01a\x07example\x00\x00\x41\x00\x01", "only the name is lowered"
-    keyed = cache_key(question, CD, 1232 << 32 | 0x8000)
+    assert cache_key(https.lower(), https, 0, NO_EDNS) == b"\x01a\x07example\x00\x00\x41\x00\x01", (
+        "only the name is lowered"
+    )
+    keyed = cache_key(question, question, CD, 1232 << 32 | 0x8000)
     assert keyed != question and split_key(keyed) == (question, CD | 0x01)
     assert split_key(question) == (question, 0)
 
