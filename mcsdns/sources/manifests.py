@@ -2,9 +2,13 @@
 
 Every ``*.yaml``/``*.yml``/``*.json`` file below the directory (hidden names skipped, so a Kubernetes
 ConfigMap mount's ``..data`` links count once) may hold many documents, ``kind: List`` included, exactly as
-``kubectl get -o yaml`` prints them. A file is taken whole or not at all: if it does not parse, or one of
-its objects is invalid, one error names the file and the object, and the last good content of that file
-keeps serving. Files are scanned by (mtime, size, inode), so unchanged files are not parsed again.
+``kubectl get -o yaml`` prints them. Objects are validated one by one, as ``kubectl apply`` reports them:
+an invalid object is logged once per change of its file with the file, its document (1-based, counting
+every ``---`` document; ``items[i]`` inside a List, 0-based) and every reason, and is not served, or
+keeps serving its previous version if it had a valid one; the file's valid objects are served. Objects of
+kinds mcsdns does not read are named in one warning per file. A file that cannot be read or is not YAML
+keeps its last good content whole. Files are scanned by (mtime, size, inode), so unchanged files are not
+parsed again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +25,7 @@ import yaml
 
 from mcsdns.errors import ManifestError
 from mcsdns.sources.events import Emit, Listed, SourceName
-from mcsdns.sources.objects import ObjectRef, Record, convert, describe
+from mcsdns.sources.objects import Checked, ObjectRef, Record, check, describe, summary
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +34,62 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  
 
 Signature = tuple[int, int, int]
 
+SERVING_PREVIOUS = "serving its previous version"
+NOT_SERVED = "not served"
+UNIDENTIFIED = (
+    "not served; which object this is cannot be told, so the objects this file no longer has keep serving"
+    " until it is fixed"
+)
+FILE_KEPT = "keeping the last good content of this file"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One object of a manifest file that cannot be served as written."""
+
+    path: str
+    document: int  # 1-based, counting every document of the file (empty ones too)
+    item: int | None  # 0-based index in a List's items, None for a document of its own
+    subject: str  # "ServiceImport prod/web" as written; "" when the document is not an object
+    ref: ObjectRef | None  # what it would be served as; None when that cannot be told
+    problems: tuple[str, ...]  # every reason, in Kubernetes' field-path wording
+
+    def text(self) -> str:
+        """``<file> document 3 ServiceImport prod/web: <every reason>``."""
+        subject = f" {self.subject}" if self.subject else ""
+        return f"{self.path} {_place(self.document, self.item)}{subject}: {summary(self.problems)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """One file's objects: the records of the valid ones, the rejected ones, and what mcsdns does not read."""
+
+    records: dict[ObjectRef, Record]
+    rejections: tuple[Rejection, ...] = ()
+    ignored: tuple[str, ...] = ()  # one entry per object not read: "apps/v1 Deployment"
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """A document that cannot be split into objects (a List whose items are not a list)."""
+
+    subject: str
+    problem: str
+
 
 @dataclass(slots=True)
 class _File:
     signature: Signature
-    records: dict[ObjectRef, Record]  # the last good content
-    failed: Signature | None = None  # the signature whose error was already logged
+    records: dict[ObjectRef, Record]  # what the file serves: its valid objects, previous versions of others
+    rejected: tuple[str, ...] = ()  # one line per rejected object, or the file's own error
+    failed: Signature | None = None  # the signature whose read or YAML error was already logged
 
 
-def parse_file(path: str) -> dict[ObjectRef, Record]:
-    """The records of one manifest file; ``ManifestError`` names the file and the object at fault."""
+def parse_file(path: str) -> Manifest:
+    """The objects of one manifest file, each validated on its own.
+
+    ``ManifestError`` only when the file cannot be read or is not YAML: then nothing in it can be trusted.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             documents = list(yaml.load_all(handle, Loader=_Loader))
@@ -49,34 +100,70 @@ def parse_file(path: str) -> dict[ObjectRef, Record]:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ManifestError(f"{path}:{where}: {problem}") from None
+    rejections: list[Rejection] = []
+    ignored: list[str] = []
+    entries: list[tuple[int, int | None, str, Checked]] = []
+    places: dict[ObjectRef, list[str]] = {}  # where each object the file defines is, to find duplicates
+    for document, item, obj in _objects(documents):
+        if isinstance(obj, _Broken):
+            rejections.append(Rejection(path, document, item, obj.subject, None, (obj.problem,)))
+            continue
+        if not isinstance(obj, Mapping):
+            problem = f"not a Kubernetes object (a {_type_name(obj)})"
+            rejections.append(Rejection(path, document, item, "", None, (problem,)))
+            continue
+        checked = check(obj)
+        if checked.ignored is not None and not checked.problems:
+            ignored.append(checked.ignored)
+            continue
+        entries.append((document, item, describe(obj), checked))
+        if checked.ref is not None:
+            places.setdefault(checked.ref, []).append(_place(document, item))
     records: dict[ObjectRef, Record] = {}
-    for obj in _objects(path, documents):
-        try:
-            converted = convert(obj)
-        except ManifestError as exc:
-            raise ManifestError(f"{path}: {exc}") from None
-        if converted is None:
-            continue
-        ref, record = converted
-        if ref in records:
-            raise ManifestError(f"{path}: {describe(obj)} appears twice")
-        records[ref] = record
-    return records
+    for document, item, subject, checked in entries:
+        problems, ref = checked.problems, checked.ref
+        if ref is not None and len(places[ref]) > 1:
+            # Which one is meant cannot be told: none is served (a valid previous version keeps serving).
+            others = [place for place in places[ref] if place != _place(document, item)]
+            problems = (*problems, f"defined more than once in this file (also {', '.join(others)})")
+        if problems:
+            rejections.append(Rejection(path, document, item, subject, ref, problems))
+        elif ref is not None and checked.record is not None:
+            records[ref] = checked.record
+    rejections.sort(key=lambda r: (r.document, -1 if r.item is None else r.item))
+    return Manifest(records, tuple(rejections), tuple(ignored))
 
 
-def _objects(path: str, documents: list[Any]) -> Iterator[Mapping[str, Any]]:
-    for index, document in enumerate(documents):
+def _place(document: int, item: int | None) -> str:
+    return f"document {document}" + (f" items[{item}]" if item is not None else "")
+
+
+_TYPE_NAMES = {list: "list", dict: "mapping", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _objects(documents: list[Any]) -> Iterator[tuple[int, int | None, object]]:
+    """(document number from 1, index in a List's items or None, the object) for every object."""
+    for number, document in enumerate(documents, start=1):
         if document is None:
+            continue  # an empty document, e.g. after a trailing ---
+        kind = document.get("kind") if isinstance(document, Mapping) else None
+        if not isinstance(kind, str) or not kind.endswith("List"):
+            yield number, None, document
             continue
-        if not isinstance(document, Mapping):
-            raise ManifestError(f"{path}: document {index + 1} is not a Kubernetes object")
-        if document.get("kind") == "List" or str(document.get("kind", "")).endswith("List"):
-            items = document.get("items") or []
-            if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
-                raise ManifestError(f"{path}: document {index + 1}: items is not a list of objects")
-            yield from items
-        else:
-            yield document
+        items = document.get("items") or []
+        if not isinstance(items, list):
+            yield number, None, _Broken(kind, f"items: a {_type_name(items)}, not a list of objects")
+            continue
+        # A typed list (ServiceImportList) from the API server carries its items' kind on the list only.
+        item_kind = kind[: -len("List")]
+        for index, item in enumerate(items):
+            if item_kind and isinstance(item, Mapping) and "kind" not in item:
+                item = {"kind": item_kind, "apiVersion": document.get("apiVersion"), **item}
+            yield number, index, item
 
 
 def _scan(directory: str) -> dict[str, Signature]:
@@ -100,10 +187,22 @@ class ManifestSource:
         self._directory = directory
         self._poll_interval = poll_interval
         self._files: dict[str, _File] = {}
+        self._rejected: tuple[str, ...] = ()
 
     @property
     def name(self) -> SourceName:
         return SourceName("manifests")
+
+    @property
+    def rejected(self) -> tuple[str, ...]:
+        """One line per object not served as written, as of the latest scan, across all files, plus one per
+        file that cannot be read or is not YAML; ``len()`` is the count.
+
+        Each line is the one logged, without the ``manifests: `` prefix: ``<file> document 3 ServiceImport
+        prod/web: <every reason>; serving its previous version`` (or ``; not served``). Made once per scan
+        that parsed or dropped a file; reading it costs nothing and is safe from any thread.
+        """
+        return self._rejected
 
     async def run(self, emit: Emit) -> None:
         first = True
@@ -126,27 +225,38 @@ class ManifestSource:
                 "manifests %s: not a directory any more; serving the last good content", self._directory
             )
             return False
-        changed = False
+        changed = touched = False
         for path in self._files.keys() - found.keys():
             logger.info("manifests: %s removed", path)
             del self._files[path]
-            changed = True
+            changed = touched = True
         for path, signature in found.items():
             known = self._files.get(path)
-            if known is not None and signature in (known.signature, known.failed):
-                continue
+            if known is not None and signature == (known.failed or known.signature):
+                continue  # unchanged since it was parsed (or since its error was logged)
+            touched = True
             try:
-                records = parse_file(path)
+                manifest = parse_file(path)
             except ManifestError as exc:
-                logger.error("manifests: %s; keeping the last good content of this file", exc)
+                line = f"{exc}; {FILE_KEPT}"
+                logger.error("manifests: %s", line)
                 if known is None:
                     known = self._files[path] = _File((0, 0, 0), {})
                 known.failed = signature
+                known.rejected = (line,)
                 continue
+            records, rejected = _settle(manifest, known.records if known is not None else {})
+            for line in rejected:
+                logger.error("manifests: %s", line)
+            if manifest.ignored:
+                logger.warning("manifests: %s: %s", path, _ignored_text(manifest.ignored))
             if known is None or known.records != records:
                 changed = True
-            logger.info("manifests: loaded %s (%d objects)", path, len(records))
-            self._files[path] = _File(signature, records)
+            rejected_note = f", {len(rejected)} rejected" if rejected else ""
+            logger.info("manifests: loaded %s (%d objects%s)", path, len(manifest.records), rejected_note)
+            self._files[path] = _File(signature, records, rejected)
+        if touched:
+            self._rejected = tuple(line for _, file in sorted(self._files.items()) for line in file.rejected)
         return changed
 
     def _merged(self) -> dict[ObjectRef, Record]:
@@ -157,3 +267,41 @@ class ManifestSource:
                     logger.warning("manifests: %s redefines %s %s/%s; the later file wins", path, *ref)
                 merged[ref] = record
         return merged
+
+
+def _settle(
+    manifest: Manifest, previous: Mapping[ObjectRef, Record]
+) -> tuple[dict[ObjectRef, Record], tuple[str, ...]]:
+    """What a file serves now that it holds ``manifest``, and one line per rejected object.
+
+    ``previous`` is what it served before. An invalid object that had a valid version keeps serving that
+    version. An object that cannot be told apart (not a mapping, no kind, no name) could be any of the
+    file's objects, so while the file has one, every object it served before and no longer has keeps
+    serving too (a removed object goes when the file is fixed).
+    """
+    records = dict(manifest.records)
+    lines: list[str] = []
+    unidentified = False
+    for rejection in manifest.rejections:
+        ref = rejection.ref
+        if ref is None:
+            unidentified = True
+            outcome = UNIDENTIFIED
+        elif ref not in records and ref in previous:
+            records[ref] = previous[ref]
+            outcome = SERVING_PREVIOUS
+        else:
+            outcome = NOT_SERVED
+        lines.append(f"{rejection.text()}; {outcome}")
+    if unidentified:
+        for ref, record in previous.items():
+            records.setdefault(ref, record)
+    return records, tuple(lines)
+
+
+def _ignored_text(ignored: tuple[str, ...]) -> str:
+    """``ignored 3 objects mcsdns does not read: apps/v1 Deployment (2), v1 ConfigMap``."""
+    counts = Counter(ignored)
+    kinds = ", ".join(f"{what} ({count})" if count > 1 else what for what, count in counts.items())
+    noun = "object" if len(ignored) == 1 else "objects"
+    return f"ignored {len(ignored)} {noun} mcsdns does not read: {kinds}"
