@@ -186,6 +186,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             cloudmap=cloudmap,
             forwarder=forwarder,
             metrics_names=settings.metrics_names,
+            rejected=_rejected_objects(chosen),
             controllers=controllers,
         )
         if settings.http is not None:
@@ -198,6 +199,12 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _rejected_objects(sources: Sequence[Source]) -> Callable[[], tuple[str, ...]] | None:
+    """What /readyz and /metrics report as rejected: the manifest objects not served as written."""
+    manifests = [source for source in sources if isinstance(source, ManifestSource)]
+    return (lambda: tuple(line for source in manifests for line in source.rejected)) if manifests else None
 
 
 async def _run_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,7 @@ class Observed:
     cloudmap: CloudMapClient | None = None
     forwarder: Forwarder | None = None
     metrics_names: str = "mcsdns"  # "coredns": also CoreDNS's names for the cache and forward families
+    rejected: Callable[[], Sequence[str]] | None = None  # manifest objects not served as written
     controllers: tuple[Any, ...] = ()
     extra: dict[str, Callable[[], float]] = field(default_factory=dict)
 
@@ -77,6 +78,14 @@ class Observed:
             if age is not None and stats.listed:
                 lines.append(f"stale: {name} {age:.0f}s ({failure_kind(stats.failure)}: {stats.failure})")
         return lines
+
+    def rejected_lines(self, shown: int = 10) -> list[str]:
+        """A count of the manifest objects not served as written, and the first few (the log has each)."""
+        rejected = self.rejected() if self.rejected is not None else ()
+        if not rejected:
+            return []
+        more = [f"... and {len(rejected) - shown} more"] if len(rejected) > shown else []
+        return [f"rejected: {len(rejected)} manifest objects", *rejected[:shown], *more]
 
     def alive(self) -> bool:
         return self.task is None or not self.task.done()
@@ -199,6 +208,12 @@ class _Collector(Collector):
             if not stats.up:
                 failing.add_metric([source, failure_kind(stats.failure)], 1)
         yield from (events, listed, synced, up, success, staleness, failing)
+        if o.rejected is not None:
+            yield GaugeMetricFamily(
+                "mcsdns_manifests_rejected_objects",
+                "Manifest objects not served as written (invalid; their previous version serves if any)",
+                value=len(o.rejected()),
+            )
         if o.elector is not None:
             yield GaugeMetricFamily(
                 "mcsdns_leader", "1 while this replica may write", value=int(o.elector.may_write())
@@ -359,7 +374,8 @@ class HealthServer:
             if not reasons:
                 # Still ready while a source is down: pulling every replica out of its Service would be worse
                 # than the last good zone. The body says what is going stale.
-                return 200, "text/plain", ("\n".join(["ready", *self._observed.stale()]) + "\n").encode()
+                lines = ["ready", *self._observed.stale(), *self._observed.rejected_lines()]
+                return 200, "text/plain", ("\n".join(lines) + "\n").encode()
             return 503, "text/plain", ("\n".join(reasons) + "\n").encode()
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self._registry)

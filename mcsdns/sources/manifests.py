@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from mcsdns.errors import ManifestError
-from mcsdns.sources.events import Emit, Listed, SourceName
+from mcsdns.sources.events import Contact, Emit, Listed, SourceName
 from mcsdns.sources.objects import Checked, ObjectRef, Record, check, describe, summary
 
 logger = logging.getLogger(__name__)
@@ -206,25 +206,28 @@ class ManifestSource:
 
     async def run(self, emit: Emit) -> None:
         first = True
+        failure = ""
         while True:
-            changed = await asyncio.to_thread(self._refresh)
-            if changed or first:
+            try:
+                changed = await asyncio.to_thread(self._refresh)
+            except OSError as exc:
+                changed = False
+                if failure != (failure := f"{self._directory}: cannot scan: {exc}"):
+                    emit(Contact(self.name, failure))  # the engine logs it once and keeps the last good zone
+            else:
+                if failure:
+                    failure = ""
+                    emit(Contact(self.name))
+            if changed or (first and not failure):
                 emit(Listed(self.name, self._merged()))
                 first = False
             await asyncio.sleep(self._poll_interval)
 
     def _refresh(self) -> bool:
         """Rescan the directory; return whether the served records changed. Runs in a worker thread."""
-        try:
-            found = _scan(self._directory)
-        except OSError as exc:
-            logger.error("manifests %s: cannot scan: %s; serving the last good content", self._directory, exc)
-            return False
+        found = _scan(self._directory)  # OSError: run() reports it
         if not os.path.isdir(self._directory):
-            logger.error(
-                "manifests %s: not a directory any more; serving the last good content", self._directory
-            )
-            return False
+            raise NotADirectoryError(f"{self._directory} is not a directory any more")
         changed = touched = False
         for path in self._files.keys() - found.keys():
             logger.info("manifests: %s removed", path)

@@ -447,3 +447,28 @@ def test_a_file_that_is_not_yaml_counts_once_and_keeps_its_content(
     assert addresses(watched, WEB) == ["10.0.0.1"]
     (directory / "web.yaml").unlink()
     wait_for(lambda: not source.rejected, what="the removed file's rejection to go")
+
+
+def test_readyz_and_metrics_count_rejected_objects_and_a_scan_failure_shows(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mcsdns.settings import ListenAddress
+    from tests.integration.test_health import free_port, get
+
+    directory = tmp_path / "m"
+    write_manifests(directory, "web.yaml", [service_import("web", "prod", ips=["10.0.0.1"])])
+    bad = write_manifests(directory, "bad.yaml", [service_import("Bad_Name!", "prod", ips=["10.0.0.3"])])
+    port = free_port()
+    with ServerThread(replace(settings_for(directory), http=ListenAddress("127.0.0.1", port))) as server:
+        server.wait_serving()
+        status, body = get(port, "/readyz")
+        assert status == 200, "one bad object does not take the replica out of its Service"
+        assert body.startswith(f"ready\nrejected: 1 manifest objects\n{bad} document 1 ServiceImport prod/")
+        assert "mcsdns_manifests_rejected_objects 1.0" in get(port, "/metrics")[1]
+        aside = directory.rename(tmp_path / "aside")  # gone (an unmounted volume): the last good zone serves
+        try:
+            wait_for(lambda: "stale: manifests" in get(port, "/readyz")[1], what="the scan failure")
+            assert addresses(server, WEB) == ["10.0.0.1"]
+        finally:
+            aside.rename(directory)
+        wait_for(lambda: "stale" not in get(port, "/readyz")[1], what="the directory readable again")
