@@ -57,16 +57,18 @@ def pin(cpu: int | None) -> list[str]:
 # ---------------------------------------------------------------- probing
 
 
-def ask(port: int, qname: str, qtype: str, timeout: float = 0.5, edns: bool = True) -> dns.message.Message:
+def ask(port: int, qname: str, qtype: str, timeout: float = 0.5, edns: bool = True,
+        rd: bool = False) -> dns.message.Message:
     query = dns.message.make_query(qname, qtype, use_edns=0 if edns else False, payload=1232)
-    query.flags &= ~dns.flags.RD  # authoritative servers: no recursion wanted
+    if not rd:
+        query.flags &= ~dns.flags.RD  # authoritative servers: no recursion wanted (a resolver needs it)
     return dns.query.udp(query, LOCALHOST, port=port, timeout=timeout)
 
 
-def answers_a(port: int, qname: str, expected_ip: str, timeout: float = 0.2) -> bool:
+def answers_a(port: int, qname: str, expected_ip: str, timeout: float = 0.2, rd: bool = False) -> bool:
     """True once the server returns NOERROR with ``expected_ip`` among the A records of ``qname``."""
     try:
-        reply = ask(port, qname, "A", timeout)
+        reply = ask(port, qname, "A", timeout, rd=rd)
     except (dns.exception.Timeout, OSError):
         return False
     if reply.rcode() != dns.rcode.NOERROR:
@@ -92,13 +94,13 @@ class Running:
         except OSError:
             return ""
 
-    def wait_ready(self, qname: str, expected_ip: str, timeout: float) -> float:
+    def wait_ready(self, qname: str, expected_ip: str, timeout: float, rd: bool = False) -> float:
         """Poll until the expected answer arrives; return seconds since start. Bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if answers_a(self.port, qname, expected_ip):
+            if answers_a(self.port, qname, expected_ip, rd=rd):
                 return time.monotonic() - self.started
             time.sleep(0.01)
         raise ServerError(f"{self.name} gave no correct answer for {qname} in {timeout:.0f} s:\n"
