@@ -1,7 +1,7 @@
 """Forwarding: the cache misses of a sidecar resolver, sent upstream and answered when the reply comes.
 
 Off the authoritative path. The responder answers names outside the zone from the forwarding cache
-(``cache.py``) and hands a miss back as ``responder.FORWARD``; the server then calls ``Forwarder.forward``
+(``cache.py``) and hands a miss back as a ``responder.Forward``; the server then calls ``Forwarder.forward``
 with a way to send the reply. Only clients in ``--forward-allow`` (default loopback) reach this, so mcsdns
 is never an open resolver; the server answers the others REFUSED.
 
@@ -29,12 +29,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcsdns.dns.cache import DO_BIT, Entry, ForwardCache, cache_key, entry_from_reply, split_key
+from mcsdns.dns.cache import DO_BIT, Entry, ForwardCache, entry_from_reply, split_key
+from mcsdns.dns.responder import Forward
 from mcsdns.wire import (
     CD,
     EDNS_DO,
+    HEADER,
     HEADER_SIZE,
-    NO_EDNS,
     RD,
     RR_FIXED,
     SERVER_UDP_PAYLOAD,
@@ -43,8 +44,6 @@ from mcsdns.wire import (
     QType,
     Rcode,
     error_response,
-    parse_edns,
-    parse_question,
     scan_reply,
 )
 
@@ -54,10 +53,14 @@ UPSTREAM_TIMEOUT = 1.0  # per upstream attempt; the client's own retry usually c
 POOL_SIZE = 8  # UDP sockets per address family
 RECYCLE_AFTER = 4096  # queries a pooled socket carries before it is replaced, so source ports keep moving
 LATENCY_BAND = 0.05  # upstreams within 50 ms of each other count as equally fast
+ORDER_EVERY = 0.1  # seconds between reorderings of the upstreams by health and latency
 DOWN_AFTER = 2  # consecutive failures that mark an upstream down (CoreDNS's max_fails)
 DOWN_MAX = 30.0
 MAX_TCP_REPLY = 65535
 _ALLOWED_MEMO = 4096
+
+_OPT_PLAIN = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, 0, 0)
+_OPT_DO = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, EDNS_DO, 0)
 
 Upstream = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -118,11 +121,9 @@ class _Lookup:
 
     def wire(self) -> bytes:
         """The upstream query: our id, RD (and CD), the question, and an OPT with our payload and DO."""
-        opt = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, EDNS_DO if self.do else 0, 0)
-        header = (
-            self.qid.to_bytes(2, "big") + self.flags.to_bytes(2, "big") + b"\x00\x01\x00\x00\x00\x00\x00\x01"
+        return b"".join(
+            (HEADER.pack(self.qid, self.flags, 1, 0, 0, 1), self.question, _OPT_DO if self.do else _OPT_PLAIN)
         )
-        return header + self.question + opt
 
 
 class _PooledSocket:
@@ -212,6 +213,8 @@ class Forwarder:
         self._render = render
         self._timeout = timeout
         self._inflight: dict[bytes, _Lookup] = {}
+        self._ordered = list(self.upstreams)
+        self._ordered_until = 0.0
         self._pools: dict[int, list[_PooledSocket]] = {}
         self._retired: list[_PooledSocket] = []
         self._random = _Random()
@@ -261,30 +264,19 @@ class Forwarder:
 
     # -- a miss -------------------------------------------------------------------------------------------
 
-    def forward(self, data: bytes, limit: int, send: Send) -> None:
-        """Answer ``data`` (a query the responder found outside the zone and not cached) through ``send``."""
-        try:
-            qend = parse_question(data)
-            edns = parse_edns(data, qend) if data[6:12] != b"\x00\x00\x00\x00\x00\x00" else NO_EDNS
-        except Malformed:
-            send(error_response(data, Rcode.FORMERR))
-            return
-        flags = data[2] << 8 | data[3]
-        question = data[HEADER_SIZE:qend]
-        key = cache_key(question.lower(), question, flags, edns)
+    def forward(self, data: bytes, limit: int, send: Send, parsed: Forward) -> None:
+        """Answer ``data`` through ``send``: a query the responder found outside the zone and not in the cache
+        (``parsed`` holds what it read)."""
+        qend, edns, key = parsed.qend, parsed.edns, parsed.key
         waiter = _Waiter(data, qend, edns, limit, send)
-        entry = self.cache.fresh(key)  # it may have arrived since the responder looked
-        if entry is not None:
-            send(self._render(data, qend, entry, edns, limit))
-            return
         self.misses += 1
         lookup = self._inflight.get(key)
         if lookup is not None:
             self.coalesced += 1
             lookup.waiters.append(waiter)
             return
-        lookup = self._lookup(key)
-        stale = self.cache.stale(key) if lookup.order[0].down_until > self._now() else None
+        lookup = self._lookup(key, qend - HEADER_SIZE)
+        stale = self.cache.stale(key) if lookup.order[0].down_until > time.monotonic() else None
         if stale is not None:
             # RFC 8767 §5: every upstream is known to be down; answer stale now and refresh behind it.
             self.stale_answers += 1
@@ -296,23 +288,26 @@ class Forwarder:
     def _prefetch(self, entry: Entry) -> None:
         """Refresh ``entry`` before it expires (Unbound's ``prefetch``): a lookup nobody waits for."""
         if entry.key not in self._inflight and self._loop is not None:
-            self._attempt(self._lookup(entry.key))
+            self._attempt(self._lookup(entry.key, len(split_key(entry.key)[0])))
 
-    def _lookup(self, key: bytes) -> _Lookup:
-        question, bits = split_key(key)
-        lookup = _Lookup(key, question, RD | (bits & CD), bool(bits & DO_BIT), self._order())
+    def _lookup(self, key: bytes, qlen: int) -> _Lookup:
+        """A lookup for ``key``: its first ``qlen`` bytes are the question to send, a byte after is DO/CD."""
+        bits = key[qlen] if len(key) > qlen else 0
+        lookup = _Lookup(key, key[:qlen], RD | (bits & CD), bool(bits & DO_BIT), self._order())
         self._inflight[key] = lookup
         return lookup
 
     def _order(self) -> list[UpstreamHealth]:
-        now = self._now()
-        return sorted(
-            self.upstreams,
-            key=lambda u: (u.down_until > now, int(u.srtt / LATENCY_BAND), u.index),
-        )
-
-    def _now(self) -> float:
-        return time.monotonic()
+        """Healthy before down, then by latency band, then as configured; worked out at most every 100 ms
+        (or at once after a failure), not per query."""
+        now = time.monotonic()
+        if now >= self._ordered_until:
+            self._ordered = sorted(
+                self.upstreams,
+                key=lambda u: (u.down_until > now, int(u.srtt / LATENCY_BAND), u.index),
+            )
+            self._ordered_until = now + ORDER_EVERY
+        return self._ordered
 
     def _attempt(self, lookup: _Lookup) -> None:
         """Send ``lookup`` to its next upstream, or finish it when none is left."""
@@ -326,7 +321,7 @@ class Forwarder:
         while qid in pooled.pending:
             qid = self._random.u16()
         lookup.qid, lookup.upstream = qid, upstream
-        lookup.sent_at = now = self._now()
+        lookup.sent_at = now = time.monotonic()
         upstream.queries += 1
         pooled.used += 1
         if not pooled.send(lookup.wire(), upstream.address):
@@ -343,7 +338,7 @@ class Forwarder:
         """Time out every attempt whose deadline has passed and that is still waiting for its reply."""
         self._sweep_timer = None
         deadlines = self._deadlines
-        now = self._now()
+        now = time.monotonic()
         while deadlines and deadlines[0][0] <= now:
             _, lookup, attempt = deadlines.popleft()
             if lookup.tried == attempt and lookup.socket is not None:
@@ -385,7 +380,8 @@ class Forwarder:
         assert lookup.upstream is not None
         self.upstream_errors += 1
         if unhealthy:
-            lookup.upstream.failed(self._now())
+            lookup.upstream.failed(time.monotonic())
+            self._ordered_until = 0.0
         logger.debug("upstream %s:%d %s", *lookup.upstream.address, why)
         self._attempt(lookup)
 
@@ -443,11 +439,12 @@ class Forwarder:
             self._upstream_failed(lookup, f"sent a malformed reply: {exc}")
             return
         if scan.rcode in (Rcode.SERVFAIL, Rcode.REFUSED) or scan.rcode > 0xF:
-            lookup.upstream.succeeded(self._now() - lookup.sent_at)
+            lookup.upstream.succeeded(time.monotonic() - lookup.sent_at)
             self._upstream_failed(lookup, f"answered rcode {scan.rcode}", unhealthy=False)
             return
-        lookup.upstream.succeeded(self._now() - lookup.sent_at)
-        entry = entry_from_reply(lookup.key, data, scan, self._now())
+        now = time.monotonic()
+        lookup.upstream.succeeded(now - lookup.sent_at)
+        entry = entry_from_reply(lookup.key, data, scan, now)
         self.cache.store(entry)
         self._finish(lookup, entry)
 

@@ -10,6 +10,7 @@ calls ``respond`` synchronously from its protocol callbacks.
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 
 from mcsdns.dns.cache import Entry, ForwardCache, cache_key
 from mcsdns.settings import ZoneSettings
@@ -47,11 +48,14 @@ _QCLASS_ANY = CLASS_ANY.to_bytes(2, "big")
 _ZONE_TRANSFERS = (QType.AXFR, QType.IXFR)
 
 
+@dataclass(frozen=True, slots=True)
 class Forward:
-    """``respond``'s answer for a name outside the zone when forwarding is on: the server forwards it."""
+    """``respond``'s answer for a name outside the zone that the forwarding cache does not hold: the server
+    forwards it. It carries what the responder read, so the forwarder does not read the packet again."""
 
-
-FORWARD = Forward()
+    qend: int  # offset past the question
+    edns: int  # the query's OPT (``wire.parse_edns``)
+    key: bytes  # the forwarding cache's key (``cache.cache_key``)
 
 
 class Responder:
@@ -74,10 +78,10 @@ class Responder:
         self.truncated = 0
 
     def respond(self, data: bytes, limit: int, forward: bool = False) -> bytes | Forward | None:
-        """The reply to ``data``, None to drop it, or ``FORWARD``. ``limit`` is ``UDP`` or ``TCP``.
+        """The reply to ``data``, None to drop it, or a ``Forward``. ``limit`` is ``UDP`` or ``TCP``.
 
         ``forward``: the client may use forwarding, so a name outside the zone is answered from the
-        forwarding cache, or handed back as ``FORWARD`` on a miss.
+        forwarding cache, or handed back as a ``Forward`` on a miss.
         """
         counts = self.udp if limit == UDP else self.tcp
         if len(data) < HEADER_SIZE:
@@ -107,23 +111,25 @@ class Responder:
             # Not every source has listed yet: the zone is not complete enough to deny anything.
             if in_zone(key[:-4], self._zone_wire):
                 return self._error(counts, data, Rcode.SERVFAIL, qend, edns)
-            return self._outside(counts, data, qend, edns, forward)
+            return self._outside(counts, data, qend, edns, limit, forward)
         answer = snapshot.answers.get(key)
         if answer is not None:
             counts[answer.metric] += 1
         else:
+            ckey = b""
             if forward and self._cache is not None:
                 # Only names outside the zone are ever forwarded, so a cached one cannot shadow the zone.
-                entry = self._cache.fresh(cache_key(key, question, flags, edns))
+                ckey = cache_key(key, question, flags, edns)
+                entry = self._cache.fresh(ckey)
                 if entry is not None:
                     return self._render(data, flags, question, entry, edns, limit)
             if key[-2:] != _QCLASS_IN:
                 if key[-2:] != _QCLASS_ANY:
-                    return self._outside(counts, data, qend, edns, forward)
+                    return self._outside(counts, data, qend, edns, limit, forward, ckey)
                 key = key[:-2] + _QCLASS_IN  # RFC 1035 §3.2.5: QCLASS * matches our class IN data
             answer = find_answer(snapshot, key)
             if answer is None:
-                return self._outside(counts, data, qend, edns, forward)
+                return self._outside(counts, data, qend, edns, limit, forward, ckey)
             if int.from_bytes(key[-4:-2], "big") in _ZONE_TRANSFERS:
                 return self._error(counts, data, Rcode.REFUSED, qend, edns)
             counts[int.from_bytes(question[-4:-2], "big") << 8 | answer.flags & 0xF] += 1
@@ -167,12 +173,26 @@ class Responder:
         return error_response(data, rcode, question_end=qend, edns=edns)
 
     def _outside(
-        self, counts: dict[int, int], data: bytes, qend: int, edns: int, forward: bool
+        self,
+        counts: dict[int, int],
+        data: bytes,
+        qend: int,
+        edns: int,
+        limit: int,
+        forward: bool,
+        ckey: bytes = b"",
     ) -> bytes | Forward:
-        """A name outside the zone (or a class we do not serve): forwarded when the client may use
-        forwarding (``respond`` has found it missing from the cache), else REFUSED."""
+        """A name outside the zone (or a class we do not serve): from the forwarding cache, forwarded on a
+        miss when the client may use forwarding, else REFUSED. ``ckey``: the cache was probed with it."""
         if forward and self._cache is not None:
-            return FORWARD  # the forwarder counts what it answers
+            if not ckey:
+                flags = data[2] << 8 | data[3]
+                question = data[HEADER_SIZE:qend]
+                ckey = cache_key(question.lower(), question, flags, edns)
+                entry = self._cache.fresh(ckey)
+                if entry is not None:
+                    return self._render(data, flags, question, entry, edns, limit)
+            return Forward(qend, edns, ckey)  # the forwarder counts what it answers
         if self._cache is not None:
             self.forward_refused += 1
         return self._error(counts, data, Rcode.REFUSED, qend, edns)

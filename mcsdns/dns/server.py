@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from mcsdns.dns.forward import Forwarder
-from mcsdns.dns.responder import FORWARD, TCP, UDP, Forward
+from mcsdns.dns.responder import TCP, UDP, Forward
 from mcsdns.errors import ListenError
 from mcsdns.settings import ListenAddress, ServerSettings
 
@@ -68,8 +68,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
         forwarder = self._forwarder
         try:
             reply = self._respond(data, UDP, forwarder is not None and forwarder.allowed(str(addr[0])))
-            if reply is FORWARD and forwarder is not None:
-                forwarder.forward(data, UDP, self._sender(addr))  # a cache miss: answered when it is in
+            if type(reply) is Forward and forwarder is not None:
+                forwarder.forward(
+                    data, UDP, self._sender(addr), reply
+                )  # a cache miss: answered when it is in
                 return
         except Exception:
             _errors.report("UDP")
@@ -183,9 +185,9 @@ class TcpProtocol(asyncio.Protocol):
             start = end
             try:
                 reply = self._respond(message, TCP, self._forwarding)
-                if reply is FORWARD and self._forwarder is not None:
+                if type(reply) is Forward and self._forwarder is not None:
                     # RFC 7766 §6.2.1.1: replies to pipelined queries may come back in any order.
-                    self._forwarder.forward(message, TCP, self._send)
+                    self._forwarder.forward(message, TCP, self._send, reply)
                     continue
             except Exception:
                 _errors.report("TCP")

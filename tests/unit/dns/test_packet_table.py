@@ -37,7 +37,7 @@ import dns.rrset
 import pytest
 
 from mcsdns.dns.cache import ForwardCache
-from mcsdns.dns.responder import FORWARD, TCP, UDP, Responder
+from mcsdns.dns.responder import TCP, UDP, Forward, Responder
 from mcsdns.settings import ZoneSettings
 from mcsdns.wire import MIN_UDP_PAYLOAD, SERVER_UDP_PAYLOAD
 from mcsdns.zone.store import ZoneStore
@@ -773,7 +773,7 @@ def test_packet(case: Case) -> None:
         assert out is None
         return
     if case.outcome == "forward":
-        assert out is FORWARD
+        assert isinstance(out, Forward)
         return
     assert isinstance(out, bytes), out
     assert out[:2] == wire[:2], "the query's id"
@@ -814,4 +814,4 @@ def test_clients_not_allowed_to_forward_are_refused() -> None:
     out = responder.respond(wire, UDP, False)
     assert isinstance(out, bytes) and dns.message.from_wire(out).rcode() == dns.rcode.REFUSED
     assert responder.forward_refused == 1, "counted as a refused forward"
-    assert responder.respond(wire, UDP, True) is FORWARD
+    assert isinstance(responder.respond(wire, UDP, True), Forward)
