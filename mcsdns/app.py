@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from mcsdns.dns.cache import ForwardCache
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import close_listeners, start_listeners
-from mcsdns.errors import ConfigError
+from mcsdns.errors import ConfigError, StartupError
 from mcsdns.health import HealthServer, Observed
 from mcsdns.mcs.identity import ClusterIdentity, cluster_properties
 from mcsdns.mcs.leader import LeaderElector
@@ -61,6 +61,17 @@ def check_sources(settings: Settings) -> None:
         raise ConfigError("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true")
 
 
+@contextlib.contextmanager
+def _named(setting: str) -> Iterator[None]:
+    """A start-up failure inside names ``setting``: the part that failed does not know which one chose it."""
+    try:
+        yield
+    except StartupError as exc:
+        if exc.setting:
+            raise
+        raise type(exc)(exc.reason, setting=setting) from exc
+
+
 def leader_id(settings: LeaseSettings) -> str:
     """This replica's name in the Lease: ``--leader-id``, else the host name and a per-process suffix."""
     return settings.leader_id or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -71,7 +82,9 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
     """Bind every listener, start the engine, yield; ``sources`` replaces those the settings name."""
     async with contextlib.AsyncExitStack() as stack:
         chosen: list[Source] = list(sources) if sources is not None else []
-        loops: list[Coroutine[Any, Any, None]] = []
+        # The background loops, made into coroutines only once they start: a start-up failure in between
+        # (a port in use) would otherwise leave them never awaited.
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = []
         identity = elector = None
         cloudmap: CloudMapClient | None = None
         controllers: tuple[Any, ...] = ()
@@ -87,7 +100,10 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 from mcsdns.sources.kube import zone_sources
 
                 kube = settings.kubernetes
-                api = await k8s.KubeApi.connect(None if kube.kubeconfig == IN_CLUSTER else kube.kubeconfig)
+                with _named("--kubeconfig"):
+                    api = await k8s.KubeApi.connect(
+                        None if kube.kubeconfig == IN_CLUSTER else kube.kubeconfig
+                    )
                 stack.push_async_callback(api.close)
                 logger.info("watching Kubernetes API %s", api.host)
                 # One informer per resource for the whole process: every part below takes a view of it.
@@ -107,7 +123,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                     elector = LeaderElector(
                         k8s.KubeLeases(api), settings.lease, identity=leader_id(settings.lease)
                     )
-                    loops.append(elector.run())
+                    loops.append(elector.run)
                 if settings.cloudmap.enabled:
                     # With a cluster, Cloud Map feeds the cluster (the MCS controller), not the zone directly:
                     # the zone follows the ServiceImports and EndpointSlices the controller writes.
@@ -115,7 +131,8 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                     from mcsdns.mcs.export import ExportController
                     from mcsdns.mcs.import_ import ImportController
 
-                    cloudmap = CloudMapClient(region=settings.cloudmap.region)
+                    with _named("--cloudmap"):
+                        cloudmap = CloudMapClient(region=settings.cloudmap.region)
                     logger.info("exporting to and importing from Cloud Map at %s", cloudmap.endpoint)
                     exporter = ExportController(
                         api=api, informers=informers, cloudmap=cloudmap, identity=identity, elector=elector
@@ -129,13 +146,14 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         poll_interval=settings.cloudmap.poll,
                     )
                     controllers = (exporter, importer)
-                    loops.extend(controller.run() for controller in controllers)
-                loops.append(informers.run())
+                    loops.extend(controller.run for controller in controllers)
+                loops.append(informers.run)
             elif settings.cloudmap.enabled:
                 from mcsdns.clients.cloudmap import CloudMapClient
                 from mcsdns.sources.cloudmap import CloudMapZoneSource
 
-                cloudmap = CloudMapClient(region=settings.cloudmap.region)
+                with _named("--cloudmap"):
+                    cloudmap = CloudMapClient(region=settings.cloudmap.region)
                 logger.info("reading Cloud Map at %s", cloudmap.endpoint)
                 chosen.append(
                     CloudMapZoneSource(
@@ -161,25 +179,29 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 cache=cache,
                 render=responder.render_cached,
             )
-            await forwarder.start()
             stack.callback(forwarder.close)
+            try:
+                await forwarder.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot open the upstream sockets: {exc.strerror or exc}", setting="--forward"
+                ) from exc
             logger.info(
                 "forwarding other names to %s for %s",
                 ", ".join(map(str, settings.forward.upstreams)),
                 ", ".join(map(str, settings.forward.allow)),
             )
-        listeners = await start_listeners(settings.server, responder.respond, responder.servfail, forwarder)
+        with _named("--listen"):
+            listeners = await start_listeners(
+                settings.server, responder.respond, responder.servfail, forwarder
+            )
         stack.callback(close_listeners, listeners)
-        for listener in listeners:
-            logger.info("listening on %s (udp+tcp)", listener.address)
-        task = asyncio.create_task(_run_all([engine.run(), *loops]), name="mcsdns")
         app = App(
             settings=settings,
             store=store,
             engine=engine,
             responder=responder,
             listeners=tuple(listeners),
-            task=task,
             identity=identity,
             identity_required=bool(controllers),
             elector=elector,
@@ -190,15 +212,18 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             controllers=controllers,
         )
         if settings.http is not None:
-            http = await HealthServer(app).start(settings.http)
+            with _named("--http"):
+                http = await HealthServer(app).start(settings.http)
             stack.callback(http.close)
+        # Every socket is bound: only now is anything said to listen, and do the loops start, so that a
+        # start-up failure above is the one line the command prints.
+        for listener in listeners:
+            logger.info("listening on %s (udp+tcp)", listener.address)
+        if settings.http is not None:
             logger.info("serving /healthz, /readyz and /metrics on http://%s", settings.http)
-        try:
-            yield app
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        app.task = asyncio.create_task(_run_all([engine.run, *loops]), name="mcsdns")
+        stack.push_async_callback(_cancel, app.task)
+        yield app
 
 
 def _rejected_objects(sources: Sequence[Source]) -> Callable[[], tuple[str, ...]] | None:
@@ -207,12 +232,18 @@ def _rejected_objects(sources: Sequence[Source]) -> Callable[[], tuple[str, ...]
     return (lambda: tuple(line for source in manifests for line in source.rejected)) if manifests else None
 
 
-async def _run_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+async def _run_all(loops: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
     # One failure cancels the rest: the process exits non-zero and its supervisor restarts it, while
     # until then the last good snapshot keeps serving.
     async with asyncio.TaskGroup() as group:
-        for coroutine in coroutines:
-            group.create_task(coroutine)
+        for loop in loops:
+            group.create_task(loop())
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def serve(settings: Settings) -> None:

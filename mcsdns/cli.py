@@ -1,7 +1,9 @@
 """``mcsdns``: argv and environment → ``Settings`` → ``app.run``; logging set up here.
 
 A bad flag, value or config file prints one line, ``mcsdns: error: ...``, and exits 2 (argparse's
-convention, without the usage dump that hides the message).
+convention, without the usage dump that hides the message). Anything else that stops the server before it
+is up (a port in use, a kubeconfig or AWS credentials that cannot be used) is one such line too, naming the
+setting and the cause, with exit status 1; ``--log-level debug`` logs the traceback before it.
 """
 
 from __future__ import annotations
@@ -120,8 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(demo.run_demo(port=args.port, once=args.once))
         except McsDnsError as exc:
-            print(f"mcsdns: error: {exc}", file=sys.stderr)
-            return 1
+            return _fail(exc, 1)
         except KeyboardInterrupt:
             return 130
     try:
@@ -132,11 +133,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.check_sources(settings)
         return app.run(settings)
     except ConfigError as exc:
-        print(f"mcsdns: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, 2)
     except McsDnsError as exc:
         # A runtime failure with a message for people (e.g. a port in use): one line, exit 1.
-        print(f"mcsdns: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(exc: McsDnsError, status: int) -> int:
+    """Print ``exc`` as the one ``mcsdns: error:`` line; the traceback goes to the debug log only."""
+    logging.getLogger("mcsdns").debug("stopped by %s", type(exc).__name__, exc_info=exc)
+    message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever a library wrote
+    print(f"mcsdns: error: {message}", file=sys.stderr)
+    return status

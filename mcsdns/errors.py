@@ -15,8 +15,21 @@ class ConfigError(McsDnsError):
     """A flag, environment variable or config file value is invalid (the CLI exits 2)."""
 
 
-class ListenError(McsDnsError):
-    """A DNS socket cannot be bound (address in use, no permission for a port below 1024)."""
+class StartupError(McsDnsError):
+    """What a setting names cannot be used at start-up: a port, a kubeconfig, AWS credentials (exit 1).
+
+    ``setting`` is the flag that asked for it, when known: the composition root fills it in (``--listen``,
+    ``--kubeconfig``, ...), since the part that failed does not know which setting chose it. ``reason`` is
+    the message without it.
+    """
+
+    def __init__(self, reason: str, *, setting: str = "") -> None:
+        super().__init__(f"{setting}: {reason}" if setting else reason)
+        self.reason, self.setting = reason, setting
+
+
+class ListenError(StartupError):
+    """A socket cannot be bound (address in use or not on this host, no permission for a port below 1024)."""
 
 
 class ManifestError(McsDnsError):

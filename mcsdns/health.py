@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector
 
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
-from mcsdns.dns.server import Listener
+from mcsdns.dns.server import Listener, bind_reason
+from mcsdns.errors import ListenError
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.leader import LeaderElector
 from mcsdns.settings import ListenAddress
@@ -360,7 +361,11 @@ class HealthServer:
         self._registry = make_registry(observed)
 
     async def start(self, address: ListenAddress) -> asyncio.Server:
-        return await asyncio.start_server(self._handle, address.host, address.port, limit=MAX_REQUEST)
+        """Listen on ``address``; ``ListenError`` (the address and the system's reason) if it cannot."""
+        try:
+            return await asyncio.start_server(self._handle, address.host, address.port, limit=MAX_REQUEST)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on tcp {address}: {bind_reason(exc)}") from exc
 
     def route(self, path: str) -> tuple[int, str, bytes]:
         """Status, content type and body for a GET of ``path``."""

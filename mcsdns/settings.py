@@ -177,6 +177,14 @@ def parse_name(text: str) -> str:
     return value
 
 
+def parse_region(text: str) -> str:
+    """An AWS region's name, checked only for its form (lower case letters, digits and dashes)."""
+    try:
+        return parse_name(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an AWS region name like us-west-2") from None
+
+
 def parse_network(text: str) -> Network:
     try:
         return ipaddress.ip_network(str(text).strip(), strict=False)
@@ -428,7 +436,7 @@ class CloudMapSettings:
     """Seconds between Cloud Map polls (the AWS controller's fixed period)."""
     region: str | None = setting(
         "--aws-region",
-        parse_name,
+        parse_region,
         "REGION",
         "AWS region of Cloud Map",
         shown="$AWS_REGION",
@@ -634,10 +642,15 @@ def load_config_file(path: str) -> dict[str, Any]:
             data = yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not a text file: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"--config {path}:{where} not valid YAML") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(
+            f"--config {path}:{where} not valid YAML" + (f": {problem}" if problem else "")
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -4,6 +4,7 @@ Every call runs in a worker thread (boto3 is blocking), passes a client-side tok
 (so a large clusterset does not hit the account's API quotas), and retries throttling with capped,
 jittered exponential backoff. botocore's own retries are off so that throttles are seen and counted here.
 Errors become ``SourceError``: callers keep what they have and never delete anything because of one.
+A client that cannot be made (no region, no credentials, an unreadable AWS profile) raises ``StartupError``.
 Region and endpoint come from the standard variables (``AWS_REGION``, ``AWS_ENDPOINT_URL_SERVICEDISCOVERY``).
 """
 
@@ -18,12 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import boto3.session
 import botocore.config
 import botocore.exceptions
 import cachetools
 
 from mcsdns.clients.backoff import Backoff
-from mcsdns.errors import SourceError
+from mcsdns.errors import SourceError, StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,13 @@ RATE_LIMITS: Mapping[str, tuple[float, int]] = {
     "RegisterInstance": (50.0, 100),
     "DeregisterInstance": (50.0, 100),
 }
+
+
+NO_CREDENTIALS = (
+    "no AWS credentials found"
+    " (set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a web identity token)"
+)
+NO_REGION = "no AWS region (give --aws-region, or set AWS_REGION or a region in the AWS profile)"
 
 
 class CloudMapError(SourceError):
@@ -96,10 +105,18 @@ class CloudMapClient:
         config = botocore.config.Config(
             retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15
         )
+        # boto3 resolves the credentials once, when the client is made, and never again: with none found
+        # then, every call would fail until a restart. Say so at start-up instead of at the first call.
         try:
-            self._client = boto3.client("servicediscovery", region_name=region, config=config)
+            session = boto3.session.Session(region_name=region)
+            credentials = session.get_credentials()
+            self._client = session.client("servicediscovery", config=config)
+        except botocore.exceptions.NoRegionError as exc:
+            raise StartupError(NO_REGION) from exc
         except botocore.exceptions.BotoCoreError as exc:
-            raise CloudMapError(f"cannot create a Cloud Map client: {exc}") from None
+            raise StartupError(f"cannot create a Cloud Map client: {exc}") from exc
+        if credentials is None:
+            raise StartupError(NO_CREDENTIALS)
         self._buckets = {op: TokenBucket(*limit) for op, limit in RATE_LIMITS.items()}
         self._cache_ttl = cache_ttl
         self._namespaces: cachetools.TTLCache[str, dict[str, Namespace]] = cachetools.TTLCache(1, cache_ttl)
@@ -132,6 +149,8 @@ class CloudMapClient:
                     await backoff.sleep()
                     continue
                 raise CloudMapError(f"{operation}: {code}: {error.get('Message', '')}", code=code) from None
+            except botocore.exceptions.NoCredentialsError:
+                raise CloudMapError(f"{operation}: {NO_CREDENTIALS}") from None
             except botocore.exceptions.BotoCoreError as exc:
                 raise CloudMapError(f"{operation}: {exc}") from None
         raise AssertionError("unreachable")

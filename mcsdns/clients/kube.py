@@ -8,7 +8,8 @@ other failure is retried with the shared backoff while everything already report
 ``Informers`` holds one ``Informer`` (one Reflector) per resource for the whole process, as
 controller-runtime shares one informer per type: the zone sources and both controllers each get a ``View``
 (the objects their label selector matches), so a replica lists and watches each resource once. Client
-errors never leave this module: they become ``SourceError``.
+errors never leave this module: they become ``SourceError``, or ``StartupError`` for a configuration that
+cannot be loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -23,11 +26,12 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import yaml
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
 from mcsdns.clients.backoff import Backoff
-from mcsdns.errors import SourceError, WriteConflict
+from mcsdns.errors import SourceError, StartupError, WriteConflict
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +93,27 @@ class KubeApi:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None) -> KubeApi:
-        """From a kubeconfig file, or the pod's service account when ``kubeconfig`` is None."""
+        """From a kubeconfig file, or the pod's service account when ``kubeconfig`` is None.
+
+        A configuration that cannot be used raises ``StartupError``: the file (or ``in-cluster``), then what
+        in it is wrong. Nothing is sent to the API server yet.
+        """
         configuration = kclient.Configuration()
+        where = kubeconfig or "in-cluster"
+        cluster: Obj = {}
+        user: Obj = {}
         try:
             if kubeconfig:
+                # The library's loader fails on a file of the wrong shape with a TypeError deep inside it:
+                # check what it reads first, so every problem is one line that says what to fix.
+                cluster, user = _current_entries(kubeconfig)
                 await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
             else:
                 kconfig.load_incluster_config(client_configuration=configuration)
         except (kconfig.ConfigException, OSError, ValueError) as exc:
-            raise SourceError(
-                f"cannot load the Kubernetes configuration: {exc}", source="kubernetes"
-            ) from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StartupError(f"{where}: {reason}") from exc
+        _check_tls(where, configuration, cluster, user)
         return cls(kclient.ApiClient(configuration))
 
     async def close(self) -> None:
@@ -239,6 +253,88 @@ class KubeApi:
         except NotFound:
             return
         response.release()
+
+
+def _current_entries(path: str) -> tuple[Obj, Obj]:
+    """The current context's cluster and user of a kubeconfig, checked as far as the client library relies
+    on them without checking; ``StartupError`` naming the file and the problem otherwise."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise StartupError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise StartupError(f"{path}: not a text file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        raise StartupError(f"{path}: not valid YAML: {problem}{where}") from exc
+    if not isinstance(document, dict):
+        what = "it is empty" if document is None else f"a YAML {type(document).__name__}"
+        raise StartupError(
+            f"{path}: not a kubeconfig ({what}, not a mapping of clusters, contexts and users)"
+        )
+    named: dict[str, dict[str, Obj]] = {}
+    for key, inner in (("clusters", "cluster"), ("contexts", "context"), ("users", "user")):
+        items = document.get(key) or []
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get(inner), dict)
+            for item in items
+        ):
+            raise StartupError(f"{path}: {key} must be a list of entries with a name and a {inner} mapping")
+        named[key] = {item["name"]: item[inner] for item in items}
+    current = document.get("current-context")
+    if not current:
+        raise StartupError(
+            f"{path}: no current-context (its contexts: {', '.join(named['contexts']) or 'none'})"
+        )
+    context = named["contexts"].get(str(current))
+    if context is None:
+        known = ", ".join(named["contexts"]) or "none"
+        raise StartupError(f"{path}: current-context {current!r} is not one of its contexts ({known})")
+    cluster = named["clusters"].get(str(context.get("cluster")))
+    if cluster is None:
+        raise StartupError(
+            f"{path}: context {current!r}: cluster {context.get('cluster')!r} is not in clusters"
+        )
+    if not cluster.get("server"):
+        raise StartupError(f"{path}: cluster {context['cluster']!r} has no server")
+    user = named["users"].get(str(context.get("user")), None if context.get("user") else {})
+    if user is None:
+        raise StartupError(f"{path}: context {current!r}: user {context['user']!r} is not in users")
+    return cluster, user
+
+
+def _check_tls(where: str, configuration: kclient.Configuration, cluster: Obj, user: Obj) -> None:
+    """Load the CA and client certificate as the client will, and say which of them fails and why."""
+
+    def named(entry: Obj, key: str, path: str | None) -> str:
+        if isinstance(entry.get(key), str):
+            return f"{key} {entry[key]}"
+        return f"{key}-data" if f"{key}-data" in entry else f"{key} {path}"
+
+    try:
+        context = ssl.create_default_context(
+            cafile=configuration.ssl_ca_cert, cadata=getattr(configuration, "ca_cert_data", None)
+        )
+    except OSError as exc:  # ssl.SSLError included
+        what = named(cluster, "certificate-authority", configuration.ssl_ca_cert)
+        raise StartupError(f"{where}: {what}: {_tls_problem(exc, 'a PEM CA certificate')}") from exc
+    if configuration.cert_file:
+        try:
+            context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+        except OSError as exc:
+            certificate = named(user, "client-certificate", configuration.cert_file)
+            key = named(user, "client-key", configuration.key_file)
+            problem = _tls_problem(exc, "a PEM certificate and its key")
+            raise StartupError(f"{where}: {certificate}, {key}: {problem}") from exc
+
+
+def _tls_problem(exc: OSError, expected: str) -> str:
+    if isinstance(exc, ssl.SSLError):  # OpenSSL's words, without the C source line
+        return f"not {expected}: " + re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc))
+    return f"cannot read it: {exc.strerror or exc}"
 
 
 def _query_value(value: Any) -> str:

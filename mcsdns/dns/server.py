@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -293,7 +294,7 @@ async def _bind(
                 family=family,
             )
         except OSError as exc:
-            raise ListenError(f"cannot listen on udp {address}: {_reason(exc)}") from None
+            raise ListenError(f"cannot listen on udp {address}: {bind_reason(exc)}") from None
         sock = udp.get_extra_info("socket")
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
@@ -310,18 +311,17 @@ async def _bind(
         except OSError as exc:
             udp.close()
             if attempt + 1 == attempts:
-                raise ListenError(
-                    f"cannot listen on tcp {address.host}:{port}: {exc.strerror or exc}"
-                ) from None
+                raise ListenError(f"cannot listen on tcp {address.host}:{port}: {bind_reason(exc)}") from None
             continue  # the UDP port's TCP twin was taken: pick another ephemeral port
         return Listener(udp, tcp, ListenAddress(address.host, port), limits)
     raise AssertionError("unreachable")
 
 
-def _reason(exc: OSError) -> str:
-    # uvloop wraps the bind error ("could not bind to local_addr") with the errno on its cause.
+def bind_reason(exc: OSError) -> str:
+    """The system's words for a bind error: uvloop wraps it ("could not bind to local_addr", with the errno
+    on its cause) or repeats the address in its text ("error while attempting to bind on address ...")."""
     cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-    return cause.strerror or str(cause)
+    return os.strerror(cause.errno) if cause.errno else cause.strerror or str(cause)
 
 
 def close_listeners(listeners: list[Listener]) -> None:

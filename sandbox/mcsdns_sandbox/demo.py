@@ -3,7 +3,8 @@
 Two emulated clusters (cls1, cls2), an embedded Cloud Map (moto), and two mcsdns engines each with its DNS
 on loopback. nginx-hello is exported from cls1; the demo prints what each tutorial step shows (the Cloud
 Map namespace, service and instances; the ServiceImport, derived Service and EndpointSlice in cls2; the
-answers of both clusters' DNS) and keeps serving until Ctrl-C.
+answers of both clusters' DNS) and keeps serving until Ctrl-C. Its kubeconfigs live in a temporary directory
+that is removed on every way out: done, Ctrl-C or SIGTERM (also while starting), or a failure.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -26,7 +28,7 @@ import yaml
 
 from mcsdns.app import App, loop_factory, running
 from mcsdns.clients.cloudmap import CloudMapClient
-from mcsdns.errors import McsDnsError
+from mcsdns.errors import McsDnsError, StartupError
 from mcsdns.settings import (
     CloudMapSettings,
     KubernetesSettings,
@@ -146,9 +148,47 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-async def _demo(port: int, once: bool) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="mcsdns-demo-"))
+async def _demo(port: int, once: bool) -> int:
+    """The tutorial until it is done (``once``) or a signal stops it. SIGINT and SIGTERM end it wherever it
+    is by cancelling it, so every context below unwinds: engines, emulators, the temporary directory."""
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+    serving = asyncio.Event()
+
+    def interrupt(signum: int) -> None:
+        received.append(signum)
+        main.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt, signum)
+    try:
+        await _tutorial(port, once, serving)
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        # Stopping a serving demo is how it ends (exit 0); stopped while starting, it says by which signal.
+        return 0 if serving.is_set() else 128 + received[0]
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+def _kubectl_note(api_url: str) -> str:
+    """What to say under a kubectl command when kubectl is not on PATH: the emulated API answers curl."""
+    if shutil.which("kubectl"):
+        return ""
+    return (
+        "\n    (kubectl is not installed here; the emulated API answers plain HTTP without it:"
+        f"\n     curl -s {api_url}/apis/multicluster.x-k8s.io/v1alpha1/namespaces/demo/serviceimports)"
+    )
+
+
+async def _tutorial(port: int, once: bool, serving: asyncio.Event) -> None:
     with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mcsdns-demo-")))
         try:
             cloudmap = stack.enter_context(EmbeddedCloudMap())
         except UnprovenMoto as exc:
@@ -179,13 +219,27 @@ async def _demo(port: int, once: bool) -> None:
                     ),
                     cloudmap=CloudMapSettings(enabled=True, poll=1.0, region=cloudmap.region),
                 )
-                apps[name] = await engines.enter_async_context(running(settings))
+                try:
+                    apps[name] = await engines.enter_async_context(running(settings))
+                except StartupError as exc:
+                    if exc.setting != "--listen":
+                        raise
+                    # The demo's setting is --port: cls1 listens on PORT, cls2 on PORT+1.
+                    hint = f"; {name} uses PORT+{index}" if index else ""
+                    raise StartupError(
+                        f"{exc.reason}{hint} (--port 0 picks free ports)", setting=f"--port {port}"
+                    ) from exc
                 print(f"  {name}: Kubernetes API {api.url}, DNS 127.0.0.1:{apps[name].addresses[0].port}")
             started = time.monotonic()
             clusters["cls1"].store.load_yaml(_tutorial_file("nginx-serviceexport.yaml"))
             print(
                 f"\nkubectl --kubeconfig {workdir}/cls1.kubeconfig apply"
                 " -f examples/tutorial/nginx-serviceexport.yaml"
+                + (
+                    ""
+                    if shutil.which("kubectl")
+                    else "\n    (applied by the demo; kubectl is not installed here)"
+                )
             )
             answer = await parts.wait(lambda: _answer(apps["cls2"]), "cls2's DNS to answer")
             elapsed = time.monotonic() - started
@@ -223,13 +277,11 @@ async def _demo(port: int, once: bool) -> None:
                 print(f"  dig @127.0.0.1 -p {app.addresses[0].port} {NAME}        # {name}")
             print(
                 f"  kubectl --kubeconfig {workdir}/cls2.kubeconfig"
-                " get serviceimports,svc,endpointslices -n demo"
+                " get serviceimports,svc,endpointslices -n demo" + _kubectl_note(clusters["cls2"].url),
+                flush=True,
             )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await stop.wait()
+            serving.set()
+            await asyncio.Event().wait()  # until a signal cancels the demo (_demo)
 
 
 async def _print_cloudmap(region: str) -> None:
@@ -253,5 +305,4 @@ def run_demo(*, port: int, once: bool) -> int:
     # ... and names a failing emulated part in one line of its own (_Parts), so their tracebacks stay out.
     logging.getLogger("mcsdns_sandbox").setLevel(logging.CRITICAL)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_demo(port, once))
-    return 0
+        return runner.run(_demo(port, once))

@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+DEMO = [sys.executable, "-m", "mcsdns", "demo", "--port", "0"]
 
 
-def test_demo_shows_the_tutorial_and_cls2_answers_its_vip() -> None:
+def test_demo_shows_the_tutorial_and_cls2_answers_its_vip(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mcsdns", "demo", "--port", "0", "--once"],
+        [*DEMO, "--once"],
         cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    assert f"--kubeconfig {tmp_path}/mcsdns-demo-" in result.stdout, "its kubeconfigs were in TMPDIR"
+    assert not list(tmp_path.iterdir()), "the demo removes its temporary directory when it is done"
     out = result.stdout
     for heading in (
         "Cloud Map namespace",
@@ -61,13 +72,14 @@ _BREAK = {
 }
 
 
-def _demo_with(breakage: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def _demo_with(breakage: str, tmp: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     code = (
         _BREAK[breakage]
         + "import sys\nfrom mcsdns.cli import main\nsys.exit(main(['demo', '--port', '0', '--once']))\n"
     )
     # .ci/latest allows an unproven moto for the whole suite; this demo must see the gate as users do.
     env = {k: v for k, v in os.environ.items() if k != "MCSDNS_SANDBOX_ALLOW_UNPROVEN_MOTO"}
+    env["TMPDIR"] = str(tmp)
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -93,10 +105,109 @@ def _demo_with(breakage: str) -> tuple[subprocess.CompletedProcess[str], float]:
         ("moto-version", "mcsdns: error: the embedded Cloud Map was proven on moto 5.0.0, and moto"),
     ],
 )
-def test_a_broken_part_stops_the_demo_at_once_and_is_named(breakage: str, message: str) -> None:
-    result, seconds = _demo_with(breakage)
+def test_a_broken_part_stops_the_demo_at_once_and_is_named(
+    breakage: str, message: str, tmp_path: Path
+) -> None:
+    result, seconds = _demo_with(breakage, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(message), result.stderr
     # Start-up (imports, two emulators) takes a second or two; the demo used to wait 30 s before saying why.
     assert seconds < 15, f"took {seconds:.1f} s"
+    assert not list(tmp_path.iterdir()), "the demo removes its temporary directory when it fails"
+
+
+class _Running:
+    """A demo in the background, its stdout read line by line with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def until(self, text: str, *, more: int = 0) -> list[str]:
+        """Every line up to the first holding ``text``, and ``more`` lines after it."""
+        deadline = time.monotonic() + 90
+        found = False
+        while more >= 0:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {text!r} in the demo's output:\n" + "\n".join(self.seen)) from None
+            self.seen.append(line)
+            found = found or text in line
+            more -= found
+        return self.seen
+
+
+@contextmanager
+def _demo(tmp: Path, *, kubectl: bool) -> Iterator[_Running]:
+    """``mcsdns demo`` serving, TMPDIR in ``tmp``, and a PATH with (a stand-in for) kubectl or without."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    if kubectl:
+        (bin_dir / "kubectl").write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / "kubectl").chmod(0o755)
+    temp = tmp / "temp"
+    temp.mkdir()
+    process = subprocess.Popen(
+        DEMO,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(temp), "PATH": str(bin_dir), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield _Running(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("signum", "kubectl"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["sigterm-no-kubectl", "ctrl-c-kubectl"],
+)
+def test_a_serving_demo_stops_on_a_signal_and_leaves_nothing(
+    signum: signal.Signals, kubectl: bool, tmp_path: Path
+) -> None:
+    with _demo(tmp_path, kubectl=kubectl) as demo:
+        out = demo.until("get serviceimports,svc,endpointslices -n demo", more=0 if kubectl else 2)
+        assert list((tmp_path / "temp").glob("mcsdns-demo-*/cls2.kubeconfig")), "it serves from TMPDIR"
+        hint = "\n".join(out[-3:])
+        if kubectl:
+            assert "kubectl is not installed" not in "\n".join(out)
+        else:
+            # The command is shown with a note that says it cannot run here, and what works instead.
+            assert "(applied by the demo; kubectl is not installed here)" in "\n".join(out)
+            assert "kubectl is not installed here; the emulated API answers plain HTTP without it:" in hint
+            url = re.search(r"curl -s (\S+)\)$", out[-1])
+            assert url, hint
+            with urllib.request.urlopen(url.group(1), timeout=5) as response:
+                imports = json.load(response)
+            assert [i["metadata"]["name"] for i in imports["items"]] == ["nginx-hello"]
+        demo.process.send_signal(signum)
+        _, err = demo.process.communicate(timeout=30)
+    assert demo.process.returncode == 0, err
+    assert "Traceback" not in err and "never awaited" not in err, err
+    assert not list((tmp_path / "temp").iterdir()), "the demo removes its temporary directory on a signal"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_demo_stopped_while_it_starts_leaves_nothing(signum: signal.Signals, tmp_path: Path) -> None:
+    with _demo(tmp_path, kubectl=True) as demo:
+        demo.until("Two clusters, one Cloud Map")  # the emulators run; the engines are starting
+        demo.process.send_signal(signum)
+        _, err = demo.process.communicate(timeout=30)
+    assert demo.process.returncode == 128 + signum, err
+    assert "Traceback" not in err and "never awaited" not in err, err
+    assert not list((tmp_path / "temp").iterdir()), "the demo removes its temporary directory when stopped"
