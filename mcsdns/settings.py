@@ -635,22 +635,28 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def read_yaml(path: str) -> Any:
+    """The one YAML document in ``path``; ``ValueError`` with one line saying why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not a text file: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        raise ValueError(f"not valid YAML: {problem}{where}") from None
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a ``--config`` YAML mapping whose keys are flag names with ``_`` or ``-``."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"--config {path}: not a text file: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None)
-        raise ConfigError(
-            f"--config {path}:{where} not valid YAML" + (f": {problem}" if problem else "")
-        ) from None
+        data = read_yaml(path)
+    except ValueError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

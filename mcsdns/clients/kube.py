@@ -26,12 +26,12 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import yaml
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
 from mcsdns.clients.backoff import Backoff
 from mcsdns.errors import SourceError, StartupError, WriteConflict
+from mcsdns.settings import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -259,17 +259,9 @@ def _current_entries(path: str) -> tuple[Obj, Obj]:
     """The current context's cluster and user of a kubeconfig, checked as far as the client library relies
     on them without checking; ``StartupError`` naming the file and the problem otherwise."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-    except OSError as exc:
-        raise StartupError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise StartupError(f"{path}: not a text file: {exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
-        raise StartupError(f"{path}: not valid YAML: {problem}{where}") from exc
+        document = read_yaml(path)
+    except ValueError as exc:
+        raise StartupError(f"{path}: {exc}") from None
     if not isinstance(document, dict):
         what = "it is empty" if document is None else f"a YAML {type(document).__name__}"
         raise StartupError(

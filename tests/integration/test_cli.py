@@ -153,12 +153,14 @@ FAILURES = {
         ("--renew-deadline must be shorter than --lease-duration",),
     ),
     "config-missing": Failure(
-        ("serve", "--config", "/nonexistent.yaml"), 2, ("--config /nonexistent.yaml: No such file",)
+        ("serve", "--config", "/nonexistent.yaml"),
+        2,
+        ("--config /nonexistent.yaml: cannot read it: No such file",),
     ),
     "config-not-yaml": Failure(
         ("serve", "--config", "{tmp}/c.yaml"),
         2,
-        ("--config ", "line 2 not valid YAML: expected ',' or ']'"),
+        ("--config ", "not valid YAML: expected ',' or ']'"),
         files={"c.yaml": "ttl: [1, 2\n"},
     ),
     "config-not-text": Failure(
