@@ -12,7 +12,7 @@ again over TCP (RFC 7766 §5). Upstreams are tried healthy first, in configured 
 one that failed twice in a row is down for a growing while and tried last (as CoreDNS's ``forward`` marks
 upstreams down). When every upstream fails, an expired answer still inside ``--forward-serve-stale`` is
 served with TTL 30 s (RFC 8767), else SERVFAIL. A popular entry is refreshed shortly before it expires
-(Unbound's ``prefetch``), so hot names never go through a miss.
+(Unbound's ``prefetch``), so hot names rarely go through a miss.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ LATENCY_BAND = 0.05  # upstreams within 50 ms of each other count as equally fas
 ORDER_EVERY = 0.1  # seconds between reorderings of the upstreams by health and latency
 DOWN_AFTER = 2  # consecutive failures that mark an upstream down (CoreDNS's max_fails)
 DOWN_MAX = 30.0
-MAX_TCP_REPLY = 65535
 _ALLOWED_MEMO = 4096
 
 _OPT_PLAIN = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, 0, 0)
@@ -65,7 +64,7 @@ _OPT_DO = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, EDNS_DO, 0)
 Upstream = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Send = Callable[[bytes], None]
-# Renders an entry for one waiting client: (entry) -> reply bytes. Bound to that client's query.
+# The responder's rendering of an entry for one client: (query, question end, entry, OPT, limit) -> reply.
 Render = Callable[[bytes, int, Entry, int, int], bytes]
 
 
