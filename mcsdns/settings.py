@@ -649,6 +649,10 @@ def read_yaml(path: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
         raise ValueError(f"not valid YAML: {problem}{where}") from None
+    except Exception as exc:
+        # PyYAML's constructors raise more than YAMLError for a value in a type's form that is no such value
+        # (the date 2001-13-01, `!!bool ""`, `!!timestamp x`; fuzz/manifests.py found them).
+        raise ValueError(f"a value cannot be read: {type(exc).__name__}: {exc}") from None
 
 
 def load_config_file(path: str) -> dict[str, Any]:

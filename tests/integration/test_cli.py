@@ -163,6 +163,12 @@ FAILURES = {
         ("--config ", "not valid YAML: expected ',' or ']'"),
         files={"c.yaml": "ttl: [1, 2\n"},
     ),
+    "config-value-not-readable": Failure(
+        ("serve", "--config", "{tmp}/c.yaml"),
+        2,
+        ("--config ", "a value cannot be read: KeyError"),
+        files={"c.yaml": 'ttl: !!bool ""\n'},
+    ),
     "config-not-text": Failure(
         ("serve", "--config", "{tmp}/c.yaml"),
         2,
