@@ -143,9 +143,14 @@ def from_attributes(attributes: Mapping[str, str]) -> ExportedEndpoint:
     if not address:
         raise InvalidInstance(f"missing {IPV4} and {IPV6}")
     try:
-        address = str(ipaddress.ip_address(address))
+        ip = ipaddress.ip_address(address)
     except ValueError:
         raise InvalidInstance(f"{address!r} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        # fe80::1%eth0 parses, but no endpoint has a zone index, and the text (unbounded) would go into the
+        # instance id and the dashed hostname of its DNS name (fuzz/cloudmap.py).
+        raise InvalidInstance(f"{address!r} has a zone index, not an endpoint address")
+    address = str(ip)
     service_type = _required(attributes, SERVICE_TYPE)
     if service_type not in ("ClusterSetIP", "Headless"):
         raise InvalidInstance(f"{SERVICE_TYPE}={service_type!r}")

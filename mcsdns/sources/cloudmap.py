@@ -18,6 +18,7 @@ from mcsdns.mcs import instances as attrs
 from mcsdns.sources.events import Contact, Emit, Listed, SourceName
 from mcsdns.sources.objects import ObjectRef, Record
 from mcsdns.zone.model import ClusterId, Endpoint, EndpointGroup, Port, ServiceImport, ServiceKey, ServiceType
+from mcsdns.zone.names import is_label
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ CONCURRENCY = 32  # revision checks in flight at once
 
 def service_records(key: ServiceKey, instances: list[Instance]) -> dict[ObjectRef, Record]:
     """One service's instances → its import (headless, no VIP) and one endpoint group per cluster."""
+    if not (is_label(key.namespace) and is_label(key.name)):
+        # Cloud Map takes names no Kubernetes namespace or Service has (an HTTP namespace's may be 1024
+        # characters), which cannot be the labels of <svc>.<ns>.svc.<zone> (fuzz/cloudmap.py).
+        logger.warning("cloudmap %s skipped: its namespace and name must be DNS labels", key)
+        return {}
     ports: dict[Port, None] = {}
     by_cluster: dict[str, tuple[dict[Port, None], dict[str, Endpoint]]] = {}
     for instance in instances:

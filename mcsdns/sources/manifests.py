@@ -100,6 +100,11 @@ def parse_file(path: str) -> Manifest:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ManifestError(f"{path}:{where}: {problem}") from None
+    except Exception as exc:
+        # PyYAML's constructors raise other errors than YAMLError for a scalar that has a type's form but is
+        # no such value (the timestamp 2001-13-01, `!!int 0b2`, `!!bool ""`, `!!timestamp x`; found by
+        # fuzz/manifests.py): such a file is not usable YAML either.
+        raise ManifestError(f"{path}: a value cannot be read: {type(exc).__name__}: {exc}") from None
     rejections: list[Rejection] = []
     ignored: list[str] = []
     entries: list[tuple[int, int | None, str, Checked]] = []
