@@ -38,12 +38,20 @@ class Upstream:
     queries: list[tuple[str, str, str]] = field(default_factory=list)  # (name, type, udp|tcp), lower-cased
 
     def __post_init__(self) -> None:
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind(("127.0.0.1", 0))
-        self.port: int = self._udp.getsockname()[1]
-        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind(("127.0.0.1", self.port))
+        for _ in range(20):  # the kernel's UDP port may have a TCP twin in use: then take another
+            self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._udp.bind(("127.0.0.1", 0))
+            self.port: int = self._udp.getsockname()[1]
+            self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self._tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self._udp.close()
+                self._tcp.close()
+        else:
+            raise OSError("no UDP port whose TCP twin is free on 127.0.0.1")
         self._tcp.listen(16)
         self._forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._forger.bind(("127.0.0.1", 0))
