@@ -19,7 +19,7 @@ import ipaddress
 import json
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from mcsdns.errors import ManifestError
@@ -148,27 +148,24 @@ def _quote(value: object) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
-def _label_problems(field: str, value: str) -> list[str]:
-    """apimachinery's ValidateDNS1123Label: one ``Invalid value`` per broken rule."""
+def _name_problems(
+    field: str, value: str, limit: int, matches: Callable[[str], object], message: str
+) -> list[str]:
+    """apimachinery's ValidateDNS1123Label/Subdomain: one ``Invalid value`` per broken rule."""
     problems = []
-    if len(value) > LABEL_MAX:
-        problems.append(
-            f"{field}: Invalid value: {_quote(value)}: must be no more than {LABEL_MAX} characters"
-        )
-    if not _LABEL(value):
-        problems.append(f"{field}: Invalid value: {_quote(value)}: {LABEL_MESSAGE}")
+    if len(value) > limit:
+        problems.append(f"{field}: Invalid value: {_quote(value)}: must be no more than {limit} characters")
+    if not matches(value):
+        problems.append(f"{field}: Invalid value: {_quote(value)}: {message}")
     return problems
+
+
+def _label_problems(field: str, value: str) -> list[str]:
+    return _name_problems(field, value, LABEL_MAX, _LABEL, LABEL_MESSAGE)
 
 
 def _subdomain_problems(field: str, value: str) -> list[str]:
-    problems = []
-    if len(value) > SUBDOMAIN_MAX:
-        problems.append(
-            f"{field}: Invalid value: {_quote(value)}: must be no more than {SUBDOMAIN_MAX} characters"
-        )
-    if not _SUBDOMAIN(value):
-        problems.append(f"{field}: Invalid value: {_quote(value)}: {SUBDOMAIN_MESSAGE}")
-    return problems
+    return _name_problems(field, value, SUBDOMAIN_MAX, _SUBDOMAIN, SUBDOMAIN_MESSAGE)
 
 
 def _metadata(obj: Mapping[str, Any], kind: str, problems: list[str]) -> tuple[ObjectRef | None, ServiceKey]:
