@@ -6,6 +6,7 @@ serve-stale, upstream failover and down, and the client ACL."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -138,10 +139,11 @@ def scripted() -> Iterator[Upstream]:
         yield upstream
 
 
-def started(settings: Settings) -> ServerThread:
-    server = ServerThread(settings).__enter__()
-    server.wait_serving()
-    return server
+@contextlib.contextmanager
+def started(settings: Settings) -> Iterator[ServerThread]:
+    with ServerThread(settings) as server:
+        server.wait_serving()
+        yield server
 
 
 def addresses(reply: dns.message.Message) -> list[str]:
@@ -149,8 +151,7 @@ def addresses(reply: dns.message.Message) -> list[str]:
 
 
 def test_hits_are_aged_and_keep_the_clients_case(scripted: Upstream, tmp_path: Path) -> None:
-    sidecar = started(sidecar_settings(tmp_path, scripted))
-    try:
+    with started(sidecar_settings(tmp_path, scripted)) as sidecar:
         first = query(sidecar, NAME)
         assert addresses(first) == ["192.0.2.1"] and first.answer[0].ttl == 300
         time.sleep(1.1)
@@ -164,13 +165,10 @@ def test_hits_are_aged_and_keep_the_clients_case(scripted: Upstream, tmp_path: P
             NAME, "HTTPS"
         ) == 1
         assert hit.flags & dns.flags.RA and hit.flags & dns.flags.RD and not hit.flags & dns.flags.AA
-    finally:
-        sidecar.stop()
 
 
 def test_edns_sizes_truncation_and_tcp(scripted: Upstream, tmp_path: Path) -> None:
-    sidecar = started(sidecar_settings(tmp_path, scripted))
-    try:
+    with started(sidecar_settings(tmp_path, scripted)) as sidecar:
         assert len(addresses(query(sidecar, MANY, payload=1232))) == 60, "fits the client's EDNS size"
         plain = query(sidecar, MANY)  # no EDNS: 512 bytes at most (RFC 1035 §4.2.1)
         assert plain.flags & dns.flags.TC and not plain.answer
@@ -184,14 +182,11 @@ def test_edns_sizes_truncation_and_tcp(scripted: Upstream, tmp_path: Path) -> No
         with_opt = query(sidecar, NAME, payload=4096)
         assert with_opt.edns == 0 and with_opt.payload == 1232, "our own OPT, with our payload"
         assert query(sidecar, NAME).edns == -1, "no OPT for a client that sent none"
-    finally:
-        sidecar.stop()
 
 
 def test_negative_answers_nodata_and_nxdomain(scripted: Upstream, tmp_path: Path) -> None:
     scripted.negative_ttl = 30
-    sidecar = started(sidecar_settings(tmp_path, scripted))
-    try:
+    with started(sidecar_settings(tmp_path, scripted)) as sidecar:
         nodata = query(sidecar, NAME, "AAAA")
         assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
         assert nodata.authority[0].rdtype == dns.rdatatype.SOA
@@ -204,40 +199,31 @@ def test_negative_answers_nodata_and_nxdomain(scripted: Upstream, tmp_path: Path
         assert scripted.asked("absent.up.test.") == 1 and scripted.asked(NAME, "AAAA") == 1, (
             "RFC 2308 §5: negative answers come from the cache"
         )
-    finally:
-        sidecar.stop()
 
 
 def test_forged_replies_are_ignored(scripted: Upstream, tmp_path: Path) -> None:
     scripted.forge = True
-    sidecar = started(sidecar_settings(tmp_path, scripted))
-    try:
+    with started(sidecar_settings(tmp_path, scripted)) as sidecar:
         reply = query(sidecar, NAME)
         assert addresses(reply) == ["192.0.2.1"], "RFC 5452: only the upstream's port, id and question count"
         assert sidecar.app is not None and sidecar.app.forwarder is not None
         assert sidecar.app.forwarder.ignored >= 2  # wrong port and wrong question (a wrong id may collide)
-    finally:
-        sidecar.stop()
 
 
 def test_identical_misses_in_flight_go_upstream_once(scripted: Upstream, tmp_path: Path) -> None:
     scripted.delay = 0.5
-    sidecar = started(sidecar_settings(tmp_path, scripted))
-    try:
+    with started(sidecar_settings(tmp_path, scripted)) as sidecar:
         with concurrent.futures.ThreadPoolExecutor(20) as pool:
             replies = list(pool.map(lambda _: query(sidecar, NAME), range(20)))
         assert all(addresses(r) == ["192.0.2.1"] for r in replies)
         assert scripted.asked(NAME) == 1, "20 clients, one upstream query"
         assert sidecar.app is not None and sidecar.app.forwarder is not None
         assert sidecar.app.forwarder.coalesced >= 1
-    finally:
-        sidecar.stop()
 
 
 def test_popular_entries_are_prefetched(scripted: Upstream, tmp_path: Path) -> None:
     scripted.ttl = 2
-    sidecar = started(sidecar_settings(tmp_path, scripted, serve_stale=0.0))
-    try:
+    with started(sidecar_settings(tmp_path, scripted, serve_stale=0.0)) as sidecar:
         assert sidecar.app is not None and sidecar.app.forwarder is not None
         sidecar.app.forwarder.cache.prefetch_min_ttl = 1  # the default (10 s) would make this test slow
         query(sidecar, NAME)
@@ -248,14 +234,11 @@ def test_popular_entries_are_prefetched(scripted: Upstream, tmp_path: Path) -> N
         scripted.silent = True
         reply = query(sidecar, NAME)
         assert addresses(reply) == ["192.0.2.1"] and reply.answer[0].ttl >= 1, "the refreshed entry answers"
-    finally:
-        sidecar.stop()
 
 
 def test_serve_stale_when_every_upstream_fails(scripted: Upstream, tmp_path: Path) -> None:
     scripted.ttl = 1
-    sidecar = started(sidecar_settings(tmp_path, scripted, serve_stale=4.0))
-    try:
+    with started(sidecar_settings(tmp_path, scripted, serve_stale=4.0)) as sidecar:
         query(sidecar, NAME)
         scripted.silent = True
         time.sleep(1.1)
@@ -268,8 +251,6 @@ def test_serve_stale_when_every_upstream_fails(scripted: Upstream, tmp_path: Pat
         assert time.monotonic() - before < 0.5
         time.sleep(2.2)  # past the serve-stale window (1 s TTL + 4 s)
         assert query(sidecar, NAME).rcode() == dns.rcode.SERVFAIL
-    finally:
-        sidecar.stop()
 
 
 def test_metrics_in_mcsdns_and_coredns_names(scripted: Upstream, tmp_path: Path) -> None:
@@ -277,15 +258,12 @@ def test_metrics_in_mcsdns_and_coredns_names(scripted: Upstream, tmp_path: Path)
     settings = replace(
         sidecar_settings(tmp_path, scripted), http=ListenAddress("127.0.0.1", port), metrics_names="coredns"
     )
-    sidecar = started(settings)
-    try:
+    with started(settings) as sidecar:
         query(sidecar, NAME)  # miss
         query(sidecar, NAME)  # hit
         query(sidecar, "absent.up.test.")  # miss, cached as a denial
         query(sidecar, "absent.up.test.")  # denial hit
         status, text = get(port, "/metrics")
-    finally:
-        sidecar.stop()
     assert status == 200
     lines = {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"
