@@ -312,26 +312,25 @@ def _lines(path: Path) -> int:
 # ---------------------------------------------------------------- main
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_load_options(
+    ap: argparse.ArgumentParser, *, latency_qps: int, budget: float, budget_help: str
+) -> None:
+    """The options every DNS load benchmark here shares: the data, dnsperf's load, pinning, and how runs that
+    other work disturbed are detected and repeated (``undisturbed_run``)."""
     ap.add_argument("--services", type=int, default=1000, help="services to generate")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--queries", type=int, default=100_000, help="lines in the dnsperf query file")
     ap.add_argument("--ttl", type=int, default=gen.DEFAULT_TTL)
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of closed-loop load per round")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of closed-loop load per run")
     ap.add_argument("--clients", type=int, default=4, help="dnsperf -c: client sockets")
     ap.add_argument("--outstanding", type=int, default=100, help="dnsperf -q: queries in flight")
-    ap.add_argument("--latency-qps", type=int, default=10_000, help="offered rate of the latency runs")
+    ap.add_argument("--latency-qps", type=int, default=latency_qps, help="offered rate of the latency runs")
     ap.add_argument("--latency-duration", type=float, default=5.0, help="seconds per fixed-rate run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all servers")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first")
-    ap.add_argument("--edns", action="store_true", help="send EDNS0 in the dnsperf queries (dnsperf -e)")
-    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of the default")
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
     ap.add_argument("--no-pin", action="store_true", help="do not use taskset")
-    ap.add_argument("--compare", type=int, default=300, help="sampled queries whose answers are diffed")
-    ap.add_argument("--answers-only", action="store_true", help="only diff the answers, no load")
     ap.add_argument("--ready-timeout", type=float, default=60.0)
     ap.add_argument("--quiet-wait", type=float, default=60.0,
                     help="seconds to wait, before each run, for other work on the machine to stop")
@@ -340,9 +339,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-wait", type=float, default=0.02,
                     help="share of a fixed-rate run the server may wait for its core before it is repeated")
     ap.add_argument("--retries", type=int, default=3, help="repeats of a disturbed run")
-    ap.add_argument("--budget", type=float, default=300.0,
-                    help="seconds, in all, to spend waiting for quiet and repeating disturbed runs")
+    ap.add_argument("--budget", type=float, default=budget, help=budget_help)
     ap.add_argument("--out", type=Path, default=OUT)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_load_options(ap, latency_qps=10_000, budget=300.0,
+                     budget_help="seconds, in all, to spend waiting for quiet and repeating disturbed runs")
+    ap.add_argument("--edns", action="store_true", help="send EDNS0 in the dnsperf queries (dnsperf -e)")
+    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of the default")
+    ap.add_argument("--compare", type=int, default=300, help="sampled queries whose answers are diffed")
+    ap.add_argument("--answers-only", action="store_true", help="only diff the answers, no load")
     args = ap.parse_args(argv)
     args.names = [n for n in args.servers.split(",") if n]
     if unknown := set(args.names) - set(SERVERS):

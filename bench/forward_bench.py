@@ -120,7 +120,7 @@ import dns.rcode
 import dns.rdatatype
 import gen
 import perf
-from dns_bench import _cpu_model, _mcsdns_commit, _ms, _version, undisturbed_run
+from dns_bench import _cpu_model, _mcsdns_commit, _ms, _version, add_load_options, undisturbed_run
 from machine import TICK, Disturbance, disturbance, wait_quiet
 from servers import (
     LOCALHOST,
@@ -766,17 +766,13 @@ def mcsdns_origin() -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 round, 5 s runs, 3 s latency runs")
-    ap.add_argument("--services", type=int, default=1000, help="services for the zone path")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--queries", type=int, default=100_000, help="lines in the zone path's query file")
-    ap.add_argument("--ttl", type=int, default=gen.DEFAULT_TTL)
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of closed-loop load per run")
-    ap.add_argument("--clients", type=int, default=4, help="dnsperf -c: client sockets")
-    ap.add_argument("--outstanding", type=int, default=100, help="dnsperf -q: queries in flight")
-    ap.add_argument("--latency-qps", type=int, default=5_000, help="offered rate of the latency runs")
-    ap.add_argument("--latency-duration", type=float, default=5.0, help="seconds per fixed-rate run")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured zone load first")
+    add_load_options(
+        ap,
+        latency_qps=5_000,
+        budget=45.0,
+        budget_help="seconds beyond the planned run time to spend waiting for quiet and repeating "
+        "disturbed runs",
+    )
     ap.add_argument(
         "--miss-rate",
         type=int,
@@ -785,11 +781,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--cache-size", type=int, default=100_000, help="mcsdns --forward-cache-size")
     ap.add_argument("--no-unbound", action="store_true", help="measure mcsdns only")
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
     ap.add_argument("--upstream-cpu", type=int, default=None, help="default: the client's core")
-    ap.add_argument("--no-pin", action="store_true", help="do not use taskset")
-    ap.add_argument("--ready-timeout", type=float, default=60.0)
     ap.add_argument("--warm-limit", type=float, default=60.0, help="seconds a cache warm-up pass may take")
     ap.add_argument(
         "--settle",
@@ -797,32 +789,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=15.0,
         help="seconds to wait, before each run, for the servers to go idle",
     )
-    ap.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=60.0,
-        help="seconds to wait, before each run, for other work on the machine to stop",
-    )
-    ap.add_argument(
-        "--max-foreign",
-        type=float,
-        default=0.1,
-        help="cores other processes may use during a run before it is repeated",
-    )
-    ap.add_argument(
-        "--max-wait",
-        type=float,
-        default=0.02,
-        help="share of a fixed-rate run the server may wait for its core before it is repeated",
-    )
-    ap.add_argument("--retries", type=int, default=3, help="repeats of a disturbed run")
-    ap.add_argument(
-        "--budget",
-        type=float,
-        default=45.0,
-        help="seconds beyond the planned run time to spend waiting for quiet and repeating disturbed runs",
-    )
-    ap.add_argument("--out", type=Path, default=OUT)
     if ap.parse_args(argv).quick:
         ap.set_defaults(rounds=1, duration=5.0, latency_duration=3.0)  # options given explicitly still win
     return ap.parse_args(argv)
