@@ -260,7 +260,8 @@ def _upstream(control: int, reply: bytes) -> None:
         _check_relay(query, qend, answered, limit, upstream, same_records=False)
     else:
         assert isinstance(answered, Forward), answered
-    aged = responder.render_cached(query, qend, entry.aged(NOW + 7), edns, limit)
+    entry.age_to(7)
+    aged = responder.render_cached(query, qend, entry, edns, limit)
     _check_relay(query, qend, aged, limit, upstream)
     stale = responder.render_cached(query, qend, entry.stale(), edns, limit)
     _check_relay(query, qend, stale, limit, upstream)

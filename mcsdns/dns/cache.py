@@ -95,13 +95,10 @@ class Entry:
     def size(self) -> int:
         return len(self.original) + len(self.key) + ENTRY_OVERHEAD
 
-    def aged(self, now: float) -> Entry:
-        """Lower the TTLs to what is left at ``now``, once per second of age."""
-        age = int(now - self.stored)
-        if age != self.age:
-            self.age = age
-            self.body = _with_ttls(self, lambda ttl: max(ttl - age, 0))
-        return self
+    def age_to(self, age: int) -> None:
+        """Lower the TTLs by ``age`` seconds in the cache (the caller asks once per second of age)."""
+        self.age = age
+        self.body = _with_ttls(self, lambda ttl: max(ttl - age, 0))
 
     def stale(self) -> Entry:
         """A copy to answer after expiry (RFC 8767 §4): every TTL is ``STALE_TTL``."""
@@ -201,8 +198,9 @@ class ForwardCache:
                     entry.prefetch_at = float("inf")  # once: the refreshed entry replaces this one
                     self.prefetches += 1
                     self.on_prefetch(entry)
-                if int(now - entry.stored) != entry.age:
-                    entry.aged(now)
+                age = int(now - entry.stored)
+                if age != entry.age:
+                    entry.age_to(age)
                 return entry
         return None
 
