@@ -10,6 +10,7 @@ import asyncio
 import collections
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -303,3 +304,14 @@ class ApiRequests:
         """(watches, lists, pages) as they are now."""
         with self._lock:
             return dict(self.watches), dict(self.lists), dict(self.pages)
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from a stream socket; ``ConnectionError`` if the peer closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data

@@ -19,6 +19,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from tests.support import read_exactly
+
 ZONE = dns.name.from_text("up.test.")
 SOA = "ns.up.test. admin.up.test. 1 60 60 600 {minimum}"
 
@@ -133,8 +135,8 @@ class Upstream:
         with conn:
             conn.settimeout(2)
             with contextlib.suppress(OSError, ValueError):
-                length = int.from_bytes(_read(conn, 2), "big")
-                query = self._parse(_read(conn, length), "tcp")
+                length = int.from_bytes(read_exactly(conn, 2), "big")
+                query = self._parse(read_exactly(conn, length), "tcp")
                 if query is None or self.silent:
                     return
                 wire = self.answer(query).to_wire(max_size=65535)
@@ -168,13 +170,3 @@ class Upstream:
         soa = SOA.format(minimum=self.negative_ttl)
         reply.authority.append(dns.rrset.from_text(ZONE, self.negative_ttl, "IN", "SOA", soa))
         return reply
-
-
-def _read(conn: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            raise ValueError("connection closed")
-        data += chunk
-    return data

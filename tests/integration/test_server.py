@@ -25,6 +25,7 @@ from tests.support import (
     endpoint,
     endpoint_slice,
     query,
+    read_exactly,
     service_import,
     settings_for,
     wait_for,
@@ -195,17 +196,8 @@ def tcp_connect(server: ServerThread) -> socket.socket:
 
 
 def read_message(sock: socket.socket) -> bytes:
-    def read(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
-
-    (length,) = struct.unpack("!H", read(2))
-    return read(length)
+    (length,) = struct.unpack("!H", read_exactly(sock, 2))
+    return read_exactly(sock, length)
 
 
 def test_tcp_pipelined_queries_are_all_answered_in_order(server: ServerThread) -> None:
