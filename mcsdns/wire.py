@@ -233,6 +233,60 @@ class ReplyScan(NamedTuple):
     negative_ttl: int  # min(SOA TTL, SOA MINIMUM) of the authority's SOA (RFC 2308 §5); -1 without one
 
 
+# Where the names are in the RDATA of the types whose names may be compressed and that resolvers decompress
+# (RFC 1035 §3.3, RFC 2163, 1183, 2230, 2782, 2915, 4034, 6672): a run of steps, "n" a name, "s" a
+# character-string, a number that many fixed bytes.
+_RDATA_NAMES: dict[int, tuple[int | str, ...]] = {
+    **dict.fromkeys((2, 3, 4, 5, 7, 8, 9, 12, 39, 47), ("n",)),  # NS MD MF CNAME MB MG MR PTR DNAME NSEC
+    **dict.fromkeys((14, 17), ("n", "n")),  # MINFO, RP
+    6: ("n", "n"),  # SOA
+    **dict.fromkeys((15, 18, 21, 36), (2, "n")),  # MX AFSDB RT KX
+    26: (2, "n", "n"),  # PX
+    33: (6, "n"),  # SRV
+    35: (4, "s", "s", "s", "n"),  # NAPTR
+    46: (18, "n"),  # RRSIG
+}
+
+
+def _walk_name(data: bytes, pos: int, end: int, rewritten: bytearray) -> int:
+    """Skip the name at ``pos`` (ending by ``end``) and check what its compression pointers lead to.
+
+    A cache answers from these bytes with another header and with TTLs lowered (``rewritten`` marks those
+    bytes), so a name that, through a pointer, reads any of them would read differently in our reply; such a
+    name, and a pointer that does not point back to an earlier offset (RFC 1035 §4.1.4: "a prior
+    occurance"), make the reply malformed.
+    """
+    after = -1  # where the name ends in place: after its first pointer
+    hops = 0  # a pointer may lead back to one that leads back to it: a loop, not a name
+    try:
+        while True:
+            length = data[pos]
+            if length & 0xC0 == 0xC0:
+                target = (length & 0x3F) << 8 | data[pos + 1]
+                if after < 0:
+                    after = pos + 2
+                elif rewritten[pos] or rewritten[pos + 1]:
+                    raise Malformed("a compression pointer leads into the header or a TTL")
+                if target >= pos or rewritten[target] or hops == MAX_NAME_WIRE // 2:
+                    raise Malformed("a compression pointer into the header, a TTL or forward, or a loop")
+                pos, hops = target, hops + 1
+                continue
+            if length > MAX_LABEL:
+                raise Malformed("bad label type")
+            if after >= 0 and 1 in rewritten[pos : pos + length + 1]:
+                raise Malformed("a compression pointer leads into the header or a TTL")
+            if length == 0:
+                pos += 1
+                break
+            pos += length + 1
+    except IndexError:
+        raise Malformed("name runs past the end of the message") from None
+    pos = after if after >= 0 else pos
+    if pos > end:
+        raise Malformed("name runs past its record")
+    return pos
+
+
 def scan_reply(data: bytes) -> ReplyScan:
     """Walk an upstream reply's records (compressed names allowed) and note what a cache needs.
 
@@ -249,12 +303,14 @@ def scan_reply(data: bytes) -> ReplyScan:
     ttls: list[tuple[int, int]] = []
     answer_ttl = negative_ttl = -1
     additional_at = end = qend  # additional_at is set when the walk reaches that section
+    rewritten = bytearray(len(data))  # 1 where a cache answers other bytes: the header, and each TTL
+    rewritten[:HEADER_SIZE] = b"\x01" * HEADER_SIZE
     kept_ar = 0
     for index in range(an + ns + ar):
         if index == an + ns:
             additional_at = pos
         start = pos
-        pos = skip_name(data, pos)
+        pos = _walk_name(data, pos, len(data), rewritten)
         if pos + 10 > len(data):
             raise Malformed("record runs past the end of the message")
         rtype, _rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
@@ -262,6 +318,17 @@ def scan_reply(data: bytes) -> ReplyScan:
         pos = rdata + rdlength
         if pos > len(data):
             raise Malformed("record data runs past the end of the message")
+        rewritten[rdata - 6 : rdata - 2] = b"\x01\x01\x01\x01"
+        at = rdata
+        for step in _RDATA_NAMES.get(rtype, ()):
+            if step == "n":
+                at = _walk_name(data, at, pos, rewritten)
+            elif step == "s":
+                at += 1 + data[at] if at < pos else 1
+            else:
+                at += int(step)
+            if at > pos:
+                raise Malformed("record data shorter than its type's fields")
         if rtype == QType.OPT:
             if index < an + ns or data[start] != 0:
                 raise Malformed("OPT outside the additional section or not owned by the root")

@@ -19,6 +19,7 @@ from mcsdns.sources.cloudmap import service_records
 from mcsdns.sources.events import Listed, SourceName
 from mcsdns.sources.manifests import ManifestSource, parse_file
 from mcsdns.sources.state import ClusterSetState
+from mcsdns.wire import Malformed, scan_reply
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.model import ServiceKey
 
@@ -118,3 +119,48 @@ def test_an_ipv6_address_with_a_zone_index_is_no_endpoint() -> None:
         assert zone_from(ServiceKey("demo", "db"), [instance(**{attrs.IPV4: "", attrs.IPV6: address})]) == 0
     endpoint = attrs.from_attributes(instance(**{attrs.IPV4: "", attrs.IPV6: "FE80::1"}).attributes)
     assert endpoint.address == "fe80::1" and len(endpoint.instance_id()) <= attrs.MAX_INSTANCE_ID
+
+
+# --- fuzz/packet.py: compression pointers into bytes the forwarding cache rewrites -----------------------
+
+# The reply fuzz/packet.py found (crash-529807cd...: its first byte, the target's control byte, left out): the
+# A record's owner is a pointer to offset 45, inside the question's long label, and reading on from there runs
+# into the CNAME's TTL field, so lowering that TTL on a cache hit changed the A record's owner for the client.
+FOUND = bytes.fromhex(
+    "5151810000010002000000010377777707657830303030303030303030303030303030303030303030303030303030303030"
+    "3030303030303030303030303030616d706c6503636f6d0000010001c00c000500010000003c00110363646e076578616d70"
+    "6c6c036e657400c02d00010001000000140004c63364070000292000000000000000"
+)
+QUESTION = b"\x03www\x07example\x03com\x00\x00\x01\x00\x01"  # offsets 12-32; the first record starts at 33
+A_RECORD = b"\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01"  # type, class, TTL 60, 192.0.2.1
+
+
+def _reply(*records: bytes) -> bytes:
+    """A reply to www.example.com A with ``records`` in its answer section."""
+    counts = b"\x00\x01" + len(records).to_bytes(2, "big") + b"\x00\x00\x00\x00"
+    return b"\x12\x34\x81\x80" + counts + QUESTION + b"".join(records)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        FOUND,
+        _reply(b"\xc0\x02" + A_RECORD),  # into the header
+        _reply(b"\xc0\x0c" + A_RECORD, b"\xc0\x27" + A_RECORD),  # into the first record's TTL (offset 39)
+        _reply(b"\xc0\x30" + A_RECORD),  # forward, past itself
+        _reply(b"\x01a\xc0\x21" + A_RECORD[:2] + b"\xc0\x22" + A_RECORD[4:]),  # a loop between two pointers
+        _reply(
+            b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x02\xc0\x27"
+        ),  # a CNAME target into its own TTL
+    ],
+    ids=["found", "header", "ttl", "forward", "loop", "rdata-name"],
+)
+def test_a_reply_whose_names_point_into_rewritten_bytes_is_malformed(reply: bytes) -> None:
+    with pytest.raises(Malformed, match="compression pointer"):
+        scan_reply(reply)
+
+
+def test_names_that_point_back_into_names_are_read() -> None:
+    cname = b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x06\x03cdn\xc0\x10"  # cdn.example.com, at 45
+    scan = scan_reply(_reply(cname, b"\xc0\x2d" + A_RECORD))  # the A record's owner: the CNAME's target
+    assert scan.counts == (2, 0, 0) and [ttl for _, ttl in scan.ttls] == [60, 60]
