@@ -50,7 +50,7 @@ from mcsdns.wire import (
 logger = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT = 1.0  # per upstream attempt; the client's own retry usually comes after 1-5 s
-POOL_SIZE = 8  # UDP sockets per address family
+POOL_SIZE = 8  # UDP sockets per upstream
 RECYCLE_AFTER = 4096  # queries a pooled socket carries before it is replaced, so source ports keep moving
 LATENCY_BAND = 0.05  # upstreams within 50 ms of each other count as equally fast
 ORDER_EVERY = 0.1  # seconds between reorderings of the upstreams by health and latency
@@ -126,40 +126,50 @@ class _Lookup:
 
 
 class _PooledSocket:
-    """One upstream UDP socket, read straight from the loop's reader callback (no transport): each wake-up
-    drains every datagram waiting, and replies are matched to lookups by id, then checked by the forwarder."""
+    """One UDP socket connected to one upstream, read straight from the loop's reader callback (no
+    transport): each wake-up drains every datagram waiting, and replies are matched to lookups by id, then
+    checked by the forwarder.
 
-    def __init__(self, forwarder: Forwarder, loop: asyncio.AbstractEventLoop, family: int) -> None:
+    Connected (``connect``, udp(7)), because the kernel then drops datagrams from any other address or port
+    before they reach us (the first check of RFC 5452 §9.1, for free), sends without resolving the address
+    again for every datagram, and ``recv`` builds no address tuple: a miss's two upstream system calls are
+    the cheapest they can be.
+    """
+
+    def __init__(self, forwarder: Forwarder, loop: asyncio.AbstractEventLoop, upstream: UpstreamHealth) -> None:
         self.forwarder = forwarder
         self.loop = loop
-        # Port 0: the kernel picks a random ephemeral port (Linux randomises them, RFC 6056).
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.upstream = upstream
+        # No bind: connect picks a random ephemeral port (Linux randomises them, RFC 6056).
+        self.sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
-        self.sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        self.sock.connect(upstream.address)
         self.pending: dict[int, _Lookup] = {}
         self.used = 0
         self.retired = False
         loop.add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        for _ in range(64):  # bounded, so a flood on this socket cannot starve the clients' sockets
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP port unreachable for an earlier query
-                logger.debug("upstream socket error: %s", exc)
-                continue
-            lookup = self.pending.get(data[0] << 8 | data[1]) if len(data) >= HEADER_SIZE else None
-            if lookup is None:
-                self.forwarder.ignored += 1
-                continue
-            self.forwarder.reply_received(lookup, data, addr)
-
-    def send(self, data: bytes, address: Upstream) -> bool:
+        # One datagram per wake-up: the loop polls level-triggered, so it calls again while more wait, and
+        # draining would cost an extra failing recv (EAGAIN) per wake-up, which at one reply per wake-up is
+        # a system call per miss.
         try:
-            self.sock.sendto(data, address)
-        except OSError as exc:  # a full send buffer or an unreachable network: the attempt failed
+            data = self.sock.recv(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. ECONNREFUSED: ICMP port unreachable for an earlier query
+            logger.debug("upstream socket error: %s", exc)
+            return
+        lookup = self.pending.get(data[0] << 8 | data[1]) if len(data) >= HEADER_SIZE else None
+        if lookup is None:
+            self.forwarder.ignored += 1
+            return
+        self.forwarder.reply_received(lookup, data)
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.send(data)
+        except OSError as exc:  # a full send buffer, an unreachable network, ECONNREFUSED: the attempt failed
             logger.debug("upstream send failed: %s", exc)
             return False
         return True
@@ -214,7 +224,7 @@ class Forwarder:
         self._inflight: dict[bytes, _Lookup] = {}
         self._ordered = list(self.upstreams)
         self._ordered_until = 0.0
-        self._pools: dict[int, list[_PooledSocket]] = {}
+        self._pools: dict[int, list[_PooledSocket]] = {}  # by upstream index
         self._retired: list[_PooledSocket] = []
         self._random = _Random()
         # One timer for every attempt: deadlines come in send order, as the timeout is the same for all.
@@ -232,10 +242,10 @@ class Forwarder:
         self.stale_answers = 0  # clients answered from an expired entry (RFC 8767)
 
     async def start(self) -> None:
-        """Open the upstream socket pools (one per address family the upstreams use)."""
+        """Open the upstream socket pools, one per upstream."""
         loop = self._loop = asyncio.get_running_loop()
-        for family in {u.family for u in self.upstreams}:
-            self._pools[family] = [_PooledSocket(self, loop, family) for _ in range(POOL_SIZE)]
+        for upstream in self.upstreams:
+            self._pools[upstream.index] = [_PooledSocket(self, loop, upstream) for _ in range(POOL_SIZE)]
 
     def close(self) -> None:
         for pooled in [*(p for pool in self._pools.values() for p in pool), *self._retired]:
@@ -315,7 +325,7 @@ class Forwarder:
             return
         upstream = lookup.order[lookup.tried]
         lookup.tried += 1
-        pooled = self._socket(upstream.family)
+        pooled = self._socket(upstream)
         qid = self._random.u16()
         while qid in pooled.pending:
             qid = self._random.u16()
@@ -323,7 +333,7 @@ class Forwarder:
         lookup.sent_at = now = time.monotonic()
         upstream.queries += 1
         pooled.used += 1
-        if not pooled.send(lookup.wire(), upstream.address):
+        if not pooled.send(lookup.wire()):
             self._upstream_failed(lookup, "could not be sent to")
             return
         pooled.pending[qid] = lookup
@@ -347,8 +357,8 @@ class Forwarder:
             assert self._loop is not None
             self._sweep_timer = self._loop.call_later(max(deadlines[0][0] - now, 0.001), self._sweep)
 
-    def _socket(self, family: int) -> _PooledSocket:
-        pool = self._pools[family]
+    def _socket(self, upstream: UpstreamHealth) -> _PooledSocket:
+        pool = self._pools[upstream.index]
         slot = self._random.u16() % len(pool)
         pooled = pool[slot]
         if pooled.used >= RECYCLE_AFTER:
@@ -358,7 +368,7 @@ class Forwarder:
             self._retired = [p for p in self._retired if p.sock.fileno() >= 0]
             self._retired.append(pooled)
             pooled.close_if_idle()
-            pooled = pool[slot] = _PooledSocket(self, self._loop, family)
+            pooled = pool[slot] = _PooledSocket(self, self._loop, upstream)
         return pooled
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -384,11 +394,10 @@ class Forwarder:
         logger.debug("upstream %s:%d %s", *lookup.upstream.address, why)
         self._attempt(lookup)
 
-    def reply_received(self, lookup: _Lookup, data: bytes, addr: tuple[str | int, ...]) -> None:
-        """A datagram with a pending id: accepted only from that upstream with that question (RFC 5452)."""
-        assert lookup.upstream is not None
-        # The kernel reports the source in the form ``_normal`` gave the upstream's address: no parsing here.
-        if (addr[0], addr[1]) != lookup.upstream.address or not self._answers(lookup, data):
+    def reply_received(self, lookup: _Lookup, data: bytes) -> None:
+        """A datagram with a pending id, on a socket connected to the lookup's upstream (so from its address
+        and port): accepted only with that question (RFC 5452 §9.1)."""
+        if not self._answers(lookup, data):
             self.ignored += 1
             return
         self._release(lookup)
@@ -469,7 +478,7 @@ class Forwarder:
 
 
 def _normal(host: str) -> str:
-    """One spelling per address, so a reply's source compares equal to the configured upstream."""
+    """One spelling per address, for the metrics' upstream labels and the logs."""
     with contextlib.suppress(ValueError):
         return str(ipaddress.ip_address(host.split("%", 1)[0]))
     return host

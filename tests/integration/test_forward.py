@@ -207,7 +207,9 @@ def test_forged_replies_are_ignored(scripted: Upstream, tmp_path: Path) -> None:
         reply = query(sidecar, NAME)
         assert addresses(reply) == ["192.0.2.1"], "RFC 5452: only the upstream's port, id and question count"
         assert sidecar.app is not None and sidecar.app.forwarder is not None
-        assert sidecar.app.forwarder.ignored >= 2  # wrong port and wrong question (a wrong id may collide)
+        # The wrong port never reaches mcsdns (its upstream sockets are connected, so the kernel drops it);
+        # the wrong question does and is counted (a wrong id may collide with another query's).
+        assert sidecar.app.forwarder.ignored >= 1
 
 
 def test_identical_misses_in_flight_go_upstream_once(scripted: Upstream, tmp_path: Path) -> None:
