@@ -29,6 +29,7 @@ from mcsdns.settings import IN_CLUSTER, LeaseSettings, ListenAddress, Settings
 from mcsdns.sources.engine import SyncEngine
 from mcsdns.sources.events import Source
 from mcsdns.sources.manifests import ManifestSource
+from mcsdns.statefile import StateFile
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.snapshot import ZoneSnapshot
 from mcsdns.zone.store import ZoneStore
@@ -163,6 +164,13 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                     )
                 )
         store = ZoneStore()
+        if settings.sources.state_dir:
+            state = StateFile(settings.sources.state_dir, settings.zone.wire, settings.sources.max_stale)
+            saved = state.load()
+            if saved is not None:
+                store.publish(saved)
+            store.subscribe(state.published)
+            stack.push_async_callback(state.flush)
         engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
         forwarder = cache = None
         if settings.forward.upstreams:

@@ -61,7 +61,8 @@ class Observed:
 
     def not_ready(self) -> list[str]:
         reasons = []
-        for name in self.engine.waiting_for:
+        serving_saved = self.store.current is not None and self.store.current.saved_at > 0
+        for name in () if serving_saved else self.engine.waiting_for:
             failure = self.engine.stats[name].failure if name in self.engine.stats else ""
             reasons.append(f"waiting for the first list of {name}" + (f": {failure}" if failure else ""))
         if self.store.current is None and not reasons:
@@ -74,6 +75,12 @@ class Observed:
         """One line per source that is down while the last good zone serves: ready, but going stale."""
         now = time.time()
         lines = []
+        current = self.store.current
+        if current is not None and current.saved_at:
+            waiting = ", ".join(self.engine.waiting_for) or "the first zone"
+            lines.append(
+                f"stale: serving the zone saved {now - current.saved_at:.0f}s ago until {waiting} lists"
+            )
         for name, stats in sorted(self.engine.stats.items()):
             age = stats.stale_for(now)
             if age is not None and stats.listed:
@@ -168,6 +175,11 @@ class _Collector(Collector):
         )
         yield GaugeMetricFamily(
             "mcsdns_zone_names", "Names in the zone", value=len(snapshot.names) if snapshot else 0
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_zone_stale",
+            "1 while the zone saved by an earlier run (--state-dir) serves, until every source has listed",
+            value=1 if snapshot is not None and snapshot.saved_at else 0,
         )
         yield GaugeMetricFamily(
             "mcsdns_zone_answers", "Precomputed answers", value=len(snapshot.answers) if snapshot else 0

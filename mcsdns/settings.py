@@ -199,6 +199,16 @@ def parse_directory(text: str) -> str:
     return path
 
 
+def parse_state_dir(text: str) -> str:
+    """A directory that may not exist yet: mcsdns creates it at start (a chart's fresh volume is empty)."""
+    path = os.path.expanduser(str(text).strip())
+    if not path:
+        raise ValueError("an empty path")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{text!r} is not a directory")
+    return path
+
+
 def split_list(text: str) -> list[str]:
     """A repeatable setting's values from one string: comma or space separated (environment, defaults)."""
     return [part for part in text.replace(",", " ").split() if part]
@@ -406,6 +416,23 @@ class SourceSettings:
         "--manifests-poll", parse_seconds, "DURATION", "how often DIR is scanned", default="250ms"
     )
     """Seconds between scans of the manifests directory."""
+    state_dir: str | None = setting(
+        "--state-dir",
+        parse_state_dir,
+        "DIR",
+        "save the served zone in DIR; at start, serve it stale until every source has listed",
+    )
+    """Where the last published zone is saved (atomically, at most once a second); at start it is served,
+    with TTLs of at most 30 s (RFC 8767), while the sources have not listed yet (statefile.py)."""
+    max_stale: float = setting(
+        "--max-stale",
+        parse_seconds,
+        "DURATION",
+        "the oldest saved zone that is served at start",
+        default="1h",
+    )
+    """A saved zone older than this is not served at start: a clusterset changes, and NXDOMAIN for a new
+    service is better than an address of one long gone."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -136,7 +136,9 @@ class _PooledSocket:
     the cheapest they can be.
     """
 
-    def __init__(self, forwarder: Forwarder, loop: asyncio.AbstractEventLoop, upstream: UpstreamHealth) -> None:
+    def __init__(
+        self, forwarder: Forwarder, loop: asyncio.AbstractEventLoop, upstream: UpstreamHealth
+    ) -> None:
         self.forwarder = forwarder
         self.loop = loop
         self.upstream = upstream

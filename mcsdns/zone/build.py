@@ -195,6 +195,7 @@ class ZoneBuilder:
         self._namespaces: collections.Counter[str] = collections.Counter()
         self._answers: Map[bytes, Answer] = Map()
         self._names: Map[bytes, None] = Map()  # a persistent set: the keys
+        self._serial: int | None = None  # of the last snapshot built
         svc = (b"svc", *self._apex)
         ns_host = (b"ns", b"dns", *self._apex)
         self._version_name = (b"dns-version", *self._apex)
@@ -211,28 +212,38 @@ class ZoneBuilder:
         """Apply ``changes`` (None = the service is gone) and return the next snapshot."""
         # Mutations of a persistent map copy the trie nodes they touch: published snapshots never change.
         answers, names = self._answers.mutate(), self._names.mutate()
+        touched_answers: set[bytes] = set()
+        touched_names: set[bytes] = set()
         for key, service in changes.items():
             old = self._fragments.get(key)
             if old is not None and service is not None and old.source == rendered_from(service):
                 continue  # e.g. an EndpointSlice of a ClusterSetIP service: the same records
             if old is not None:
                 del self._fragments[key]
+                touched_answers.update(old.answers)
+                touched_names.update(old.names)
                 for question in old.answers:
                     answers.pop(question, None)
                 for name in old.names:
                     names.pop(name, None)
-                self._count_namespace(old.namespace, -1, names)
+                touched_names.add(self._count_namespace(old.namespace, -1, names))
             fragment = render_service(self._apex, service, self._ttl) if service is not None else None
             if fragment is not None:
+                touched_answers.update(fragment.answers)
+                touched_names.update(fragment.names)
                 answers.update(fragment.answers)
                 names.update(dict.fromkeys(fragment.names))
-                self._count_namespace(fragment.namespace, +1, names)
+                touched_names.add(self._count_namespace(fragment.namespace, +1, names))
                 self._fragments[key] = fragment
         apex = self._apex
         soa = Soa((b"ns", b"dns", *apex), (b"hostmaster", *apex), serial, *SOA_TIMERS, self._ttl)
-        answers.update(self._static_answers(RRset(apex, QType.SOA, self._ttl, (soa,))))
+        static = self._static_answers(RRset(apex, QType.SOA, self._ttl, (soa,)))
+        touched_answers.update(static)
+        touched_names.update(self._static_names)
+        answers.update(static)
         names.update(dict.fromkeys(self._static_names))
         self._answers, self._names = answers.finish(), names.finish()
+        base, self._serial = self._serial, serial
         return ZoneSnapshot(
             serial=serial,
             zone_wire=self._apex_wire,
@@ -241,10 +252,13 @@ class ZoneBuilder:
             nodata=Negatives(rcode=Rcode.NOERROR, apex=apex, soa=soa, ttl=self._ttl),
             nxdomain=Negatives(rcode=Rcode.NXDOMAIN, apex=apex, soa=soa, ttl=self._ttl),
             services=len(self._fragments),
+            ttl=self._ttl,
+            soa=(soa.mname, soa.rname, soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum),
+            touched=None if base is None else (base, frozenset(touched_answers), frozenset(touched_names)),
         )
 
-    def _count_namespace(self, namespace: str, delta: int, names: MapMutation[bytes, None]) -> None:
-        # <ns>.svc.Z is an empty non-terminal while the namespace has a service with records.
+    def _count_namespace(self, namespace: str, delta: int, names: MapMutation[bytes, None]) -> bytes:
+        """<ns>.svc.Z is an empty non-terminal while the namespace has a service with records; returns it."""
         self._namespaces[namespace] += delta
         wire = name_to_wire(namespace_name(self._apex, namespace))
         if self._namespaces[namespace] > 0:
@@ -252,6 +266,7 @@ class ZoneBuilder:
         else:
             del self._namespaces[namespace]
             names.pop(wire, None)
+        return wire
 
     def _static_answers(self, soa: RRset) -> dict[bytes, Answer]:
         apex = self._apex

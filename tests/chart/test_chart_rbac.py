@@ -57,6 +57,8 @@ def engine_settings(rendered: Rendered, kubeconfig: Path, *, pod: str, region: s
         MCSDNS_HTTP="127.0.0.1:0",
         POD_NAMESPACE=NAMESPACE,  # the downward API's metadata.namespace
     )
+    if "MCSDNS_STATE_DIR" in env:  # the pod's own volume: a fresh directory per pod
+        env.update(MCSDNS_STATE_DIR=str(kubeconfig.parent / f"state-{pod}"))
     if "MCSDNS_LEADER_ID" in rendered.env:
         env.update(MCSDNS_LEADER_ID=pod, MCSDNS_LEASE_DURATION="3s", MCSDNS_RENEW_DEADLINE="2s")
     if env.get("MCSDNS_CLOUDMAP") == "true":

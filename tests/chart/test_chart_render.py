@@ -178,6 +178,7 @@ def test_default_settings_reach_the_container_as_mcsdns_variables() -> None:
         "MCSDNS_HTTP": "0.0.0.0:9153",
         "MCSDNS_ZONE": "clusterset.local",
         "MCSDNS_TTL": "5",
+        "MCSDNS_STATE_DIR": "/var/lib/mcsdns",
         "MCSDNS_CLOUDMAP": "true",
         "MCSDNS_CLOUDMAP_POLL": "2s",
         "MCSDNS_LEADER_ELECT": "true",
@@ -506,3 +507,14 @@ def test_the_prometheus_rule_alerts_on_stale_sources_with_metrics_mcsdns_serves(
     assert "{{ $labels.source }}" in stale["annotations"]["summary"]
     # Every metric an alert reads is one mcsdns serves (tests/integration/test_health.py reads them).
     assert "mcsdns_source_up{" in alerts["McsdnsSourceDown"]["expr"]
+
+
+def test_the_last_served_zone_is_kept_in_a_volume_unless_turned_off() -> None:
+    pod = render().one("Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["state"] == "/var/lib/mcsdns" and "emptyDir" in volumes["state"]
+    off = render({"state": {"enabled": False}})
+    assert "MCSDNS_STATE_DIR" not in off.env
+    assert "state" not in {v["name"] for v in off.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert render({"state": {"maxStale": "30m"}}).env["MCSDNS_MAX_STALE"] == "30m"

@@ -141,6 +141,18 @@ FAILURES = {
     "manifests-a-file": Failure(
         (*SERVE, "--manifests", "{tmp}/file"), 2, ("--manifests: ", "is not a directory"), files={"file": ""}
     ),
+    "state-dir-a-file": Failure(
+        (*MANIFESTS, "--state-dir", "{tmp}/file"),
+        2,
+        ("--state-dir: ", "is not a directory"),
+        files={"file": ""},
+    ),
+    "state-dir-under-a-file": Failure(
+        (*MANIFESTS, "--state-dir", "{tmp}/file/state"),
+        1,
+        ("--state-dir: cannot use ", "Not a directory"),
+        files={"file": ""},
+    ),
     "kubeconfig-missing": Failure(
         (*SERVE, "--kubeconfig", "/nonexistent"), 2, ("--kubeconfig: '/nonexistent' is not a file",)
     ),

@@ -106,6 +106,8 @@ SAMPLES = {
     "tcp_max_lifetime": "30s",
     "manifests": ".",
     "manifests_poll": "1s",
+    "state_dir": "/var/lib/mcsdns",
+    "max_stale": "30m",
     "kubeconfig": "in-cluster",
     "cloudmap": "true",
     "cloudmap_poll": "5s",
