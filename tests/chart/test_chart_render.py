@@ -206,6 +206,7 @@ def test_non_default_settings_reach_the_container_as_mcsdns_variables() -> None:
             "forwardCacheSize": 0,
             "forwardCacheBytes": "64Mi",
             "forwardServeStale": "10m",
+            "state": {"maxStale": "10m"},
             "leaderElection": {"leaseName": "dns-writer", "leaseDuration": "20s", "renewDeadline": "12s"},
             "extraEnv": [{"name": "AWS_ENDPOINT_URL_SERVICEDISCOVERY", "value": "http://127.0.0.1:5000"}],
         }
@@ -216,6 +217,8 @@ def test_non_default_settings_reach_the_container_as_mcsdns_variables() -> None:
         "MCSDNS_HTTP": "0.0.0.0:9153",
         "MCSDNS_ZONE": "mesh.example.org",
         "MCSDNS_TTL": "30",
+        "MCSDNS_STATE_DIR": "/var/lib/mcsdns",
+        "MCSDNS_MAX_STALE": "10m",
         "MCSDNS_DNS_VERSION": "1.1.0",
         "MCSDNS_FORWARD": "10.96.0.10:53,[fd00::10]:53",
         "MCSDNS_FORWARD_ALLOW": "10.0.0.0/8,192.168.0.0/16",
