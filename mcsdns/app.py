@@ -13,23 +13,20 @@ import logging
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from mcsdns.dns.cache import ForwardCache
-from mcsdns.dns.forward import Forwarder
-from mcsdns.dns.responder import Responder
-from mcsdns.dns.server import close_listeners, start_listeners
-from mcsdns.errors import ConfigError, StartupError
+from mcsdns.errors import ConfigError, named_setting
 from mcsdns.health import HealthServer, Observed
 from mcsdns.mcs.identity import ClusterIdentity, cluster_properties
 from mcsdns.mcs.leader import LeaderElector
-from mcsdns.settings import IN_CLUSTER, LeaseSettings, ListenAddress, Settings
+from mcsdns.settings import IN_CLUSTER, LeaseSettings, ListenAddress, Settings, available_cpus
 from mcsdns.sources.engine import SyncEngine
 from mcsdns.sources.events import Source
 from mcsdns.sources.manifests import ManifestSource
 from mcsdns.statefile import StateFile
+from mcsdns.workers import Workers, serve_worker, serving
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.snapshot import ZoneSnapshot
 from mcsdns.zone.store import ZoneStore
@@ -62,17 +59,6 @@ def check_sources(settings: Settings) -> None:
         raise ConfigError("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true")
 
 
-@contextlib.contextmanager
-def _named(setting: str) -> Iterator[None]:
-    """A start-up failure inside names ``setting``: the part that failed does not know which one chose it."""
-    try:
-        yield
-    except StartupError as exc:
-        if exc.setting:
-            raise
-        raise type(exc)(exc.reason, setting=setting) from exc
-
-
 def leader_id(settings: LeaseSettings) -> str:
     """This replica's name in the Lease: ``--leader-id``, else the host name and a per-process suffix."""
     return settings.leader_id or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -101,7 +87,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 from mcsdns.sources.kube import zone_sources
 
                 kube = settings.kubernetes
-                with _named("--kubeconfig"):
+                with named_setting("--kubeconfig"):
                     api = await k8s.KubeApi.connect(
                         None if kube.kubeconfig == IN_CLUSTER else kube.kubeconfig
                     )
@@ -132,7 +118,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                     from mcsdns.mcs.export import ExportController
                     from mcsdns.mcs.import_ import ImportController
 
-                    with _named("--cloudmap"):
+                    with named_setting("--cloudmap"):
                         cloudmap = CloudMapClient(region=settings.cloudmap.region)
                     logger.info("exporting to and importing from Cloud Map at %s", cloudmap.endpoint)
                     exporter = ExportController(
@@ -153,7 +139,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 from mcsdns.clients.cloudmap import CloudMapClient
                 from mcsdns.sources.cloudmap import CloudMapZoneSource
 
-                with _named("--cloudmap"):
+                with named_setting("--cloudmap"):
                     cloudmap = CloudMapClient(region=settings.cloudmap.region)
                 logger.info("reading Cloud Map at %s", cloudmap.endpoint)
                 chosen.append(
@@ -172,38 +158,16 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             store.subscribe(state.published)
             stack.push_async_callback(state.flush)
         engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
-        forwarder = cache = None
-        if settings.forward.upstreams:
-            cache = ForwardCache(
-                max_entries=settings.forward.cache_size,
-                max_bytes=settings.forward.cache_bytes,
-                stale_for=settings.forward.serve_stale,
-            )
-        responder = Responder(store, settings.zone, cache=cache)
-        if cache is not None:
-            forwarder = Forwarder(
-                [(a.host, a.port) for a in settings.forward.upstreams],
-                allow=settings.forward.allow,
-                cache=cache,
-                render=responder.render_cached,
-            )
-            stack.callback(forwarder.close)
-            try:
-                await forwarder.start()
-            except OSError as exc:
-                raise StartupError(
-                    f"cannot open the upstream sockets: {exc.strerror or exc}", setting="--forward"
-                ) from exc
-            logger.info(
-                "forwarding other names to %s for %s",
-                ", ".join(map(str, settings.forward.upstreams)),
-                ", ".join(map(str, settings.forward.allow)),
-            )
-        with _named("--listen"):
-            listeners = await start_listeners(
-                settings.server, responder.respond, responder.servfail, forwarder
-            )
-        stack.callback(close_listeners, listeners)
+        responder, forwarder, listeners = await serving(
+            settings, store, stack, reuse_port=settings.server.workers > 1
+        )
+        workers = None
+        if settings.server.workers > 1:
+            # The other serving processes bind the ports this one got (port 0 resolved) and follow its store.
+            bound = replace(settings.server, listen=tuple(listener.address for listener in listeners))
+            workers = Workers(replace(settings, server=bound), store, settings.server.workers - 1)
+            await workers.start()
+            stack.push_async_callback(workers.close)
         app = App(
             settings=settings,
             store=store,
@@ -218,9 +182,10 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             metrics_names=settings.metrics_names,
             rejected=_rejected_objects(chosen),
             controllers=controllers,
+            workers=workers,
         )
         if settings.http is not None:
-            with _named("--http"):
+            with named_setting("--http"):
                 http = await HealthServer(app).start(settings.http)
             stack.callback(http.close)
         # Every socket is bound: only now is anything said to listen, and do the loops start, so that a
@@ -311,7 +276,17 @@ def _freeze_after_first_zone() -> Callable[[ZoneSnapshot], None]:
 
 
 def run(settings: Settings) -> int:
+    if settings.server.workers == 0:  # auto
+        settings = replace(settings, server=replace(settings.server, workers=available_cpus()))
     gc.set_threshold(*GC_THRESHOLDS)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(settings))
+    return 0
+
+
+def run_worker(settings: Settings, channel: socket.socket) -> int:
+    """A serving process of ``--workers`` (workers.py), until its main process goes or SIGTERM."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve_worker(settings, channel))
     return 0

@@ -96,6 +96,14 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["worker"] and len(argv) == 2:
+        # Not a command for people: how `serve --workers N` starts its serving processes (workers.py).
+        from mcsdns import app, workers
+
+        settings, channel = workers.read_settings(int(argv[1]))
+        setup_logging(settings.log)
+        return app.run_worker(settings, channel)
     args = build_parser().parse_args(argv)
     if args.command == "version":
         print(f"mcsdns {__version__}")

@@ -6,6 +6,9 @@ Nothing past an adapter catches a client library's exceptions: adapters re-raise
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class McsDnsError(Exception):
     """Base of every error mcsdns raises on purpose."""
@@ -50,3 +53,14 @@ class WriteConflict(SourceError):
 
 class WireError(McsDnsError):
     """A DNS message is malformed (answered with FORMERR)."""
+
+
+@contextlib.contextmanager
+def named_setting(setting: str) -> Iterator[None]:
+    """A start-up failure inside names ``setting``: the part that failed does not know which one chose it."""
+    try:
+        yield
+    except StartupError as exc:
+        if exc.setting:
+            raise
+        raise type(exc)(exc.reason, setting=setting) from exc

@@ -57,6 +57,7 @@ class Observed:
     metrics_names: str = "mcsdns"  # "coredns": also CoreDNS's names for the cache and forward families
     rejected: Callable[[], Sequence[str]] | None = None  # manifest objects not served as written
     controllers: tuple[Any, ...] = ()
+    workers: Any = None  # workers.Workers: the other serving processes (--workers)
     extra: dict[str, Callable[[], float]] = field(default_factory=dict)
 
     def not_ready(self) -> list[str]:
@@ -69,6 +70,8 @@ class Observed:
             reasons.append("the first zone is being built")
         if self.identity_required and self.identity is not None:
             reasons.extend(self.identity.missing)
+        if self.workers is not None and self.store.current is not None:
+            reasons.extend(self.workers.not_ready())
         return reasons
 
     def stale(self) -> list[str]:
@@ -129,43 +132,8 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         o = self._observed
-        responses = CounterMetricFamily(
-            "mcsdns_dns_responses",
-            "DNS replies sent, by transport, QTYPE and RCODE",
-            labels=["transport", "qtype", "rcode"],
-        )
-        for transport, counts in (("udp", o.responder.udp), ("tcp", o.responder.tcp)):
-            for key, count in sorted(counts.items()):
-                responses.add_metric([transport, _label(key >> 8, QType), _label(key & 0xF, Rcode)], count)
-        yield responses
-        dropped = CounterMetricFamily(
-            "mcsdns_dns_dropped", "Packets dropped unanswered (short, or QR set)", labels=["transport"]
-        )
-        for transport, count in o.responder.dropped.items():
-            dropped.add_metric([transport], count)
-        yield dropped
-        yield CounterMetricFamily(
-            "mcsdns_dns_truncated", "UDP replies sent with TC=1", value=o.responder.truncated
-        )
-        if o.listeners:
-            limits = o.listeners[0].connections
-            yield GaugeMetricFamily("mcsdns_tcp_connections", "Open TCP connections", value=limits.open)
-            yield CounterMetricFamily(
-                "mcsdns_tcp_connections_accepted", "TCP connections accepted", value=limits.accepted
-            )
-            yield CounterMetricFamily(
-                "mcsdns_tcp_connections_rejected", "TCP connections closed at the cap", value=limits.rejected
-            )
-            yield CounterMetricFamily(
-                "mcsdns_tcp_connections_evicted",
-                "Idle TCP connections closed to admit a new one at the cap",
-                value=limits.evicted,
-            )
-            yield CounterMetricFamily(
-                "mcsdns_tcp_connections_timed_out",
-                "TCP connections closed for silence, a slow message or their lifetime",
-                value=limits.timed_out,
-            )
+        serving = serving_metrics(o.responder, o.listeners, o.forwarder, o.metrics_names)
+        yield from merge_samples(serving, o.workers.samples() if o.workers is not None else {})
         snapshot = o.store.current
         yield GaugeMetricFamily(
             "mcsdns_zone_serial", "SOA serial of the served zone", value=snapshot.serial if snapshot else 0
@@ -243,11 +211,97 @@ class _Collector(Collector):
             yield from (calls, throttles)
         for controller in o.controllers:
             yield from controller.metrics()
-        if o.forwarder is not None:
-            yield from _forward_metrics(o.forwarder, o.responder)
-            if o.metrics_names == "coredns":
-                server = f"dns://{o.listeners[0].address}" if o.listeners else "dns://"
-                yield from _coredns_forward_metrics(o.forwarder, server)
+        if o.workers is not None:
+            yield from o.workers.metrics()
+
+
+def serving_metrics(
+    responder: Responder, listeners: Sequence[Listener], forwarder: Forwarder | None, metrics_names: str
+) -> Iterator[Metric]:
+    """The families of one serving process: replies, TCP connections, forwarding. A worker
+    (``workers.py``) sends these to the main process, which adds them to its own (``merge_samples``)."""
+    responses = CounterMetricFamily(
+        "mcsdns_dns_responses",
+        "DNS replies sent, by transport, QTYPE and RCODE",
+        labels=["transport", "qtype", "rcode"],
+    )
+    for transport, counts in (("udp", responder.udp), ("tcp", responder.tcp)):
+        for key, count in sorted(counts.items()):
+            responses.add_metric([transport, _label(key >> 8, QType), _label(key & 0xF, Rcode)], count)
+    yield responses
+    dropped = CounterMetricFamily(
+        "mcsdns_dns_dropped", "Packets dropped unanswered (short, or QR set)", labels=["transport"]
+    )
+    for transport, count in responder.dropped.items():
+        dropped.add_metric([transport], count)
+    yield dropped
+    yield CounterMetricFamily("mcsdns_dns_truncated", "UDP replies sent with TC=1", value=responder.truncated)
+    if listeners:
+        limits = listeners[0].connections
+        yield GaugeMetricFamily("mcsdns_tcp_connections", "Open TCP connections", value=limits.open)
+        yield CounterMetricFamily(
+            "mcsdns_tcp_connections_accepted", "TCP connections accepted", value=limits.accepted
+        )
+        yield CounterMetricFamily(
+            "mcsdns_tcp_connections_rejected", "TCP connections closed at the cap", value=limits.rejected
+        )
+        yield CounterMetricFamily(
+            "mcsdns_tcp_connections_evicted",
+            "Idle TCP connections closed to admit a new one at the cap",
+            value=limits.evicted,
+        )
+        yield CounterMetricFamily(
+            "mcsdns_tcp_connections_timed_out",
+            "TCP connections closed for silence, a slow message or their lifetime",
+            value=limits.timed_out,
+        )
+    if forwarder is not None:
+        yield from _forward_metrics(forwarder, responder)
+        if metrics_names == "coredns":
+            server = f"dns://{listeners[0].address}" if listeners else "dns://"
+            yield from _coredns_forward_metrics(forwarder, server)
+
+
+# Gauges whose value across serving processes is their sum; every other gauge is the main process's.
+ADDITIVE_GAUGES = frozenset(
+    {
+        "mcsdns_tcp_connections",
+        "mcsdns_forward_cache_entries",
+        "mcsdns_forward_cache_bytes",
+        "coredns_cache_entries",
+    }
+)
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def additive_samples(families: Iterator[Metric]) -> Samples:
+    """The samples of ``families`` that add up across processes, keyed by sample name and labels."""
+    out: Samples = {}
+    for family in families:
+        if family.type == "counter" or family.name in ADDITIVE_GAUGES:
+            for sample in family.samples:
+                out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def merge_samples(families: Iterator[Metric], extra: Samples) -> Iterator[Metric]:
+    """``families`` with ``extra`` (other processes' additive samples) added in, label sets they lack
+    included."""
+    for family in families:
+        if extra and (family.type == "counter" or family.name in ADDITIVE_GAUGES):
+            names = {f"{family.name}_total", family.name}
+            mine = {(sample.name, tuple(sorted(sample.labels.items()))) for sample in family.samples}
+            merged = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                merged.add_sample(sample.name, sample.labels, sample.value + extra.get(key, 0.0))
+            for (name, labels), value in extra.items():
+                if name in names and (name, labels) not in mine:
+                    merged.add_sample(name, dict(labels), value)
+            yield merged
+        else:
+            yield family
 
 
 def _forward_metrics(f: Forwarder, responder: Responder) -> Iterator[Metric]:

@@ -199,6 +199,27 @@ def parse_directory(text: str) -> str:
     return path
 
 
+def parse_workers(text: str) -> int:
+    """``auto`` (0: one per usable CPU, worked out at start) or a count of serving processes, 1-64."""
+    if str(text).strip().lower() == "auto":
+        return 0
+    return parse_int(text, low=1, high=64)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    ``resources.limits.cpu``), at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as handle:
+            quota, period = handle.read().split()
+        if quota != "max":
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
 def parse_state_dir(text: str) -> str:
     """A directory that may not exist yet: mcsdns creates it at start (a chart's fresh volume is empty)."""
     path = os.path.expanduser(str(text).strip())
@@ -345,6 +366,16 @@ class ServerSettings:
         default="127.0.0.1:5353",
     )
     """UDP and TCP sockets, one pair per address."""
+    workers: int = setting(
+        "--workers",
+        parse_workers,
+        "N",
+        "serving processes sharing each address (SO_REUSEPORT); auto: one per CPU this process may use",
+        default="auto",
+    )
+    """Processes answering DNS: this one (which also runs the sync engine and the controller) and N-1
+    workers that follow its zone (workers.py). 0 stands for auto, resolved by ``mcsdns serve`` from the CPU
+    affinity and the cgroup's CPU quota; a process embedding ``app.running`` serves alone."""
     tcp_idle_timeout: float = setting(
         "--tcp-idle-timeout",
         parse_seconds,

@@ -262,14 +262,18 @@ async def start_listeners(
     respond: Respond,
     servfail: Callable[[bytes], bytes | None],
     forwarder: Forwarder | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> list[Listener]:
-    """Bind UDP and TCP on every ``--listen`` address; port 0 picks one port for both."""
+    """Bind UDP and TCP on every ``--listen`` address; port 0 picks one port for both. ``reuse_port``:
+    share each address with the other serving processes (``--workers``), the kernel spreading clients
+    over them (SO_REUSEPORT)."""
     loop = asyncio.get_running_loop()
     limits = TcpLimits(settings.tcp_idle_timeout, settings.tcp_max_connections, settings.tcp_max_lifetime)
     listeners: list[Listener] = []
     try:
         for address in settings.listen:
-            listeners.append(await _bind(loop, address, respond, servfail, limits, forwarder))
+            listeners.append(await _bind(loop, address, respond, servfail, limits, forwarder, reuse_port))
     except BaseException:
         close_listeners(listeners)
         raise
@@ -283,6 +287,7 @@ async def _bind(
     servfail: Callable[[bytes], bytes | None],
     limits: TcpLimits,
     forwarder: Forwarder | None,
+    reuse_port: bool,
 ) -> Listener:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     attempts = 20 if address.port == 0 else 1
@@ -292,6 +297,7 @@ async def _bind(
                 lambda: UdpProtocol(respond, servfail, forwarder),
                 local_addr=(address.host, address.port),
                 family=family,
+                reuse_port=reuse_port or None,
             )
         except OSError as exc:
             raise ListenError(f"cannot listen on udp {address}: {bind_reason(exc)}") from None
@@ -306,6 +312,7 @@ async def _bind(
                 port,
                 family=family,
                 reuse_address=True,
+                reuse_port=reuse_port or None,
                 backlog=1024,
             )
         except OSError as exc:

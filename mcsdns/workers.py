@@ -1,0 +1,359 @@
+"""``--workers N``: N processes answer DNS on every listen address, one of them runs everything else.
+
+One Python process answers on one core (the GIL: threads cannot help), so a node's other cores would idle.
+The main process binds each address with SO_REUSEPORT and starts N-1 workers that bind the same addresses;
+the kernel spreads clients over the N sockets by their address and port. Only the main process runs the
+sync engine, the controller and /metrics; a worker holds a zone store, a responder and its own forwarding
+cache, nothing else, so it is small.
+
+The main process hands every published snapshot to every worker over a socket pair, without rendering it
+again: the first one whole, then what each publish changed (``zone/codec.py``'s delta), so a publish costs
+a worker what changed, not the zone's size. A worker binds its sockets only once it holds a whole zone, so
+the kernel never sends a client to a process with nothing to answer from, and it acknowledges each serial,
+which gives /metrics the publish latency and /readyz whether every worker serves. A worker that dies is
+started again and sent the current zone; one that loses its main process (EOF on the pair) exits, so
+none outlives it. SIGTERM to the main process stops every worker before it exits.
+
+Frames on the pair: length (u32), kind (one byte), payload. Main to worker: ``S`` the settings (pickle,
+its own child), ``Z`` a zone frame. Worker to main: ``R`` serving, ``A`` a serial applied (u64), ``M``
+its additive metric samples (marshal), every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import marshal
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from mcsdns.dns.cache import ForwardCache
+from mcsdns.dns.forward import Forwarder
+from mcsdns.dns.responder import Responder
+from mcsdns.dns.server import Listener, close_listeners, start_listeners
+from mcsdns.errors import StartupError, named_setting
+from mcsdns.health import Samples, additive_samples, serving_metrics
+from mcsdns.zone import codec
+from mcsdns.zone.snapshot import ZoneSnapshot
+from mcsdns.zone.store import ZoneStore
+
+if TYPE_CHECKING:
+    from mcsdns.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_FRAME = struct.Struct(">IB")
+_SERIAL = struct.Struct(">Q")
+METRICS_EVERY = 1.0
+RESTART_MIN, RESTART_MAX = 0.5, 30.0  # seconds before a dead worker is started again, doubling
+STOP_GRACE = 5.0
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), kind[0]) + payload
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The next frame; ``asyncio.IncompleteReadError`` at EOF."""
+    length, kind = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+    return bytes((kind,)), await reader.readexactly(length)
+
+
+# -- what answers DNS, in every serving process
+
+
+async def serving(
+    settings: Settings, store: ZoneStore, stack: contextlib.AsyncExitStack, *, reuse_port: bool = False
+) -> tuple[Responder, Forwarder | None, list[Listener]]:
+    """What answers DNS from ``store``: the responder, the forwarder if any, the bound listeners (closed by
+    ``stack``). The main process and every worker (workers.py) build theirs here."""
+    forwarder = cache = None
+    if settings.forward.upstreams:
+        cache = ForwardCache(
+            max_entries=settings.forward.cache_size,
+            max_bytes=settings.forward.cache_bytes,
+            stale_for=settings.forward.serve_stale,
+        )
+    responder = Responder(store, settings.zone, cache=cache)
+    if cache is not None:
+        forwarder = Forwarder(
+            [(a.host, a.port) for a in settings.forward.upstreams],
+            allow=settings.forward.allow,
+            cache=cache,
+            render=responder.render_cached,
+        )
+        stack.callback(forwarder.close)
+        try:
+            await forwarder.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot open the upstream sockets: {exc.strerror or exc}", setting="--forward"
+            ) from exc
+        logger.info(
+            "forwarding other names to %s for %s",
+            ", ".join(map(str, settings.forward.upstreams)),
+            ", ".join(map(str, settings.forward.allow)),
+        )
+    with named_setting("--listen"):
+        listeners = await start_listeners(
+            settings.server, responder.respond, responder.servfail, forwarder, reuse_port=reuse_port
+        )
+    stack.callback(close_listeners, listeners)
+    return responder, forwarder, listeners
+
+
+# -- the main process's side ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    writer: asyncio.StreamWriter | None = None
+    sent: int | None = None  # serial of the last zone frame sent
+    acked: int | None = None  # serial the worker last applied
+    serving: bool = False
+    samples: Samples = field(default_factory=dict)
+    sent_at: float = 0.0  # when the last zone frame was written
+    latency: float = 0.0  # seconds from sending a zone to this worker's acknowledgement of it
+    restarts: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class Workers:
+    def __init__(self, settings: Settings, store: ZoneStore, count: int) -> None:
+        self._settings = settings
+        self._store = store
+        self.processes = [_Worker(index) for index in range(1, count + 1)]
+        self._stopping = False
+        self._frames: dict[tuple[int, str], bytes] = {}  # (serial, "full"/"delta"), for the last publish
+
+    async def start(self) -> None:
+        """Start every worker; they bind once they have the zone (now, if there is one)."""
+        self._store.subscribe(self.published)
+        for worker in self.processes:
+            worker.task = asyncio.create_task(self._supervise(worker), name=f"mcsdns-worker-{worker.index}")
+
+    async def close(self) -> None:
+        """Stop every worker (SIGTERM, then SIGKILL after a grace) and wait for them."""
+        self._stopping = True
+        for worker in self.processes:
+            if worker.task is not None:
+                worker.task.cancel()
+        for worker in self.processes:
+            if worker.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.task
+
+    # -- zone -----------------------------------------------------------------------------------------
+
+    def published(self, snapshot: ZoneSnapshot) -> None:
+        """A store listener: send ``snapshot`` to every running worker, as a delta where it can."""
+        self._frames = {}
+        for worker in self.processes:
+            self._send_zone(worker, snapshot)
+
+    def _send_zone(self, worker: _Worker, snapshot: ZoneSnapshot) -> None:
+        if worker.writer is None or worker.writer.is_closing():
+            return
+        touched = snapshot.touched
+        kind = "delta" if touched is not None and worker.sent == touched[0] else "full"
+        data = self._frames.get((snapshot.serial, kind))
+        if data is None:
+            encoded = codec.encode_delta(snapshot) if kind == "delta" else None
+            data = encoded or codec.encode_full(snapshot, saved_at=snapshot.saved_at)
+            self._frames[snapshot.serial, kind] = data
+        worker.writer.write(_frame(b"Z", data))
+        worker.sent, worker.sent_at = snapshot.serial, time.monotonic()
+
+    # -- supervision ----------------------------------------------------------------------------------
+
+    async def _supervise(self, worker: _Worker) -> None:
+        delay = RESTART_MIN
+        try:
+            while not self._stopping:
+                started = time.monotonic()
+                try:
+                    await self._run(worker)
+                except OSError as exc:
+                    logger.error("worker %d could not start: %s", worker.index, exc)
+                if self._stopping:
+                    return
+                worker.restarts += 1
+                delay = (
+                    RESTART_MIN if time.monotonic() - started > RESTART_MAX else min(delay * 2, RESTART_MAX)
+                )
+                logger.warning("worker %d exited; starting it again in %.1fs", worker.index, delay)
+                await asyncio.sleep(delay)
+        finally:
+            await self._stop(worker)
+
+    async def _run(self, worker: _Worker) -> None:
+        mine, theirs = socket.socketpair()
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mcsdns", "worker", str(theirs.fileno()), pass_fds=(theirs.fileno(),)
+            )
+        finally:
+            theirs.close()
+        reader, worker.writer = await asyncio.open_connection(sock=mine)
+        worker.sent = worker.acked = None
+        worker.serving = False
+        worker.writer.write(_frame(b"S", pickle.dumps(self._settings)))
+        if self._store.current is not None:
+            self._send_zone(worker, self._store.current)
+        try:
+            while True:
+                kind, payload = await _read_frame(reader)
+                if kind == b"R":
+                    worker.serving = True
+                    logger.info("worker %d (pid %d) serving", worker.index, worker.process.pid)
+                elif kind == b"A":
+                    (worker.acked,) = _SERIAL.unpack(payload)
+                    if worker.acked == worker.sent:
+                        worker.latency = time.monotonic() - worker.sent_at
+                elif kind == b"M":
+                    worker.samples = marshal.loads(payload)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker is gone
+        finally:
+            worker.serving = False
+            worker.samples = {}
+            worker.writer.close()
+            await worker.process.wait()
+
+    async def _stop(self, worker: _Worker) -> None:
+        process = worker.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    # -- what health reports --------------------------------------------------------------------------
+
+    def not_ready(self) -> list[str]:
+        current = self._store.current
+        return [
+            f"worker {worker.index} is not serving" + (" the current zone" if worker.serving else "")
+            for worker in self.processes
+            if not worker.serving or (current is not None and worker.acked != current.serial)
+        ]
+
+    def samples(self) -> Samples:
+        """Every worker's additive samples, summed."""
+        total: Samples = {}
+        for worker in self.processes:
+            for key, value in worker.samples.items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+    def metrics(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "mcsdns_workers_serving",
+            "Worker processes serving the current zone (the main process not counted)",
+            value=len(self.processes) - len(self.not_ready()),
+        )
+        yield CounterMetricFamily(
+            "mcsdns_worker_restarts",
+            "Workers started again after they exited",
+            value=sum(worker.restarts for worker in self.processes),
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_workers_publish_seconds",
+            "Seconds from sending the last zone until the slowest worker applied it",
+            value=max((worker.latency for worker in self.processes), default=0.0),
+        )
+
+
+# -- a worker's side --------------------------------------------------------------------------------------
+
+
+def read_settings(fd: int) -> tuple[Settings, socket.socket]:
+    """The worker's first step, before logging is set up: its settings from the main process."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    header = _recv_exactly(sock, _FRAME.size)
+    length, kind = _FRAME.unpack(header)
+    if kind != ord("S"):
+        raise RuntimeError("the main process did not send the settings first")
+    settings: Settings = pickle.loads(_recv_exactly(sock, length))  # from our own parent
+    return settings, sock
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(size)
+        if not chunk:
+            raise EOFError("the main process closed the pair")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+async def serve_worker(settings: Settings, sock: socket.socket) -> None:
+    """Serve DNS from the zones the main process sends, until it goes away or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    store = ZoneStore()
+    async with contextlib.AsyncExitStack() as stack:
+        parts: dict[str, Any] = {}
+
+        async def follow() -> None:
+            while True:
+                kind, payload = await _read_frame(reader)
+                if kind != b"Z":
+                    continue
+                snapshot = codec.snapshot_from(codec.decode(payload), store.current)
+                store.publish(snapshot)
+                if not parts:
+                    responder, forwarder, listeners = await serving(settings, store, stack, reuse_port=True)
+                    parts.update(responder=responder, forwarder=forwarder, listeners=listeners)
+                    writer.write(_frame(b"R", b""))
+                writer.write(_frame(b"A", _SERIAL.pack(snapshot.serial)))
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(METRICS_EVERY)
+                if parts:
+                    families = serving_metrics(
+                        parts["responder"], parts["listeners"], parts["forwarder"], settings.metrics_names
+                    )
+                    writer.write(_frame(b"M", marshal.dumps(additive_samples(families))))
+
+        tasks = [
+            asyncio.create_task(follow()),
+            asyncio.create_task(report()),
+            asyncio.create_task(stop.wait()),
+        ]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError)):
+                logger.info("worker %d: the main process is gone; exiting", os.getpid())
+            elif exc is not None:
+                raise exc
+        writer.close()
