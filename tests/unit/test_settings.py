@@ -101,6 +101,7 @@ SAMPLES = {
     "zone": "mesh.example",
     "ttl": "30",
     "dns_version": "1.1.0",
+    "workers": "3",
     "tcp_idle_timeout": "3s",
     "tcp_max_connections": "7",
     "tcp_max_lifetime": "30s",

@@ -118,6 +118,7 @@ environment). Every pair is (variable, value); values.yaml names the variable of
   (list "MCSDNS_FORWARD_CACHE_SIZE" .Values.forwardCacheSize)
   (list "MCSDNS_FORWARD_CACHE_BYTES" .Values.forwardCacheBytes)
   (list "MCSDNS_FORWARD_SERVE_STALE" .Values.forwardServeStale)
+  (list "MCSDNS_WORKERS" .Values.dns.workers)
   (list "MCSDNS_STATE_DIR" (ternary "/var/lib/mcsdns" "" .Values.state.enabled))
   (list "MCSDNS_MAX_STALE" (ternary .Values.state.maxStale "" .Values.state.enabled))
   (list "MCSDNS_TCP_IDLE_TIMEOUT" .Values.dns.tcpIdleTimeout)
