@@ -82,8 +82,11 @@ class LeaderElector:
         settings = self._settings
         try:
             while True:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that arrives as
+                # the call fails (gh-86296), and then SIGTERM never stopped this loop during an API outage.
                 try:
-                    renewed = await asyncio.wait_for(self._try_acquire_or_renew(), self._retry)
+                    async with asyncio.timeout(self._retry):
+                        renewed = await self._try_acquire_or_renew()
                 except (SourceError, TimeoutError) as exc:
                     logger.warning("lease %s/%s: %s", settings.namespace, settings.name, exc or "timed out")
                     renewed = False
@@ -162,7 +165,8 @@ class LeaderElector:
         """Give the lease up on shutdown so another replica takes over at once (ReleaseOnCancel)."""
         settings = self._settings
         try:
-            lease = await asyncio.wait_for(self._store.get(settings.namespace, settings.name), self._retry)
+            async with asyncio.timeout(self._retry):
+                lease = await self._store.get(settings.namespace, settings.name)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self._identity:
                 return
             lease["spec"] = {
@@ -171,7 +175,8 @@ class LeaderElector:
                 "leaseDurationSeconds": 1,
                 "renewTime": micro_time(self._wall()),
             }
-            await asyncio.wait_for(self._store.replace(settings.namespace, settings.name, lease), self._retry)
+            async with asyncio.timeout(self._retry):
+                await self._store.replace(settings.namespace, settings.name, lease)
             logger.info("released lease %s/%s", settings.namespace, settings.name)
         except (SourceError, TimeoutError) as exc:
             logger.warning("could not release lease %s/%s: %s", settings.namespace, settings.name, exc)

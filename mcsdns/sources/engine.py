@@ -104,8 +104,9 @@ class SyncEngine:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    try:
-                        change = await asyncio.wait_for(self._queue.get(), remaining)
+                    try:  # not wait_for: on 3.11 it can drop an item got as the timeout fires (gh-86296)
+                        async with asyncio.timeout(remaining):
+                            change = await self._queue.get()
                     except TimeoutError:
                         break
                 dirty |= self._apply(change)
