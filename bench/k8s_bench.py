@@ -233,7 +233,8 @@ def vm_hwm(pid: int) -> int:
 def mcsdns_argv(kubeconfig: Path, port: int) -> list[str]:
     # `python -m mcsdns` is the console script `mcsdns` without depending on PATH (as servers.py does).
     return [sys.executable, "-m", "mcsdns", "serve", "--kubeconfig", str(kubeconfig),
-            "--listen", f"{LOCALHOST}:{port}", "--log-level", "warning", "--leader-elect", "false"]
+            "--listen", f"{LOCALHOST}:{port}", "--log-level", "warning", "--leader-elect", "false",
+            "--workers", "1"]  # one process: its RSS and CPU are the figures
 
 
 # ---------------------------------------------------------------- answers

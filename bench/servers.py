@@ -171,15 +171,17 @@ def mcsdns_argv(data: Data, port: int, workdir: Path) -> list[str]:
     # `python -m mcsdns` is the same entry point as the console script, without depending on PATH.
     return [sys.executable, "-m", "mcsdns", "serve", "--manifests", str(data.manifests.resolve()),
             "--listen", f"{LOCALHOST}:{port}", "--zone", data.zone, "--ttl", str(data.ttl),
-            "--log-level", "warning"]
+            "--log-level", "warning",
+            # One serving process, as the other servers here run one (workers_bench.py passes its own).
+            "--workers", "1"]
 
 
 NSD_CONF = """\
 server:
   ip-address: {addr}
   port: {port}
-  # One serving process, to compare one process with one process (mcsdns and dnslib are single processes).
-  server-count: 1
+  # One serving process by default, to compare one process with one process (workers_bench.py asks for N).
+  server-count: {server_count}
   do-ip6: no
   username: ""
   chroot: ""
@@ -204,10 +206,10 @@ zone:
 """
 
 
-def nsd_argv(data: Data, port: int, workdir: Path) -> list[str]:
+def nsd_argv(data: Data, port: int, workdir: Path, server_count: int = 1) -> list[str]:
     conf = workdir / "nsd.conf"
     conf.write_text(NSD_CONF.format(addr=LOCALHOST, port=port, dir=workdir, zone=data.zone,
-                                    zone_file=data.zone_file.resolve()))
+                                    zone_file=data.zone_file.resolve(), server_count=server_count))
     nsd = shutil.which("nsd") or "/usr/sbin/nsd"
     return [nsd, "-d", "-c", str(conf)]
 

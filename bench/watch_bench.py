@@ -60,7 +60,7 @@ def main() -> int:
         port = k8s_bench.free_port()
         env = {**os.environ, **cloudmap.env()}
         argv = [sys.executable, "-m", "mcsdns", "serve", "--kubeconfig", str(kubeconfig), "--cloudmap", "true",
-                "--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
+                "--listen", f"127.0.0.1:{port}", "--log-level", "warning", "--workers", "1"]
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
