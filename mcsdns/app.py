@@ -56,7 +56,7 @@ def check_sources(settings: Settings) -> None:
         and not settings.kubernetes.kubeconfig
         and not settings.cloudmap.enabled
     ):
-        raise ConfigError("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true")
+        raise ConfigError("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap")
 
 
 def leader_id(settings: LeaseSettings) -> str:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from mcsdns import __version__
 from mcsdns.errors import ConfigError, McsDnsError
-from mcsdns.settings import SETTINGS, LogSettings, Settings, load_config_file, resolve
+from mcsdns.settings import SETTINGS, LogSettings, Settings, load_config_file, parse_bool, resolve
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +51,21 @@ def setup_logging(settings: LogSettings) -> None:
     root.setLevel(settings.level.upper())
 
 
+# --help's sections, one per group of settings (Settings' fields), in declaration order.
+HELP_GROUPS = {
+    None: "general",
+    "server": "DNS server",
+    "zone": "the zone",
+    "sources": "zone sources and the saved zone",
+    "kubernetes": "Kubernetes",
+    "cloudmap": "AWS Cloud Map",
+    "identity": "cluster identity",
+    "lease": "leader election",
+    "forward": "forwarding (sidecar resolver)",
+    "log": "logging",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mcsdns", description="Multi-cluster service discovery: clusterset.local DNS.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -62,11 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         "environment or as a key in --config FILE; flags win over the environment, which wins over the file.",
     )
     serve.add_argument("--config", metavar="FILE", help="YAML file of settings (keys are flag names)")
+    groups: dict[str | None, argparse._ArgumentGroup] = {}
     for declared in SETTINGS:
-        serve.add_argument(
+        if declared.group not in groups:
+            groups[declared.group] = serve.add_argument_group(HELP_GROUPS.get(declared.group, "general"))
+        switch = declared.parse is parse_bool
+        groups[declared.group].add_argument(
             declared.flag,
             metavar=declared.metavar,
             action="append" if declared.repeat else "store",
+            # A boolean is a switch, as every Kubernetes component's (pflag): a bare --flag is true,
+            # --flag=false turns it off, and --flag true still reads as before.
+            **({"nargs": "?", "const": "true"} if switch else {}),
             help=f"{declared.help}"
             + (f" (default {declared.shown})" if declared.shown else "")
             + f" [{declared.env}]",

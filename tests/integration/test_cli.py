@@ -120,7 +120,7 @@ FAILURES = {
     "no-command": Failure((), 2, ("the following arguments are required: COMMAND",)),
     "unknown-flag": Failure(("serve", "--bogus"), 2, ("unrecognized arguments: --bogus",)),
     "no-source": Failure(
-        ("serve",), 2, ("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap true",)
+        ("serve",), 2, ("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap",)
     ),
     "ttl-out-of-range": Failure((*MANIFESTS, "--ttl", "9999"), 2, ("--ttl: 9999 is outside 0..3600",)),
     "listen-not-an-ip": Failure(

@@ -236,3 +236,37 @@ def test_the_defaults_values_yaml_documents_are_the_declared_ones() -> None:
             assert documented.group(1) == by_env[names.pop()].shown, comment
             checked += 1
     assert checked >= 5, "values.yaml documents mcsdns's defaults"
+
+
+@pytest.mark.parametrize(
+    ("argv", "cloudmap", "elect"),
+    [
+        (["--cloudmap"], True, True),  # a bare switch, as pflag reads one
+        (["--cloudmap=false"], False, True),
+        (["--cloudmap", "true"], True, True),  # the spelling of earlier releases still reads
+        (["--cloudmap", "--leader-elect=false"], True, False),
+        (["--leader-elect", "off", "--cloudmap"], True, False),
+    ],
+)
+def test_a_boolean_flag_is_a_switch(argv: list[str], cloudmap: bool, elect: bool) -> None:
+    from mcsdns.cli import build_parser, settings_from
+
+    settings = settings_from(build_parser().parse_args(["serve", *argv]), {})
+    assert (settings.cloudmap.enabled, settings.lease.elect) == (cloudmap, elect)
+
+
+def test_a_boolean_flag_with_another_word_says_how_to_spell_it() -> None:
+    from mcsdns.cli import build_parser, settings_from
+
+    with pytest.raises(ConfigError, match="--cloudmap: 'maybe' is not true or false"):
+        settings_from(build_parser().parse_args(["serve", "--cloudmap", "maybe"]), {})
+
+
+def test_help_groups_the_flags_by_concern() -> None:
+    from mcsdns.cli import build_parser
+
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    text = serve.format_help()
+    sections = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert sections[:3] == ["options", "DNS server", "the zone"]
+    assert text.index("  --forward-cache-size") > text.index("forwarding (sidecar resolver):")
