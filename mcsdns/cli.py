@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
             action="append" if declared.repeat else "store",
             # A boolean is a switch, as every Kubernetes component's (pflag): a bare --flag is true,
             # --flag=false turns it off, and --flag true still reads as before.
-            **({"nargs": "?", "const": "true"} if switch else {}),
+            nargs="?" if switch else None,
+            const="true" if switch else None,
             help=f"{declared.help}"
             + (f" (default {declared.shown})" if declared.shown else "")
             + f" [{declared.env}]",
