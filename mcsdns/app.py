@@ -12,6 +12,7 @@ import gc
 import logging
 import signal
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
@@ -223,8 +224,14 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, or until a background loop fails (then the error propagates)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    signals: list[int] = []
+
+    def received(signum: int) -> None:
+        signals.append(signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, received, signum)
     async with running(settings) as app:
         assert app.task is not None
         app.store.subscribe(_freeze_after_first_zone())
@@ -232,8 +239,25 @@ async def serve(settings: Settings) -> None:
         done, _ = await asyncio.wait({stopping, app.task}, return_when=asyncio.FIRST_COMPLETED)
         if app.task in done:
             app.task.result()  # re-raise why it stopped
-        logger.info("stopping (%d listeners)", len(app.listeners))
         stopping.cancel()
+        # SIGTERM is how Kubernetes stops a pod: lame duck. SIGINT is a person at a terminal: at once.
+        if settings.lameduck > 0 and signals[-1:] == [signal.SIGTERM]:
+            await _lame_duck(app, settings.lameduck, stop)
+        logger.info("stopping (%d listeners)", len(app.listeners))
+
+
+async def _lame_duck(app: App, seconds: float, stop: asyncio.Event) -> None:
+    """CoreDNS's ``lameduck``: /readyz fails at once, so the endpoints controller takes this replica out of
+    the Service, while DNS keeps answering what kube-proxy still sends here; the Lease is released so
+    another replica writes at once. A SIGINT or another SIGTERM ends it early."""
+    app.stopping_at = time.monotonic() + seconds
+    logger.info("SIGTERM: answering for %gs more (lame duck), /readyz failing", seconds)
+    if app.elector is not None:
+        app.elector.resign()
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 def loop_factory() -> asyncio.AbstractEventLoop:

@@ -58,10 +58,14 @@ class Observed:
     rejected: Callable[[], Sequence[str]] | None = None  # manifest objects not served as written
     controllers: tuple[Any, ...] = ()
     workers: Any = None  # workers.Workers: the other serving processes (--workers)
+    stopping_at: float = 0.0  # monotonic time the lame-duck period ends, once SIGTERM came
     extra: dict[str, Callable[[], float]] = field(default_factory=dict)
 
     def not_ready(self) -> list[str]:
         reasons = []
+        if self.stopping_at:
+            left = max(0.0, self.stopping_at - time.monotonic())
+            reasons.append(f"shutting down: still answering DNS for {left:.1f}s (lame duck)")
         serving_saved = self.store.current is not None and self.store.current.saved_at > 0
         for name in () if serving_saved else self.engine.waiting_for:
             failure = self.engine.stats[name].failure if name in self.engine.stats else ""

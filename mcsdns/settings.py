@@ -656,6 +656,15 @@ class Settings:
     )
     """``coredns``: /metrics also serves the forwarding cache and forwarders under the names and labels of
     CoreDNS's ``cache`` and ``forward`` plugins, so their dashboards and alerts read mcsdns unchanged."""
+    lameduck: float = setting(
+        "--lameduck",
+        parse_seconds_or_off,
+        "DURATION",
+        "after SIGTERM, answer this long with /readyz failing and the Lease released; 0: exit at once",
+        default="5s",
+    )
+    """CoreDNS's ``health { lameduck }``: time for endpoints controllers and kube-proxy to stop sending this
+    replica queries before it stops answering them."""
     log: LogSettings = field(default_factory=LogSettings)
 
 

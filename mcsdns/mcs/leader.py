@@ -10,6 +10,7 @@ stops writing before anyone else may take the lease. Writers ask ``may_write()``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import random
@@ -64,6 +65,7 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None  # (holder, renewTime, transitions) last seen
         self._observed_at = float("-inf")
         self._listeners: list[Callable[[bool], None]] = []
+        self._resigned = asyncio.Event()
         self.holder: str | None = None
 
     @property
@@ -73,6 +75,12 @@ class LeaderElector:
     def may_write(self) -> bool:
         """True only while we hold the lease and renewed it within the renew deadline."""
         return self._leader and self._clock() - self._last_renew < self._settings.renew_deadline
+
+    def resign(self) -> None:
+        """Stop running for leader and release the Lease if held (the lame-duck period after SIGTERM), so
+        another replica takes over at once rather than after the Lease expires (client-go's
+        ReleaseOnCancel)."""
+        self._resigned.set()
 
     def subscribe(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(is_leader)`` on every change of leadership."""
@@ -96,7 +104,11 @@ class LeaderElector:
                 elif self._leader and not self.may_write():
                     self._set_leader(False)
                 # Jitter (client-go: JitterFactor 1.2) keeps candidates from colliding every period.
-                await asyncio.sleep(self._retry * random.uniform(0.8, 1.0))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._retry * random.uniform(0.8, 1.0)):
+                        await self._resigned.wait()
+                if self._resigned.is_set():
+                    return
         finally:
             if self._leader:
                 self._set_leader(False)

@@ -208,6 +208,7 @@ def test_non_default_settings_reach_the_container_as_mcsdns_variables() -> None:
             "forwardCacheBytes": "64Mi",
             "forwardServeStale": "10m",
             "state": {"maxStale": "10m"},
+            "lameduck": "10s",
             "leaderElection": {"leaseName": "dns-writer", "leaseDuration": "20s", "renewDeadline": "12s"},
             "extraEnv": [{"name": "AWS_ENDPOINT_URL_SERVICEDISCOVERY", "value": "http://127.0.0.1:5000"}],
         }
@@ -221,6 +222,7 @@ def test_non_default_settings_reach_the_container_as_mcsdns_variables() -> None:
         "MCSDNS_WORKERS": "4",
         "MCSDNS_STATE_DIR": "/var/lib/mcsdns",
         "MCSDNS_MAX_STALE": "10m",
+        "MCSDNS_LAMEDUCK": "10s",
         "MCSDNS_DNS_VERSION": "1.1.0",
         "MCSDNS_FORWARD": "10.96.0.10:53,[fd00::10]:53",
         "MCSDNS_FORWARD_ALLOW": "10.0.0.0/8,192.168.0.0/16",

@@ -102,6 +102,7 @@ SAMPLES = {
     "ttl": "30",
     "dns_version": "1.1.0",
     "workers": "3",
+    "lameduck": "10s",
     "tcp_idle_timeout": "3s",
     "tcp_max_connections": "7",
     "tcp_max_lifetime": "30s",

@@ -133,6 +133,7 @@ environment). Every pair is (variable, value); values.yaml names the variable of
   (list "MCSDNS_LEASE_NAME" (ternary (include "mcsdns.leaseName" .) "" (eq $leaderElect "true")))
   (list "MCSDNS_LEASE_DURATION" (ternary .Values.leaderElection.leaseDuration "" (eq $leaderElect "true")))
   (list "MCSDNS_RENEW_DEADLINE" (ternary .Values.leaderElection.renewDeadline "" (eq $leaderElect "true")))
+  (list "MCSDNS_LAMEDUCK" .Values.lameduck)
   (list "MCSDNS_LOG_FORMAT" .Values.logFormat)
   (list "MCSDNS_LOG_LEVEL" .Values.logLevel)
 }}
