@@ -11,15 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mcsdns import __version__
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import Listener, bind_reason
@@ -136,6 +144,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         o = self._observed
+        yield from build_info(o.metrics_names)
         serving = serving_metrics(o.responder, o.listeners, o.forwarder, o.metrics_names)
         yield from merge_samples(serving, o.workers.samples() if o.workers is not None else {})
         snapshot = o.store.current
@@ -420,9 +429,34 @@ def _coredns_forward_metrics(f: Forwarder, server: str) -> Iterator[Metric]:
 
 
 def make_registry(observed: Observed) -> CollectorRegistry:
+    """Our families, plus the default collectors every Prometheus client serves (``process_*``: CPU,
+    memory, file descriptors, start time; ``python_*``: GC and the interpreter), which the usual node and
+    process dashboards read."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(observed))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry
+
+
+def build_info(metrics_names: str) -> Iterator[Metric]:
+    """``mcsdns_build_info`` (and CoreDNS's ``coredns_build_info`` with its labels when asked): a constant 1
+    whose labels say what runs, for dashboards that show versions across replicas."""
+    info = GaugeMetricFamily(
+        "mcsdns_build_info", "mcsdns's version and the Python it runs on", labels=["version", "python"]
+    )
+    info.add_metric([__version__, platform.python_version()], 1)
+    yield info
+    if metrics_names == "coredns":
+        coredns = GaugeMetricFamily(
+            "coredns_build_info",
+            "A metric with a constant '1' value labeled by version, revision, and goversion from which "
+            "CoreDNS was built.",
+            labels=["version", "revision", "goversion"],
+        )
+        coredns.add_metric([f"mcsdns-{__version__}", "", f"python{platform.python_version()}"], 1)
+        yield coredns
 
 
 class HealthServer:

@@ -126,3 +126,27 @@ def test_a_source_that_goes_down_stays_ready_but_shows_stale() -> None:
     assert 'mcsdns_source_up{source="flaky"} 0.0' in metrics
     assert 'mcsdns_source_failure_info{reason="forbidden",source="flaky"} 1.0' in metrics
     assert re.search(r'mcsdns_source_staleness_seconds\{source="flaky"\} \d', metrics)
+
+
+def test_metrics_serve_the_default_collectors_and_build_info(tmp_path: Path) -> None:
+    """The process_* and python_* families every Prometheus client serves, which node and process
+    dashboards read, and build info in both namings."""
+    write_manifests(tmp_path, "a.yaml", [service_import("web", "prod", ips=["10.0.0.1"])])
+    port = free_port()
+    settings = replace(settings_for(tmp_path), http=ListenAddress("127.0.0.1", port), metrics_names="coredns")
+    with ServerThread(settings) as server:
+        server.wait_serving()
+        _, text = get(port, "/metrics")
+    for family in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_gc_objects_collected_total",
+        "python_info",
+    ):
+        assert re.search(rf"^{family}(\{{.*\}})? ", text, re.MULTILINE), family
+    assert re.search(r'^mcsdns_build_info\{python="3\.\d+\.\d+",version="\d+\.\d+\.\d+"\} 1\.0$', text, re.M)
+    assert re.search(
+        r'^coredns_build_info\{goversion="python3[^"]*",revision="",version="mcsdns-', text, re.M
+    )
