@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import time
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from mcsdns.errors import ConfigError, named_setting
+from mcsdns.errors import ConfigError, McsDnsError, named_setting
 from mcsdns.health import HealthServer, Observed
 from mcsdns.mcs.identity import ClusterIdentity, cluster_properties
 from mcsdns.mcs.leader import LeaderElector
@@ -27,7 +28,7 @@ from mcsdns.sources.engine import SyncEngine
 from mcsdns.sources.events import Source
 from mcsdns.sources.manifests import ManifestSource
 from mcsdns.statefile import StateFile
-from mcsdns.workers import Workers, serve_worker, serving
+from mcsdns.workers import Workers, reconfigure_serving, reloaded, serve_worker, serving
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.snapshot import ZoneSnapshot
 from mcsdns.zone.store import ZoneStore
@@ -220,8 +221,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM, or until a background loop fails (then the error propagates)."""
+async def serve(
+    settings: Settings, load: Callable[[], Settings] | None = None, config_path: str | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, or until a background loop fails (then the error propagates).
+    ``load`` reads the settings again (flags, environment, --config FILE) for SIGHUP and a changed file."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals: list[int] = []
@@ -235,6 +239,12 @@ async def serve(settings: Settings) -> None:
     async with running(settings) as app:
         assert app.task is not None
         app.store.subscribe(_freeze_after_first_zone())
+        watching: asyncio.Task[None] | None = None
+        if load is not None:
+            reload = Reloader(app, load)
+            loop.add_signal_handler(signal.SIGHUP, reload.now)
+            if config_path:
+                watching = asyncio.create_task(reload.watch(config_path))
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({stopping, app.task}, return_when=asyncio.FIRST_COMPLETED)
         if app.task in done:
@@ -243,6 +253,8 @@ async def serve(settings: Settings) -> None:
         # SIGTERM is how Kubernetes stops a pod: lame duck. SIGINT is a person at a terminal: at once.
         if settings.lameduck > 0 and signals[-1:] == [signal.SIGTERM]:
             await _lame_duck(app, settings.lameduck, stop)
+        if watching is not None:
+            watching.cancel()
         logger.info("stopping (%d listeners)", len(app.listeners))
 
 
@@ -258,6 +270,51 @@ async def _lame_duck(app: App, seconds: float, stop: asyncio.Event) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await stop.wait()
+
+
+class Reloader:
+    """CoreDNS's ``reload``, and SIGHUP as daemons take it: read the settings again and apply what can
+    change live (workers.reconfigure_serving); a setting that cannot is named in the log, and settings
+    that do not load (a bad file, a bad value) leave the running ones as they are."""
+
+    WATCH_EVERY = 2.0  # seconds between looks at --config FILE
+
+    def __init__(self, app: App, load: Callable[[], Settings]) -> None:
+        self._app = app
+        self._load = load
+
+    def now(self) -> None:
+        app = self._app
+        try:
+            new = self._load()
+        except McsDnsError as exc:
+            logger.error("reload: %s; the running settings stay", exc)
+            return
+        lines = reconfigure_serving(app.settings, new, app.forwarder)
+        app.settings = reloaded(app.settings, new)
+        if app.workers is not None:
+            app.workers.reconfigure(app.settings)
+        for line in lines or ["nothing changed"]:
+            logger.info("reload: %s", line)
+
+    async def watch(self, path: str) -> None:
+        """Reload when ``path`` changes (its modification time, size or inode)."""
+        seen = _stat(path)
+        while True:
+            await asyncio.sleep(self.WATCH_EVERY)
+            current = _stat(path)
+            if current != seen:
+                seen = current
+                logger.info("reload: %s changed", path)
+                self.now()
+
+
+def _stat(path: str) -> tuple[float, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size, st.st_ino)
 
 
 def loop_factory() -> asyncio.AbstractEventLoop:
@@ -299,12 +356,14 @@ def _freeze_after_first_zone() -> Callable[[ZoneSnapshot], None]:
     return listener
 
 
-def run(settings: Settings) -> int:
+def run(
+    settings: Settings, load: Callable[[], Settings] | None = None, config_path: str | None = None
+) -> int:
     if settings.server.workers == 0:  # auto
         settings = replace(settings, server=replace(settings.server, workers=available_cpus()))
     gc.set_threshold(*GC_THRESHOLDS)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(settings))
+        runner.run(serve(settings, load, config_path))
     return 0
 
 

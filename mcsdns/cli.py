@@ -162,7 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mcsdns import app  # deferred: `mcsdns version` and errors stay fast
 
         app.check_sources(settings)
-        return app.run(settings)
+        environ = dict(os.environ)
+        return app.run(
+            settings,
+            load=lambda: settings_from(args, environ),
+            config_path=args.config or environ.get("MCSDNS_CONFIG"),
+        )
     except ConfigError as exc:
         return _fail(exc, 2)
     except McsDnsError as exc:

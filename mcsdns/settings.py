@@ -415,7 +415,7 @@ class ZoneSettings:
         "SECONDS",
         "TTL of every record but dns-version, 0-3600",
         default="5",
-        reloadable=True,
+        
     )
     """TTL of every record but ``dns-version``, seconds, 0-3600 (CoreDNS's default and range)."""
     dns_version: str = setting(

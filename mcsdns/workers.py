@@ -33,7 +33,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -44,6 +44,7 @@ from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import Listener, close_listeners, start_listeners
 from mcsdns.errors import StartupError, named_setting
 from mcsdns.health import Samples, additive_samples, serving_metrics
+from mcsdns.settings import SETTINGS, Setting
 from mcsdns.zone import codec
 from mcsdns.zone.snapshot import ZoneSnapshot
 from mcsdns.zone.store import ZoneStore
@@ -113,6 +114,48 @@ async def serving(
     return responder, forwarder, listeners
 
 
+def reconfigure_serving(old: Settings, new: Settings, forwarder: Forwarder | None) -> list[str]:
+    """Apply what a serving process can change live (SIGHUP, or --config FILE changed); one line per
+    setting that changed, saying whether it took effect or needs a restart."""
+    lines = []
+    for declared in SETTINGS:
+        before, after = _value(old, declared), _value(new, declared)
+        if before == after:
+            continue
+        if not declared.reloadable:
+            lines.append(f"{declared.flag} changed; it takes effect at the next start")
+            continue
+        if declared.key == "log_level":
+            logging.getLogger().setLevel(str(after).upper())
+        elif forwarder is None:
+            lines.append(f"{declared.flag} changed, but forwarding was off at start; it needs a restart")
+            continue
+        else:
+            forwarder.reconfigure([(a.host, a.port) for a in new.forward.upstreams], new.forward.allow)
+        lines.append(f"{declared.flag} is now {_shown(after)}")
+    return lines
+
+
+def reloaded(old: Settings, new: Settings) -> Settings:
+    """``old`` with the live-changeable settings of ``new``: what the process runs with after a reload."""
+    return replace(
+        old,
+        log=replace(old.log, level=new.log.level),
+        forward=replace(old.forward, upstreams=new.forward.upstreams, allow=new.forward.allow)
+        if old.forward.upstreams
+        else old.forward,
+    )
+
+
+def _value(settings: Settings, declared: Setting) -> Any:
+    group = settings if declared.group is None else getattr(settings, declared.group)
+    return getattr(group, declared.attr)
+
+
+def _shown(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 # -- the main process's side ------------------------------------------------------------------------------
 
 
@@ -175,6 +218,13 @@ class Workers:
             data = frames[kind] = encoded or codec.encode_full(snapshot, saved_at=snapshot.saved_at)
         worker.writer.write(_frame(b"Z", data))
         worker.sent, worker.sent_at = snapshot.serial, time.monotonic()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Send every running worker the settings after a reload (each applies the live part)."""
+        self._settings = replace(settings, server=self._settings.server)  # the ports the workers bound
+        for worker in self.processes:
+            if worker.writer is not None and not worker.writer.is_closing():
+                worker.writer.write(_frame(b"S", pickle.dumps(self._settings)))
 
     # -- supervision ----------------------------------------------------------------------------------
 
@@ -339,9 +389,16 @@ async def serve_worker(settings: Settings, sock: socket.socket) -> None:
         parts: dict[str, Any] = {}
 
         async def follow() -> None:
+            nonlocal settings
             while True:
                 length, kind = _FRAME.unpack(await _receive(loop, sock, _FRAME.size))
                 payload = await _receive(loop, sock, length)
+                if kind == ord("S"):  # settings reloaded in the main process
+                    new: Settings = pickle.loads(payload)
+                    for line in reconfigure_serving(settings, new, parts.get("forwarder")):
+                        logger.debug("worker %d: %s", os.getpid(), line)
+                    settings = reloaded(settings, new)
+                    continue
                 if kind != ord("Z"):
                     continue
                 snapshot = codec.snapshot_from(codec.decode(payload), store.current)

@@ -257,6 +257,39 @@ class Forwarder:
         for task in self._tasks:
             task.cancel()
 
+    # -- changed live (SIGHUP) -------------------------------------------------------------------------
+
+    def reconfigure(self, upstreams: Sequence[Upstream], allow: Sequence[Network]) -> None:
+        """New upstreams and client networks, without a restart. Lookups in flight finish on the sockets
+        they were sent from (retired, closed once idle); an upstream kept keeps its health and counters."""
+        self._allow = tuple(allow)
+        self._allowed.clear()
+        known = {u.address: u for u in self.upstreams}
+        wanted = [(_normal(host), port) for host, port in upstreams]
+        if wanted == [u.address for u in self.upstreams]:
+            return
+        if not wanted:
+            raise ValueError("forwarding needs at least one upstream")
+        old_pools = self._pools
+        self.upstreams = tuple(
+            known.get(address) or UpstreamHealth(address, index, _family(address[0]))
+            for index, address in enumerate(wanted)
+        )
+        for index, upstream in enumerate(self.upstreams):
+            upstream.index = index
+        self._ordered, self._ordered_until = list(self.upstreams), 0.0
+        self._pools = {}
+        for pool in old_pools.values():
+            for pooled in pool:
+                pooled.retired = True
+                self._retired.append(pooled)
+                pooled.close_if_idle()
+        if self._loop is not None:
+            for upstream in self.upstreams:
+                self._pools[upstream.index] = [
+                    _PooledSocket(self, self._loop, upstream) for _ in range(POOL_SIZE)
+                ]
+
     # -- who may use it ---------------------------------------------------------------------------------
 
     def allowed(self, client: str) -> bool:
