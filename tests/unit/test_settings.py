@@ -195,8 +195,8 @@ def test_other_programs_variables_fill_in_last() -> None:
 
 def test_reloadable_settings() -> None:
     reloadable = {declared.key for declared in SETTINGS if declared.reloadable}
-    assert {"forward", "forward_allow", "ttl", "log_level"} <= reloadable
-    assert not reloadable & {"listen", "zone", "kubeconfig", "cluster_id", "clusterset_id"}
+    # Exactly what app.Reloader applies live (tests/integration/test_reload.py); the rest needs a restart.
+    assert reloadable == {"forward", "forward_allow", "log_level"}
 
 
 def test_readme_configuration_table_is_generated_from_the_settings() -> None:
