@@ -105,7 +105,10 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                     ids = identity
 
                     def follow(*_: object) -> None:
+                        before = ids.cluster_id
                         ids.update(cluster_properties(properties.objects))
+                        if settings.zone.prefer_local_cluster and ids.cluster_id and ids.cluster_id != before:
+                            engine.retune(local_cluster=ids.cluster_id)  # learnt after the first zone
 
                     properties = informers.view(k8s.CLUSTER_PROPERTIES, on_list=follow, on_event=follow)
                 if settings.lease.elect:
@@ -159,7 +162,10 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 store.publish(saved)
             store.subscribe(state.published)
             stack.push_async_callback(state.flush)
-        engine = SyncEngine(store=store, builder=ZoneBuilder(settings.zone), sources=chosen)
+        prefer = settings.identity.cluster_id if settings.zone.prefer_local_cluster else None
+        engine = SyncEngine(
+            store=store, builder=ZoneBuilder(settings.zone, local_cluster=prefer), sources=chosen
+        )
         responder, forwarder, listeners = await serving(
             settings, store, stack, reuse_port=settings.server.workers > 1
         )
@@ -290,7 +296,7 @@ class Reloader:
         except McsDnsError as exc:
             logger.error("reload: %s; the running settings stay", exc)
             return
-        lines = reconfigure_serving(app.settings, new, app.forwarder)
+        lines = reconfigure_serving(app.settings, new, app.forwarder, lambda ttl: app.engine.retune(ttl=ttl))
         app.settings = reloaded(app.settings, new)
         if app.workers is not None:
             app.workers.reconfigure(app.settings)

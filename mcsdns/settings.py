@@ -415,7 +415,7 @@ class ZoneSettings:
         "SECONDS",
         "TTL of every record but dns-version, 0-3600",
         default="5",
-        
+        reloadable=True,
     )
     """TTL of every record but ``dns-version``, seconds, 0-3600 (CoreDNS's default and range)."""
     dns_version: str = setting(
@@ -426,6 +426,16 @@ class ZoneSettings:
         default="1.0.0",
     )
     """The TXT answer of ``dns-version.<zone>``: the spec's schema version; CoreDNS answers 1.1.0."""
+    prefer_local_cluster: bool = setting(
+        "--prefer-local-cluster",
+        parse_bool,
+        "BOOL",
+        "headless names answer this cluster's ready endpoints while it has any (--cluster-id)",
+        default="false",
+    )
+    """Lighthouse's local-first: a headless service's name and SRV answer only the endpoints of this
+    cluster (``--cluster-id``, or its ClusterProperty) while it has ready ones, else every cluster's.
+    ClusterSetIP answers and the per-cluster names are unchanged."""
     name: Name = field(init=False, repr=False, compare=False)
     """The zone as labels, computed once from ``zone`` (not a setting of its own)."""
     wire: bytes = field(init=False, repr=False, compare=False)

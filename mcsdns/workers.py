@@ -32,7 +32,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -114,9 +114,12 @@ async def serving(
     return responder, forwarder, listeners
 
 
-def reconfigure_serving(old: Settings, new: Settings, forwarder: Forwarder | None) -> list[str]:
+def reconfigure_serving(
+    old: Settings, new: Settings, forwarder: Forwarder | None, retune: Callable[[int], None] | None = None
+) -> list[str]:
     """Apply what a serving process can change live (SIGHUP, or --config FILE changed); one line per
-    setting that changed, saying whether it took effect or needs a restart."""
+    setting that changed, saying whether it took effect or needs a restart. ``retune``: the main
+    process's engine, which renders the zone again for a new TTL (workers get the zone it publishes)."""
     lines = []
     for declared in SETTINGS:
         before, after = _value(old, declared), _value(new, declared)
@@ -127,6 +130,9 @@ def reconfigure_serving(old: Settings, new: Settings, forwarder: Forwarder | Non
             continue
         if declared.key == "log_level":
             logging.getLogger().setLevel(str(after).upper())
+        elif declared.key == "ttl":
+            if retune is not None:
+                retune(int(after))
         elif forwarder is None:
             lines.append(f"{declared.flag} changed, but forwarding was off at start; it needs a restart")
             continue
@@ -140,6 +146,7 @@ def reloaded(old: Settings, new: Settings) -> Settings:
     """``old`` with the live-changeable settings of ``new``: what the process runs with after a reload."""
     return replace(
         old,
+        zone=replace(old.zone, ttl=new.zone.ttl),
         log=replace(old.log, level=new.log.level),
         forward=replace(old.forward, upstreams=new.forward.upstreams, allow=new.forward.allow)
         if old.forward.upstreams

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mcsdns.sources.events import Change, Contact, Listed, Source
+from mcsdns.sources.events import Change, Contact, Listed, Retune, Source
 from mcsdns.sources.state import ClusterSetState
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.model import ServiceKey
@@ -71,7 +71,13 @@ class SyncEngine:
                 group.create_task(source.run(self._queue.put_nowait), name=f"source {source.name}")
             group.create_task(self._publish_loop(), name="publish")
 
+    def retune(self, *, ttl: int | None = None, local_cluster: str | None = None) -> None:
+        """Render every service again with a new TTL or preferred cluster, in the next publish."""
+        self._queue.put_nowait(Retune(ttl=ttl, local_cluster=local_cluster))
+
     def _apply(self, change: Change) -> set[ServiceKey]:
+        if isinstance(change, Retune):  # applied between builds, never while one runs in its thread
+            return self._builder.retune(ttl=change.ttl, local_cluster=change.local_cluster)
         stats = self.stats.setdefault(str(change.source), SourceStats())
         # Any change is news from the backend, so the source is up; a Contact says so, or why it is not.
         failure = change.failure if isinstance(change, Contact) else ""

@@ -44,7 +44,17 @@ class Contact:
     failure: str = ""
 
 
-Change = Listed | Upserted | Deleted | Contact
+@dataclass(frozen=True, slots=True)
+class Retune:
+    """Not from a source: how the zone is rendered changed (a reloaded ``--ttl``, the cluster that
+    ``--prefer-local-cluster`` prefers, learnt late), so every service is rendered again."""
+
+    ttl: int | None = None
+    local_cluster: str | None = None
+    source: SourceName = SourceName("zone settings")
+
+
+Change = Listed | Upserted | Deleted | Contact | Retune
 Emit = Callable[[Change], None]
 
 

@@ -28,7 +28,7 @@ from mcsdns.wire import (
     name_to_wire,
     txt_rdata,
 )
-from mcsdns.zone.model import ImportedService, ServiceImport, ServiceKey, ServiceType
+from mcsdns.zone.model import ClusterId, ImportedService, ServiceImport, ServiceKey, ServiceType
 from mcsdns.zone.names import cluster_labels, endpoint_hostname, namespace_name, service_name, srv_name
 from mcsdns.zone.render import Negatives, Ns, RRset, Soa, Srv, render_answer
 from mcsdns.zone.snapshot import Answer, ZoneSnapshot
@@ -82,8 +82,14 @@ def _address_node(name: Name, ttl: int, addresses: Iterable[str]) -> Node:
     return {rtype: RRset(name, rtype, ttl, tuple(rdatas)) for rtype, rdatas in by_type.items() if rdatas}
 
 
-def service_nodes(apex: Name, service: ImportedService, ttl: int) -> dict[Name, Node]:
-    """Every name of one service and its RRsets; empty when the service has no records at all."""
+def service_nodes(
+    apex: Name, service: ImportedService, ttl: int, local: ClusterId | None = None
+) -> dict[Name, Node]:
+    """Every name of one service and its RRsets; empty when the service has no records at all.
+
+    ``local`` (``--prefer-local-cluster``): a headless service's own name and SRV answer only that
+    cluster's ready endpoints while it has any, else every cluster's (Lighthouse's local-first); the
+    per-cluster names are unchanged, and so are ClusterSetIP answers."""
     spec = service.spec
     base = service_name(apex, spec.key)
     nodes: dict[Name, Node] = {}
@@ -100,18 +106,27 @@ def service_nodes(apex: Name, service: ImportedService, ttl: int) -> dict[Name, 
         # §2.4.1: every ready endpoint of every cluster, and <hostname>.<clusterid>.<svc> per endpoint.
         addresses: list[str] = []
         by_host: dict[Name, list[str]] = collections.defaultdict(list)
+        local_ready = local is not None and any(
+            endpoint.ready and endpoint.addresses
+            for group in service.groups
+            if group.cluster == local
+            for endpoint in group.endpoints
+        )
         for group in service.groups:
             cluster = cluster_labels(group.cluster)
             ports = group.ports or spec.ports
+            # Whether this cluster's endpoints are in the service-wide answers (its own names always are).
+            shared = not local_ready or group.cluster == local
             for endpoint in group.endpoints:
                 if not endpoint.ready or not endpoint.addresses:
                     continue
-                addresses.extend(endpoint.addresses)
+                if shared:
+                    addresses.extend(endpoint.addresses)
                 if cluster is None:
                     continue  # no valid <clusterid> label: the address still counts at the service name
                 host = (endpoint_hostname(endpoint), *cluster, *base)
                 by_host[host].extend(endpoint.addresses)
-                for port in ports:  # §2.4.2: one SRV per ready endpoint and named port
+                for port in ports if shared else ():  # §2.4.2: one SRV per ready endpoint and named port
                     name = srv_name(base, port)
                     if name is not None:
                         srv_targets[name].append((port.port, host))
@@ -169,8 +184,10 @@ def _any_answer(preferred: Answer) -> Answer:
     )
 
 
-def render_service(apex: Name, service: ImportedService, ttl: int) -> Fragment | None:
-    nodes = service_nodes(apex, service, ttl)
+def render_service(
+    apex: Name, service: ImportedService, ttl: int, local: ClusterId | None = None
+) -> Fragment | None:
+    nodes = service_nodes(apex, service, ttl, local)
     if not nodes:
         return None
     base = service_name(apex, service.key)
@@ -186,10 +203,12 @@ def render_service(apex: Name, service: ImportedService, ttl: int) -> Fragment |
 class ZoneBuilder:
     """Keeps the rendered fragment of every service and makes snapshots from batches of changes."""
 
-    def __init__(self, settings: ZoneSettings) -> None:
+    def __init__(self, settings: ZoneSettings, *, local_cluster: str | None = None) -> None:
         self._apex = settings.name
         self._apex_wire = settings.wire
         self._ttl = settings.ttl
+        self._local = ClusterId(local_cluster) if local_cluster else None
+        self._stale: set[ServiceKey] = set()  # rendered with settings since changed: render again
         self._dns_version = settings.dns_version
         self._fragments: dict[ServiceKey, Fragment] = {}
         self._namespaces: collections.Counter[str] = collections.Counter()
@@ -208,6 +227,16 @@ class ZoneBuilder:
     def apex(self) -> Name:
         return self._apex
 
+    def retune(self, *, ttl: int | None = None, local_cluster: str | None = None) -> set[ServiceKey]:
+        """Change the TTL or the cluster preferred (``--prefer-local-cluster``) of what is rendered next;
+        returns the services to hand to ``build`` again, each of which it then renders anew."""
+        if ttl is not None:
+            self._ttl = ttl
+        if local_cluster is not None:
+            self._local = ClusterId(local_cluster)
+        self._stale = set(self._fragments)
+        return set(self._stale)
+
     def build(self, changes: Mapping[ServiceKey, ImportedService | None], *, serial: int) -> ZoneSnapshot:
         """Apply ``changes`` (None = the service is gone) and return the next snapshot."""
         # Mutations of a persistent map copy the trie nodes they touch: published snapshots never change.
@@ -216,7 +245,9 @@ class ZoneBuilder:
         touched_names: set[bytes] = set()
         for key, service in changes.items():
             old = self._fragments.get(key)
-            if old is not None and service is not None and old.source == rendered_from(service):
+            stale = key in self._stale
+            self._stale.discard(key)
+            if old is not None and service is not None and old.source == rendered_from(service) and not stale:
                 continue  # e.g. an EndpointSlice of a ClusterSetIP service: the same records
             if old is not None:
                 del self._fragments[key]
@@ -227,7 +258,9 @@ class ZoneBuilder:
                 for name in old.names:
                     names.pop(name, None)
                 touched_names.add(self._count_namespace(old.namespace, -1, names))
-            fragment = render_service(self._apex, service, self._ttl) if service is not None else None
+            fragment = (
+                render_service(self._apex, service, self._ttl, self._local) if service is not None else None
+            )
             if fragment is not None:
                 touched_answers.update(fragment.answers)
                 touched_names.update(fragment.names)

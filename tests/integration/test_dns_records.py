@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dns.message
 import dns.rcode
 import pytest
 
+from mcsdns.settings import IdentitySettings, ZoneSettings
 from tests.support import (
     ServerThread,
     dig,
@@ -346,3 +347,31 @@ def query_raw(server: ServerThread, wire: bytes, *, timeout: float = 2.0) -> byt
         sock.sendto(wire, (server.host, server.port))
         data, _ = sock.recvfrom(65535)
         return data
+
+
+def test_prefer_local_cluster_over_the_wire(tmp_path: Path) -> None:
+    """--prefer-local-cluster with --cluster-id cls1: the headless name answers cls1's endpoint while it is
+    ready, every cluster's once it is not; the ClusterSetIP name is unchanged."""
+    objects = [
+        service_import("db", "prod", type="Headless"),
+        endpoint_slice("db-cls1", "prod", service="db", cluster="cls1", endpoints=[endpoint("10.1.0.1")]),
+        endpoint_slice("db-cls2", "prod", service="db", cluster="cls2", endpoints=[endpoint("10.2.0.1")]),
+        service_import("web", "prod", ips=["10.0.0.1"]),
+    ]
+    write_manifests(tmp_path, "db.yaml", objects)
+    settings = replace(
+        settings_for(tmp_path),
+        zone=ZoneSettings(prefer_local_cluster=True),
+        identity=IdentitySettings(cluster_id="cls1"),
+    )
+    with ServerThread(settings) as server:
+        server.wait_serving()
+        assert rrset_texts(query(server, f"db.prod.svc.{Z}").answer) == [f"db.prod.svc.{Z} 5 in a 10.1.0.1"]
+        assert rrset_texts(query(server, f"web.prod.svc.{Z}").answer) == [f"web.prod.svc.{Z} 5 in a 10.0.0.1"]
+        before = server.serial()
+        objects[1] = endpoint_slice(
+            "db-cls1", "prod", service="db", cluster="cls1", endpoints=[endpoint("10.1.0.1", ready=False)]
+        )
+        write_manifests(tmp_path, "db.yaml", objects)
+        server.wait_new_serial(before)
+        assert rrset_texts(query(server, f"db.prod.svc.{Z}").answer) == [f"db.prod.svc.{Z} 5 in a 10.2.0.1"]

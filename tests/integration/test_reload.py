@@ -11,6 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
 import pytest
 import yaml
 
@@ -27,6 +30,15 @@ def records(address: str) -> dict[tuple[str, str], list[str]]:
 def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
     with Upstream(records=records("192.0.2.1")) as one, Upstream(records=records("192.0.2.2")) as two:
         yield one, two
+
+
+def web_ttl(port: int) -> int | None:
+    message = dns.message.make_query("web.prod.svc.clusterset.local.", "A")
+    try:
+        reply = dns.query.udp(message, "127.0.0.1", port=port, timeout=0.5)
+    except (dns.exception.Timeout, OSError):
+        return None
+    return reply.answer[0].ttl if reply.answer else None
 
 
 def write(path: Path, **settings: object) -> None:
@@ -59,12 +71,17 @@ def test_a_changed_config_file_and_sighup_reload_the_forwarders(
         time.sleep(0.3)  # the workers apply it from the main process's frame
         for _ in range(8):  # new source ports: every process; b is a miss in each, as no one asked it yet
             assert address_of(port, "b.up.test.") == ["192.0.2.2"]
+        # --ttl: the zone is rendered again, and every process serves the new one.
+        write(config, **base, forward=[f"127.0.0.1:{two.port}"], ttl=30)
+        wait_for(lambda: "reload: --ttl is now 30" in (tmp_path / "log").read_text(), what="the TTL reload")
+        for _ in range(8):
+            wait_for(lambda: web_ttl(port) == 30, timeout=3, what="answers with the new TTL")
         # A file that does not load: logged, and the running settings stay.
         config.write_text("forward: [not an address\n")
         wait_for(lambda: "the running settings stay" in (tmp_path / "log").read_text(), what="the refusal")
         assert proc.poll() is None and address_of(port, "web.prod.svc.clusterset.local.") == ["10.0.0.3"]
         # SIGHUP with a setting that needs a restart: said, not applied.
-        write(config, **base, forward=[f"127.0.0.1:{two.port}"], zone="example.org")
+        write(config, **base, forward=[f"127.0.0.1:{two.port}"], ttl=30, zone="example.org")
         time.sleep(2.5)  # the watcher's own reload of this change comes within 2 s
         proc.send_signal(signal.SIGHUP)
         wait_for(

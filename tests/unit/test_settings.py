@@ -101,6 +101,7 @@ SAMPLES = {
     "zone": "mesh.example",
     "ttl": "30",
     "dns_version": "1.1.0",
+    "prefer_local_cluster": "true",
     "workers": "3",
     "lameduck": "10s",
     "tcp_idle_timeout": "3s",
@@ -196,7 +197,7 @@ def test_other_programs_variables_fill_in_last() -> None:
 def test_reloadable_settings() -> None:
     reloadable = {declared.key for declared in SETTINGS if declared.reloadable}
     # Exactly what app.Reloader applies live (tests/integration/test_reload.py); the rest needs a restart.
-    assert reloadable == {"forward", "forward_allow", "log_level"}
+    assert reloadable == {"forward", "forward_allow", "log_level", "ttl"}
 
 
 def test_readme_configuration_table_is_generated_from_the_settings() -> None:

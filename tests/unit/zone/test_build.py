@@ -159,3 +159,65 @@ def test_zone_name_and_ttl_are_settings() -> None:
     )
     answer = snapshot.answers[key("a.ns.svc.mesh.example", QType.A)]
     assert dns.message.from_wire(reply("a.ns.svc.mesh.example", QType.A, answer)).answer[0].ttl == 30
+
+
+def two_clusters(local_ready: bool) -> ImportedService:
+    """db.ns: headless, hosts a0 in c1 (ready or not) and b0 in c2 (ready), port 5432 named sql."""
+    key_ = ServiceKey("ns", "db")
+    ports = (Port("sql", "TCP", 5432),)
+
+    def group(cluster: str, address: str, ready: bool) -> EndpointGroup:
+        endpoint = Endpoint(
+            cluster=ClusterId(cluster), addresses=(address,), hostname=f"{cluster}-0", ready=ready
+        )
+        return EndpointGroup(service=key_, cluster=ClusterId(cluster), ports=ports, endpoints=(endpoint,))
+
+    return ImportedService(
+        spec=ServiceImport(key=key_, type=ServiceType.HEADLESS, ports=ports),
+        groups=(group("c1", "10.1.0.1", local_ready), group("c2", "10.2.0.1", True)),
+    )
+
+
+def answer_texts(snapshot: object, qname: str, qtype: int) -> list[str]:
+    answer = snapshot.answers[key(qname, qtype)]  # type: ignore[attr-defined]
+    return sorted(
+        r.to_text() for rrset in dns.message.from_wire(reply(qname, qtype, answer)).answer for r in rrset
+    )
+
+
+def test_prefer_local_cluster_answers_its_own_ready_endpoints_while_it_has_any() -> None:
+    db = ServiceKey("ns", "db")
+    base = "db.ns.svc.clusterset.local"
+    local = ZoneBuilder(ZoneSettings(prefer_local_cluster=True), local_cluster="c1").build(
+        {db: two_clusters(local_ready=True)}, serial=1
+    )
+    assert answer_texts(local, base, QType.A) == ["10.1.0.1"]
+    assert answer_texts(local, f"_sql._tcp.{base}", QType.SRV) == [f"0 100 5432 c1-0.c1.{base}."]
+    assert answer_texts(local, f"c2-0.c2.{base}", QType.A) == ["10.2.0.1"], "per-cluster names stay"
+    # No ready endpoint here: every cluster's, as without the preference.
+    fallback = ZoneBuilder(ZoneSettings(prefer_local_cluster=True), local_cluster="c1").build(
+        {db: two_clusters(local_ready=False)}, serial=1
+    )
+    assert answer_texts(fallback, base, QType.A) == ["10.2.0.1"]
+    everyone = ZoneBuilder(ZoneSettings()).build({db: two_clusters(local_ready=True)}, serial=1)
+    assert answer_texts(everyone, base, QType.A) == ["10.1.0.1", "10.2.0.1"]
+
+
+def test_retune_renders_every_service_again() -> None:
+    builder = ZoneBuilder(ZoneSettings())
+    services = {ServiceKey("ns", f"s{i}"): clusterset_ip("ns", f"s{i}", f"10.0.0.{i + 1}") for i in range(3)}
+    first = builder.build(services, serial=1)
+    again = builder.retune(ttl=30)
+    assert again == set(services)
+    second = builder.build({k: services[k] for k in again}, serial=2)
+    message = dns.message.from_wire(
+        reply(
+            "s1.ns.svc.clusterset.local", QType.A, second.answers[key("s1.ns.svc.clusterset.local", QType.A)]
+        )
+    )
+    assert message.answer[0].ttl == 30
+    assert first.answers != second.answers
+    # The next change renders only what changed again.
+    third = builder.build({ServiceKey("ns", "s0"): clusterset_ip("ns", "s0", "10.9.9.9")}, serial=3)
+    s2 = key("s2.ns.svc.clusterset.local", QType.A)
+    assert third.answers[s2] is second.answers[s2]
