@@ -9,11 +9,12 @@ the counters the components keep (the packet path only increments ints).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +25,15 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mcsdns import __version__
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import Listener, bind_reason
+from mcsdns.dns.server import errors as server_errors
+from mcsdns.dns.stats import DURATION_BUCKETS, Histogram, RequestStats, scale
 from mcsdns.errors import ListenError
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.leader import LeaderElector
@@ -268,11 +271,126 @@ def serving_metrics(
             "TCP connections closed for silence, a slow message or their lifetime",
             value=limits.timed_out,
         )
+    if listeners:
+        yield from _request_metrics(listeners[0].requests, responder)
+    yield CounterMetricFamily(
+        "mcsdns_dns_errors",
+        "Unexpected errors answering a query (answered SERVFAIL)",
+        value=server_errors.count,
+    )
+    server = f"dns://{listeners[0].address}" if listeners else "dns://"
+    if metrics_names == "coredns":
+        yield from _coredns_request_metrics(responder, listeners, server)
     if forwarder is not None:
         yield from _forward_metrics(forwarder, responder)
         if metrics_names == "coredns":
-            server = f"dns://{listeners[0].address}" if listeners else "dns://"
             yield from _coredns_forward_metrics(forwarder, server)
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], series: Iterable[tuple[list[str], Histogram]]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, histogram in series:
+        family.add_metric(values, histogram.cumulative(), sum_value=histogram.total)
+    return family
+
+
+def _answered(responder: Responder) -> dict[str, int]:
+    return {"udp": sum(responder.udp.values()), "tcp": sum(responder.tcp.values())}
+
+
+def _scaled_durations(stats: RequestStats, responder: Responder) -> dict[tuple[str, int], Histogram]:
+    """The sampled durations (dns/stats.py), each scaled to the queries of its transport answered."""
+    answered = _answered(responder)
+    return {
+        (proto, qtype): h.scaled(scale(stats, proto, answered.get(proto, 0)))
+        for (proto, qtype), h in stats.durations.items()
+    }
+
+
+def _scaled_sizes(
+    stats: RequestStats, responder: Responder, sizes: dict[str, Histogram]
+) -> dict[str, Histogram]:
+    answered = _answered(responder)
+    return {proto: h.scaled(scale(stats, proto, answered.get(proto, 0))) for proto, h in sizes.items()}
+
+
+def _request_metrics(stats: RequestStats, responder: Responder) -> Iterator[Metric]:
+    """Request duration and sizes: a query every few milliseconds is observed (dns/stats.py), each
+    histogram scaled to the queries answered."""
+    yield _histogram(
+        "mcsdns_dns_request_duration_seconds",
+        "Time from a query's arrival to its reply's send, by transport and QTYPE (sampled, scaled)",
+        ["proto", "type"],
+        (
+            ([proto, _label(qtype, QType)], h)
+            for (proto, qtype), h in sorted(_scaled_durations(stats, responder).items())
+        ),
+    )
+    for kind, sizes in (("request", stats.request_sizes), ("response", stats.response_sizes)):
+        yield _histogram(
+            f"mcsdns_dns_{kind}_size_bytes",
+            f"Size of each {kind} in bytes, by transport (sampled, scaled)",
+            ["proto"],
+            (([proto], h) for proto, h in sorted(_scaled_sizes(stats, responder, sizes).items())),
+        )
+
+
+def _coredns_request_metrics(
+    responder: Responder, listeners: Sequence[Listener], server: str
+) -> Iterator[Metric]:
+    """CoreDNS's request families (plugin/metrics), with its names and labels, so its dashboards and the
+    kube-prometheus alerts (CoreDNSLatencyHigh, CoreDNSErrorsHigh) read mcsdns unchanged. ``zone`` is the
+    clusterset zone; ``family`` is the first listener's; ``view`` and ``plugin`` are empty."""
+    zone = responder.zone
+    family = "2" if listeners and ":" in listeners[0].address.host else "1"
+    requests = CounterMetricFamily(
+        "coredns_dns_requests",
+        "Counter of DNS requests made per zone, protocol and family.",
+        labels=["server", "zone", "view", "proto", "family", "type"],
+    )
+    responses = CounterMetricFamily(
+        "coredns_dns_responses",
+        "Counter of response status codes.",
+        labels=["server", "zone", "view", "rcode", "plugin"],
+    )
+    by_rcode: collections.Counter[str] = collections.Counter()
+    for proto, counts in (("udp", responder.udp), ("tcp", responder.tcp)):
+        by_type: collections.Counter[str] = collections.Counter()
+        for key, count in counts.items():
+            by_type[_label(key >> 8, QType)] += count
+            by_rcode[_label(key & 0xF, Rcode)] += count
+        for qtype, count in sorted(by_type.items()):
+            requests.add_metric([server, zone, "", proto, family, qtype], count)
+    for rcode, count in sorted(by_rcode.items()):
+        responses.add_metric([server, zone, "", rcode, ""], count)
+    yield from (requests, responses)
+    if not listeners:
+        return
+    stats = listeners[0].requests
+    durations: dict[str, Histogram] = {}
+    for (_, number), histogram in _scaled_durations(stats, responder).items():  # by type, not proto
+        durations.setdefault(_label(number, QType), Histogram(DURATION_BUCKETS)).add(histogram)
+    yield _histogram(
+        "coredns_dns_request_duration_seconds",
+        "Histogram of the time (in seconds) each request took per zone.",
+        ["server", "zone", "view", "type"],
+        (([server, zone, "", qtype], h) for qtype, h in sorted(durations.items())),
+    )
+    for kind, sizes in (("request", stats.request_sizes), ("response", stats.response_sizes)):
+        yield _histogram(
+            f"coredns_dns_{kind}_size_bytes",
+            f"Size of the {kind}s in bytes.",
+            ["server", "zone", "view", "proto"],
+            (
+                ([server, zone, "", proto], h)
+                for proto, h in sorted(_scaled_sizes(stats, responder, sizes).items())
+            ),
+        )
+    yield CounterMetricFamily(
+        "coredns_panics", "A metrics that counts the number of panics.", value=server_errors.count
+    )
 
 
 # Gauges whose value across serving processes is their sum; every other gauge is the main process's.
@@ -292,7 +410,7 @@ def additive_samples(families: Iterator[Metric]) -> Samples:
     """The samples of ``families`` that add up across processes, keyed by sample name and labels."""
     out: Samples = {}
     for family in families:
-        if family.type == "counter" or family.name in ADDITIVE_GAUGES:
+        if family.type in ("counter", "histogram") or family.name in ADDITIVE_GAUGES:
             for sample in family.samples:
                 out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
     return out
@@ -302,8 +420,8 @@ def merge_samples(families: Iterator[Metric], extra: Samples) -> Iterator[Metric
     """``families`` with ``extra`` (other processes' additive samples) added in, label sets they lack
     included."""
     for family in families:
-        if extra and (family.type == "counter" or family.name in ADDITIVE_GAUGES):
-            names = {f"{family.name}_total", family.name}
+        if extra and (family.type in ("counter", "histogram") or family.name in ADDITIVE_GAUGES):
+            names = {f"{family.name}{suffix}" for suffix in ("_total", "", "_bucket", "_sum", "_count")}
             mine = {(sample.name, tuple(sorted(sample.labels.items()))) for sample in family.samples}
             merged = Metric(family.name, family.documentation, family.type, family.unit)
             for sample in family.samples:
@@ -360,6 +478,19 @@ def _forward_metrics(f: Forwarder, responder: Responder) -> Iterator[Metric]:
         "Upstream replies that matched no query in flight (late, or spoofed)",
         value=f.ignored,
     )
+    yield _histogram(
+        "mcsdns_forward_request_duration_seconds",
+        "Round-trip time of each upstream reply",
+        ["upstream"],
+        (([str(ListenAddress(*u.address))], u.durations) for u in f.upstreams),
+    )
+    replies = CounterMetricFamily(
+        "mcsdns_forward_responses", "Upstream replies by RCODE", labels=["upstream", "rcode"]
+    )
+    for u in f.upstreams:
+        for rcode, count in sorted(u.rcodes.items()):
+            replies.add_metric([str(ListenAddress(*u.address)), _label(rcode, Rcode)], count)
+    yield replies
     queries = CounterMetricFamily("mcsdns_forward_upstream_queries", "Queries sent", labels=["upstream"])
     failures = CounterMetricFamily(
         "mcsdns_forward_upstream_failures", "Timeouts and unusable replies", labels=["upstream"]
@@ -421,11 +552,22 @@ def _coredns_forward_metrics(f: Forwarder, server: str) -> Iterator[Metric]:
     failures = CounterMetricFamily(
         "coredns_forward_healthcheck_failures", "Counter of the number of failed healthchecks.", labels=["to"]
     )
+    replies = CounterMetricFamily(
+        "coredns_forward_responses", "Counter of responses received per upstream.", labels=["to", "rcode"]
+    )
     for upstream in f.upstreams:
         to = str(ListenAddress(*upstream.address))
         requests.add_metric([to], upstream.queries)
         failures.add_metric([to], upstream.failures)
-    yield from (requests, failures)
+        for rcode, count in sorted(upstream.rcodes.items()):
+            replies.add_metric([to, _label(rcode, Rcode)], count)
+    yield from (requests, failures, replies)
+    yield _histogram(
+        "coredns_forward_request_duration_seconds",
+        "Histogram of the time each request took.",
+        ["to"],
+        (([str(ListenAddress(*u.address))], u.durations) for u in f.upstreams),
+    )
 
 
 def make_registry(observed: Observed) -> CollectorRegistry:

@@ -31,6 +31,7 @@ from typing import Any
 
 from mcsdns.dns.cache import DO_BIT, Entry, ForwardCache, entry_from_reply, split_key
 from mcsdns.dns.responder import Forward
+from mcsdns.dns.stats import DURATION_BUCKETS, Histogram
 from mcsdns.wire import (
     CD,
     EDNS_DO,
@@ -79,9 +80,12 @@ class UpstreamHealth:
     queries: int = 0
     replies: int = 0
     failures: int = 0
+    rcodes: collections.Counter[int] = field(default_factory=collections.Counter)  # of its replies
+    durations: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))  # each reply's
 
     def succeeded(self, rtt: float) -> None:
         self.replies += 1
+        self.durations.observe(rtt)
         self.srtt = rtt if self.srtt == 0 else self.srtt + (rtt - self.srtt) / 8
         self.fails = 0
         self.down_until = 0.0
@@ -481,6 +485,7 @@ class Forwarder:
         except Malformed as exc:
             self._upstream_failed(lookup, f"sent a malformed reply: {exc}")
             return
+        lookup.upstream.rcodes[scan.rcode] += 1
         if scan.rcode in (Rcode.SERVFAIL, Rcode.REFUSED) or scan.rcode > 0xF:
             lookup.upstream.succeeded(time.monotonic() - lookup.sent_at)
             self._upstream_failed(lookup, f"answered rcode {scan.rcode}", unhealthy=False)

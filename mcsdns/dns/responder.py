@@ -70,6 +70,7 @@ class Responder:
     ) -> None:
         self._store = store
         self._zone_wire = settings.wire
+        self.zone = settings.zone.rstrip(".") + "."  # as metrics label it (CoreDNS's zone label)
         self._cache = cache
         self.forward_refused = 0  # names outside the zone from clients not allowed to use forwarding
         self.udp: collections.defaultdict[int, int] = collections.defaultdict(int)

@@ -20,6 +20,7 @@ from typing import cast
 
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import TCP, UDP, Forward
+from mcsdns.dns.stats import RequestStats
 from mcsdns.errors import ListenError
 from mcsdns.settings import ListenAddress, ServerSettings
 
@@ -36,8 +37,10 @@ class _ErrorLog:
     def __init__(self) -> None:
         self._last = 0.0
         self._suppressed = 0
+        self.count = 0  # every one: CoreDNS's panics counter
 
     def report(self, where: str) -> None:
+        self.count += 1
         now = time.monotonic()
         if now - self._last < _ERROR_LOG_INTERVAL:
             self._suppressed += 1
@@ -48,16 +51,21 @@ class _ErrorLog:
         self._last, self._suppressed = now, 0
 
 
-_errors = _ErrorLog()
+errors = _ErrorLog()
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(
-        self, respond: Respond, servfail: Callable[[bytes], bytes | None], forwarder: Forwarder | None = None
+        self,
+        respond: Respond,
+        servfail: Callable[[bytes], bytes | None],
+        forwarder: Forwarder | None = None,
+        stats: RequestStats | None = None,
     ) -> None:
         self._respond = respond
         self._servfail = servfail
         self._forwarder = forwarder
+        self._stats = stats or RequestStats()
         self._transport: asyncio.DatagramTransport
 
     # Protocol interface
@@ -67,18 +75,22 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         forwarder = self._forwarder
+        stats = self._stats
+        started = time.perf_counter() if stats.sample else 0.0  # stats.py: a query every 5 ms is timed
         try:
             reply = self._respond(data, UDP, forwarder is not None and forwarder.allowed(str(addr[0])))
             if type(reply) is Forward and forwarder is not None:
                 forwarder.forward(
                     data, UDP, self._sender(addr), reply
                 )  # a cache miss: answered when it is in
-                return
+                return  # not timed here (forward's own histogram is): the next query is
         except Exception:
-            _errors.report("UDP")
+            errors.report("UDP")
             reply = self._servfail(data)
         if isinstance(reply, bytes):
             self._transport.sendto(reply, addr)
+        if started:
+            stats.observe("udp", data, reply, time.perf_counter() - started)
 
     def _sender(self, addr: tuple[str | int, ...]) -> Callable[[bytes], None]:
         transport = self._transport
@@ -121,12 +133,14 @@ class TcpProtocol(asyncio.Protocol):
         servfail: Callable[[bytes], bytes | None],
         limits: TcpLimits,
         forwarder: Forwarder | None = None,
+        stats: RequestStats | None = None,
     ) -> None:
         # Global state
         self._respond = respond
         self._servfail = servfail
         self._limits = limits
         self._forwarder = forwarder
+        self._stats = stats or RequestStats()
         self._loop = asyncio.get_running_loop()
         # Per-connection state
         self._transport: asyncio.Transport
@@ -184,17 +198,21 @@ class TcpProtocol(asyncio.Protocol):
                 break
             message = bytes(buffer[start + 2 : end])
             start = end
+            stats = self._stats
+            started = time.perf_counter() if stats.sample else 0.0
             try:
                 reply = self._respond(message, TCP, self._forwarding)
                 if type(reply) is Forward and self._forwarder is not None:
                     # RFC 7766 §6.2.1.1: replies to pipelined queries may come back in any order.
                     self._forwarder.forward(message, TCP, self._send, reply)
-                    continue
+                    continue  # not timed here: the next query is
             except Exception:
-                _errors.report("TCP")
+                errors.report("TCP")
                 reply = self._servfail(message)
             if isinstance(reply, bytes):
                 replies.append(len(reply).to_bytes(2, "big") + reply)
+            if started:
+                stats.observe("tcp", message, reply, time.perf_counter() - started)
         del buffer[:start]
         # Deadlines count whole messages, not bytes: a byte now and then does not keep a slot (slowloris).
         if start:
@@ -255,6 +273,7 @@ class Listener:
     tcp: asyncio.Server
     address: ListenAddress  # with the port actually bound
     connections: TcpLimits  # shared by every listener: open, accepted and rejected TCP connections
+    requests: RequestStats  # shared by every listener: queries seen, sampled durations and sizes
 
 
 async def start_listeners(
@@ -270,12 +289,17 @@ async def start_listeners(
     over them (SO_REUSEPORT)."""
     loop = asyncio.get_running_loop()
     limits = TcpLimits(settings.tcp_idle_timeout, settings.tcp_max_connections, settings.tcp_max_lifetime)
+    stats = RequestStats()
+    stats.start(loop)
     listeners: list[Listener] = []
     try:
         for address in settings.listen:
-            listeners.append(await _bind(loop, address, respond, servfail, limits, forwarder, reuse_port))
+            listeners.append(
+                await _bind(loop, address, respond, servfail, limits, stats, forwarder, reuse_port)
+            )
     except BaseException:
         close_listeners(listeners)
+        stats.stop()
         raise
     return listeners
 
@@ -286,6 +310,7 @@ async def _bind(
     respond: Respond,
     servfail: Callable[[bytes], bytes | None],
     limits: TcpLimits,
+    stats: RequestStats,
     forwarder: Forwarder | None,
     reuse_port: bool,
 ) -> Listener:
@@ -294,7 +319,7 @@ async def _bind(
     for attempt in range(attempts):
         try:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(respond, servfail, forwarder),
+                lambda: UdpProtocol(respond, servfail, forwarder, stats),
                 local_addr=(address.host, address.port),
                 family=family,
                 reuse_port=reuse_port or None,
@@ -307,7 +332,7 @@ async def _bind(
         port = sock.getsockname()[1]
         try:
             tcp = await loop.create_server(
-                lambda: TcpProtocol(respond, servfail, limits, forwarder),
+                lambda: TcpProtocol(respond, servfail, limits, forwarder, stats),
                 address.host,
                 port,
                 family=family,
@@ -320,7 +345,7 @@ async def _bind(
             if attempt + 1 == attempts:
                 raise ListenError(f"cannot listen on tcp {address.host}:{port}: {bind_reason(exc)}") from None
             continue  # the UDP port's TCP twin was taken: pick another ephemeral port
-        return Listener(udp, tcp, ListenAddress(address.host, port), limits)
+        return Listener(udp, tcp, ListenAddress(address.host, port), limits, stats)
     raise AssertionError("unreachable")
 
 
@@ -333,5 +358,6 @@ def bind_reason(exc: OSError) -> str:
 
 def close_listeners(listeners: list[Listener]) -> None:
     for listener in listeners:
+        listener.requests.stop()
         listener.udp.close()
         listener.tcp.close()
