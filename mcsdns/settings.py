@@ -661,11 +661,12 @@ class Settings:
         "--metrics-names",
         parse_choice(("mcsdns", "coredns")),
         "NAMES",
-        "mcsdns, or coredns: also CoreDNS's names for the forwarding cache and forwarders",
+        "mcsdns, or coredns: also CoreDNS's names for requests, responses, cache and forwarders",
         default="mcsdns",
     )
-    """``coredns``: /metrics also serves the forwarding cache and forwarders under the names and labels of
-    CoreDNS's ``cache`` and ``forward`` plugins, so their dashboards and alerts read mcsdns unchanged."""
+    """``coredns``: /metrics also serves requests, responses, the forwarding cache and forwarders under the
+    names and labels of CoreDNS's ``metrics``, ``cache`` and ``forward`` plugins, so their dashboards and
+    the kube-prometheus CoreDNS alerts read mcsdns unchanged."""
     lameduck: float = setting(
         "--lameduck",
         parse_seconds_or_off,
