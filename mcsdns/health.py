@@ -33,8 +33,9 @@ from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import Listener, bind_reason
 from mcsdns.dns.server import errors as server_errors
-from mcsdns.dns.stats import DURATION_BUCKETS, Histogram, RequestStats, scale
+from mcsdns.dns.stats import RequestStats, scale
 from mcsdns.errors import ListenError
+from mcsdns.histogram import DURATION_BUCKETS, Histogram
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.leader import LeaderElector
 from mcsdns.settings import ListenAddress
@@ -215,6 +216,15 @@ class _Collector(Collector):
             yield GaugeMetricFamily(
                 "mcsdns_leader", "1 while this replica may write", value=int(o.elector.may_write())
             )
+            # client-go's leader election gauge, which controller dashboards and alerts read.
+            master = GaugeMetricFamily(
+                "leader_election_master_status",
+                "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 "
+                "indicates master. 'name' is the string used to identify the lease.",
+                labels=["name"],
+            )
+            master.add_metric([o.elector.lease_name], int(o.elector.may_write()))
+            yield master
         if o.cloudmap is not None:
             calls = CounterMetricFamily("mcsdns_cloudmap_calls", "Cloud Map API calls", labels=["operation"])
             throttles = CounterMetricFamily(
@@ -225,6 +235,12 @@ class _Collector(Collector):
             for operation, count in sorted(o.cloudmap.throttles.items()):
                 throttles.add_metric([operation], count)
             yield from (calls, throttles)
+            yield _histogram(
+                "mcsdns_cloudmap_call_duration_seconds",
+                "Time of each Cloud Map API call, answered or failed, by operation",
+                ["operation"],
+                (([operation], h) for operation, h in sorted(o.cloudmap.durations.items())),
+            )
         for controller in o.controllers:
             yield from controller.metrics()
         if o.workers is not None:

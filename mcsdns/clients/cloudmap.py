@@ -26,6 +26,7 @@ import cachetools
 
 from mcsdns.clients.backoff import Backoff
 from mcsdns.errors import SourceError, StartupError
+from mcsdns.histogram import CALL_BUCKETS, Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class CloudMapClient:
         self._services: dict[str, tuple[int | None, float, dict[str, str]]] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self.throttles: collections.Counter[str] = collections.Counter()
+        self.durations: dict[str, Histogram] = {}  # per operation: each call's time, answered or failed
 
     @property
     def endpoint(self) -> str:
@@ -138,6 +140,7 @@ class CloudMapClient:
         for attempt in range(THROTTLE_ATTEMPTS):
             await self._buckets[operation].take()
             self.calls[operation] += 1
+            started = time.monotonic()
             try:
                 result: dict[str, Any] = await asyncio.to_thread(method, **params)
                 return result
@@ -153,6 +156,10 @@ class CloudMapClient:
                 raise CloudMapError(f"{operation}: {NO_CREDENTIALS}") from None
             except botocore.exceptions.BotoCoreError as exc:
                 raise CloudMapError(f"{operation}: {exc}") from None
+            finally:
+                self.durations.setdefault(operation, Histogram(CALL_BUCKETS)).observe(
+                    time.monotonic() - started
+                )
         raise AssertionError("unreachable")
 
     async def _paginate(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:

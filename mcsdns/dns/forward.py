@@ -31,7 +31,7 @@ from typing import Any
 
 from mcsdns.dns.cache import DO_BIT, Entry, ForwardCache, entry_from_reply, split_key
 from mcsdns.dns.responder import Forward
-from mcsdns.dns.stats import DURATION_BUCKETS, Histogram
+from mcsdns.histogram import DURATION_BUCKETS, Histogram
 from mcsdns.wire import (
     CD,
     EDNS_DO,

@@ -12,45 +12,12 @@ clock, which no client steers. Pure apart from the timer the server starts.
 from __future__ import annotations
 
 import asyncio
-import bisect
 from dataclasses import dataclass, field
 
+from mcsdns.histogram import DURATION_BUCKETS, SIZE_BUCKETS, Histogram
 from mcsdns.wire import Malformed, parse_question
 
 SAMPLE_PERIOD = 0.005  # seconds: at most 200 observed queries a second
-# CoreDNS's buckets (plugin/metrics/vars): durations 0.25 ms doubling 16 times, sizes by typical limits.
-DURATION_BUCKETS = tuple(0.00025 * 2**i for i in range(16))
-SIZE_BUCKETS: tuple[float, ...] = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3, 64e3)
-
-
-@dataclass(slots=True)
-class Histogram:
-    buckets: tuple[float, ...]
-    counts: list[float] = field(default_factory=list)  # per bucket, then +Inf; not cumulative
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0.0] * (len(self.buckets) + 1)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-
-    def scaled(self, factor: float) -> Histogram:
-        return Histogram(self.buckets, [count * factor for count in self.counts], self.total * factor)
-
-    def add(self, other: Histogram) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-        self.total += other.total
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """Prometheus buckets: (le, cumulative count), +Inf last."""
-        out, running = [], 0.0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return out
 
 
 def scale(stats: RequestStats, proto: str, answered: int) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.labels import labels_of
 from mcsdns.mcs.leader import LeaderElector
+from mcsdns.mcs.reconcile import ReconcileStats
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +225,7 @@ class ExportController:
         self._dirty: set[Key] = set()  # changed while being reconciled
         self._exported: dict[Key, int] = {}  # instances per exported service, for metrics
         self.errors = 0
+        self.reconciles = ReconcileStats("mcsdns-export")
         # Views of the process's shared informers (one list and watch per resource per replica).
         self.exports = informers.view(SERVICE_EXPORTS, on_change=self._enqueue)
         self.services = informers.view(SERVICES, on_change=self._enqueue)
@@ -256,6 +259,7 @@ class ExportController:
         yield CounterMetricFamily(
             "mcsdns_export_errors", "Export reconciles that failed and were retried", value=self.errors
         )
+        yield from self.reconciles.metrics()
 
     def _may_write(self) -> bool:
         return self._elector is None or self._elector.may_write()
@@ -296,15 +300,18 @@ class ExportController:
                 self._dirty.add(key)  # another worker is on it: it goes round once more when done
                 continue
             self._active.add(key)
+            started = time.monotonic()
             try:
                 await self.reconcile(key)
                 self._retries.pop(key, None)
+                self.reconciles.done(started, failed=False)
             except NotLeader:
                 logger.info("export %s/%s: leadership lost, stopping", *key)
             except Exception as exc:
                 # A Cloud Map or API error, or an object we did not expect: retry this export later and
                 # keep serving and exporting everything else (one bad object never stops the process).
                 self.errors += 1
+                self.reconciles.done(started, failed=True)
                 delay = self._retries.setdefault(key, Backoff(RETRY_START, RETRY_CAP)).next_delay()
                 if isinstance(exc, SourceError):
                     logger.warning("export %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay)

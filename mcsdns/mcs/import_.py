@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.labels import SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
 from mcsdns.mcs.leader import LeaderElector
+from mcsdns.mcs.reconcile import ReconcileStats
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +260,7 @@ class ImportController:
         self.slices = informers.view(ENDPOINT_SLICES, selector=f"{SLICE_MANAGED_LABEL}={MANAGER}")
         self.cycles = 0
         self.errors = 0
+        self.reconciles = ReconcileStats("mcsdns-import")
 
     async def run(self) -> None:
         views = (self.namespaces, self.imports, self.services, self.slices)
@@ -268,14 +271,18 @@ class ImportController:
                 self._seen.clear()  # another clusterset: every service must be read again
             started = asyncio.get_running_loop().time()
             if self._clusterset_id and (self._elector is None or self._elector.may_write()):
+                began = time.monotonic()
                 try:
                     await self.sync_once()
+                    self.reconciles.done(began, failed=False)
                 except SourceError as exc:
                     self.errors += 1
+                    self.reconciles.done(began, failed=True)
                     logger.warning("import: %s; keeping every import as it is", exc)
                 except Exception:
                     # Unexpected data: log it, keep everything as it is, and try again next poll.
                     self.errors += 1
+                    self.reconciles.done(began, failed=True)
                     logger.exception("import cycle failed unexpectedly; keeping every import as it is")
             # A fixed rate: a cycle that took part of the period shortens the wait, not the other way.
             elapsed = asyncio.get_running_loop().time() - started
@@ -293,6 +300,7 @@ class ImportController:
         )
         yield CounterMetricFamily("mcsdns_import_cycles", "Cloud Map import polls", value=self.cycles)
         yield CounterMetricFamily("mcsdns_import_errors", "Import polls that failed", value=self.errors)
+        yield from self.reconciles.metrics()
 
     def _guard(self) -> None:
         if self._elector is not None and not self._elector.may_write():

@@ -69,6 +69,10 @@ class LeaderElector:
         self.holder: str | None = None
 
     @property
+    def lease_name(self) -> str:
+        return self._settings.name
+
+    @property
     def identity(self) -> str:
         return self._identity
 

@@ -13,6 +13,7 @@ import boto3
 import dns.rcode
 import pytest
 
+from mcsdns.health import make_registry
 from mcsdns.mcs.import_ import derived_name
 from mcsdns.settings import CloudMapSettings, IdentitySettings, KubernetesSettings, LeaseSettings, Settings
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
@@ -179,6 +180,26 @@ def test_seed_tutorial_end_to_end(clusters: dict[str, Cluster], cloudmap: Embedd
         "10.10.28.116",
     ]
     assert only["metadata"]["labels"]["multicluster.kubernetes.io/source-cluster"] == "cls1"
+    # What a controller dashboard reads: controller-runtime's reconcile families, client-go's leader gauge,
+    # and each Cloud Map call's latency.
+    metrics = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in make_registry(cls1.dns.app).collect()  # type: ignore[arg-type]
+        for sample in family.samples
+    }
+    export_ok = (
+        "controller_runtime_reconcile_total",
+        (("controller", "mcsdns-export"), ("result", "success")),
+    )
+    assert metrics[export_ok] >= 1
+    assert (
+        metrics[("controller_runtime_reconcile_time_seconds_count", (("controller", "mcsdns-import"),))] >= 1
+    )
+    assert metrics[("leader_election_master_status", (("name", "mcsdns-leader"),))] == 1
+    calls = [
+        v for (name, labels), v in metrics.items() if name == "mcsdns_cloudmap_call_duration_seconds_count"
+    ]
+    assert calls and sum(calls) >= 3
 
 
 def attrs_keys() -> list[str]:
