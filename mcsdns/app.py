@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from mcsdns.dns.responder import Responder
 from mcsdns.errors import ConfigError, McsDnsError, named_setting
 from mcsdns.health import HealthServer, Observed
 from mcsdns.mcs.identity import ClusterIdentity, cluster_properties
@@ -59,6 +60,10 @@ def check_sources(settings: Settings) -> None:
         and not settings.cloudmap.enabled
     ):
         raise ConfigError("no zone source: give --manifests DIR, --kubeconfig PATH or --cloudmap")
+    if not settings.server.dns and not (settings.kubernetes.kubeconfig and settings.cloudmap.enabled):
+        raise ConfigError(
+            "--dns=false leaves only the controller, which needs --kubeconfig PATH and --cloudmap"
+        )
 
 
 def leader_id(settings: LeaseSettings) -> str:
@@ -166,11 +171,15 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
         engine = SyncEngine(
             store=store, builder=ZoneBuilder(settings.zone, local_cluster=prefer), sources=chosen
         )
-        responder, forwarder, listeners = await serving(
-            settings, store, stack, reuse_port=settings.server.workers > 1
-        )
+        if settings.server.dns:
+            responder, forwarder, listeners = await serving(
+                settings, store, stack, reuse_port=settings.server.workers > 1
+            )
+        else:  # the controller alone: the zone is still built, for /metrics and a later --dns
+            responder, forwarder, listeners = Responder(store, settings.zone), None, []
+            logger.info("not serving DNS (--dns=false): the MCS controller only")
         workers = None
-        if settings.server.workers > 1:
+        if settings.server.dns and settings.server.workers > 1:
             # The other serving processes bind the ports this one got (port 0 resolved) and follow its store.
             bound = replace(settings.server, listen=tuple(listener.address for listener in listeners))
             workers = Workers(replace(settings, server=bound), store, settings.server.workers - 1)

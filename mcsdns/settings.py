@@ -358,6 +358,16 @@ def repeated(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
+    dns: bool = setting(
+        "--dns",
+        parse_bool,
+        "BOOL",
+        "serve DNS; --dns=false runs only the controller, for CoreDNS's multicluster plugin to answer",
+        default="true",
+    )
+    """Whether this process answers DNS at all. Off, it is the MCS controller alone (export and import),
+    and CoreDNS >= 1.12.2 with ``kubernetes ... { multicluster clusterset.local }`` answers from the
+    ServiceImports and EndpointSlices it writes."""
     listen: tuple[ListenAddress, ...] = repeated(
         "--listen",
         parse_listen,

@@ -141,6 +141,11 @@ FAILURES = {
     "manifests-a-file": Failure(
         (*SERVE, "--manifests", "{tmp}/file"), 2, ("--manifests: ", "is not a directory"), files={"file": ""}
     ),
+    "dns-off-without-the-controller": Failure(
+        (*MANIFESTS, "--dns=false"),
+        2,
+        ("--dns=false leaves only the controller, which needs --kubeconfig PATH and --cloudmap",),
+    ),
     "state-dir-a-file": Failure(
         (*MANIFESTS, "--state-dir", "{tmp}/file"),
         2,

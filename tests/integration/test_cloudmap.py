@@ -509,3 +509,25 @@ def test_port_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
     wait_for(lambda: imported_clusters(cls1) == ["cls1", "cls2"], what="both clusters imported")
     ports = cls1.api.store.get("serviceimports", "nginx-hello", namespace="demo")["spec"]["ports"]
     assert [p["port"] for p in ports] == [80], "the older export's port"
+
+
+def test_controller_only_writes_the_imports_and_serves_no_dns(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap, tmp_path: Path
+) -> None:
+    """--dns=false: a third cluster's mcsdns is the MCS controller alone, for CoreDNS's multicluster plugin
+    to answer from the ServiceImport and EndpointSlices it writes (README "Modes")."""
+    with KubeApiEmulator(cluster_name="cls3", cluster_id="cls3", clusterset_id=CLUSTERSET) as three:
+        three.store.load_yaml(TUTORIAL / "namespace.yaml")
+        cls3 = Cluster("cls3", three, three.write_kubeconfig(tmp_path / "cls3.kubeconfig"))
+        settings = engine_settings(cls3, cloudmap)
+        settings = replace(settings, server=replace(settings.server, dns=False))
+        with ServerThread(settings) as controller:
+            assert controller.app is not None and controller.app.listeners == (), "no DNS port bound"
+            export(clusters["cls1"])
+            wait_for(lambda: imported_clusters(cls3) == ["cls1"], timeout=15, what="the import in cls3")
+            (only,) = three.store.list("endpointslices", namespace="demo")
+            assert sorted(e["addresses"][0] for e in only["endpoints"]) == [
+                "10.10.16.120",
+                "10.10.21.133",
+                "10.10.28.116",
+            ]
