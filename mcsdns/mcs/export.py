@@ -37,6 +37,7 @@ FINALIZER = "mcsdns.io/cloudmap-export"
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 RESYNC = 60.0  # every export is reconciled again this often, so Cloud Map drift is repaired
+LATE_RENEWAL_RETRY = 0.5  # seconds before a change that arrived while the lease renewal was late is retried
 RETRY_START, RETRY_CAP = 0.5, 60.0
 REGISTER_CONCURRENCY = 16
 WORKERS = 4
@@ -294,8 +295,14 @@ class ExportController:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
-            if key not in self.exports.objects or not self._may_write():
-                continue  # not exported (a Service or slice without export), or another replica writes
+            if key not in self.exports.objects:
+                continue  # not exported: a Service or slice without export
+            if not self._may_write():
+                if self._elector is not None and self._elector.leading:
+                    # Still the leader, but its last renewal is late (a busy process): this change must
+                    # not wait for the next resync, so it is tried again shortly.
+                    loop.call_later(LATE_RENEWAL_RETRY, self._enqueue, {key})
+                continue  # another replica writes; becoming the leader enqueues everything again
             if key in self._active:
                 self._dirty.add(key)  # another worker is on it: it goes round once more when done
                 continue

@@ -69,6 +69,11 @@ class LeaderElector:
         self.holder: str | None = None
 
     @property
+    def leading(self) -> bool:
+        """Holding the Lease as last seen, even while a late renewal keeps ``may_write`` false."""
+        return self._leader
+
+    @property
     def lease_name(self) -> str:
         return self._settings.name
 

@@ -525,9 +525,12 @@ def test_controller_only_writes_the_imports_and_serves_no_dns(
             assert controller.app is not None and controller.app.listeners == (), "no DNS port bound"
             export(clusters["cls1"])
             wait_for(lambda: imported_clusters(cls3) == ["cls1"], timeout=15, what="the import in cls3")
-            (only,) = three.store.list("endpointslices", namespace="demo")
-            assert sorted(e["addresses"][0] for e in only["endpoints"]) == [
-                "10.10.16.120",
-                "10.10.21.133",
-                "10.10.28.116",
-            ]
+
+            def addresses() -> list[str]:
+                slices = three.store.list("endpointslices", namespace="demo")
+                return sorted(e["addresses"][0] for s in slices for e in s["endpoints"])
+
+            wait_for(
+                lambda: addresses() == ["10.10.16.120", "10.10.21.133", "10.10.28.116"],
+                what="the EndpointSlices in cls3",
+            )
