@@ -15,7 +15,8 @@ started again and sent the current zone; one that loses its main process (EOF on
 none outlives it. SIGTERM to the main process stops every worker before it exits.
 
 Frames on the pair: length (u32), kind (one byte), payload. Main to worker: ``S`` the settings (pickle,
-its own child), ``Z`` a zone frame. Worker to main: ``R`` serving, ``A`` a serial applied (u64), ``M``
+to its own child: at start, and again after a reload, applied by ``reconfigure_serving``), ``Z`` a zone
+frame. Worker to main: ``R`` serving, ``A`` a serial applied (u64), ``M``
 its additive metric samples (marshal), every second.
 """
 
