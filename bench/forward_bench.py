@@ -894,6 +894,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if rows else 1
 
 
+def save_raw(args: argparse.Namespace, kind: str, fields: dict[str, Any]) -> None:
+    """Write a run's raw results, with the options it ran with, to ``--out``/<kind>-<UTC time>.json."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"{kind}-{stamp}.json"
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "deadline"}
+    path.write_text(json.dumps({"options": options, **fields}, indent=1) + "\n")
+    print(f"raw results: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", file=sys.stderr)
+
+
 def write_json(
     args: argparse.Namespace,
     rows: dict[tuple[str, str], Row],
@@ -903,30 +913,26 @@ def write_json(
     printed: list[str],
     elapsed: float,
 ) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"forward-{stamp}.json"
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "deadline"}
-    doc = {
-        "options": options,
-        "rows": [
-            {
-                "path": r.path,
-                "server": r.server,
-                "closed_loop": [run.as_json() for run in r.peak],
-                "fixed_rate": [run.as_json() for run in r.fixed],
-            }
-            for r in rows.values()
-        ],
-        "rss_bytes": rss,
-        "ready_s": ready,
-        "elapsed_s": elapsed,
-        "notes": notes,
-        "printed": printed,
-    }
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"raw results: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", file=sys.stderr)
-
+    save_raw(
+        args,
+        "forward",
+        {
+            "rows": [
+                {
+                    "path": r.path,
+                    "server": r.server,
+                    "closed_loop": [run.as_json() for run in r.peak],
+                    "fixed_rate": [run.as_json() for run in r.fixed],
+                }
+                for r in rows.values()
+            ],
+            "rss_bytes": rss,
+            "ready_s": ready,
+            "elapsed_s": elapsed,
+            "notes": notes,
+            "printed": printed,
+        },
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())

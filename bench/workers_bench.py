@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import math
 import os
 import platform
@@ -62,11 +61,10 @@ import gen
 import perf
 import yaml
 from dns_bench import _cpu_model, _version
-from forward_bench import mcsdns_origin, started
+from forward_bench import mcsdns_origin, save_raw, started
 from machine import TICK, disturbance, wait_quiet
 from servers import (
     LOCALHOST,
-    REPO,
     Data,
     Running,
     ServerError,
@@ -625,22 +623,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_json(args: argparse.Namespace, rows: dict[tuple[str, int], Row], sc: Scale | None,
                notes: list[str], printed: list[str], elapsed: float) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"workers-{stamp}.json"
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "deadline"}
-    doc = {
-        "options": options,
+    save_raw(args, "workers", {
         "rows": [{"server": r.server, "n": r.n, "ready_s": r.ready_s, "runs": [x.as_json() for x in r.runs]}
                  for r in rows.values()],
         "scale": sc.as_json() if sc is not None else None,
         "elapsed_s": elapsed,
         "notes": notes,
         "printed": printed,
-    }
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"raw results: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", file=sys.stderr)
-
+    })
 
 if __name__ == "__main__":
     raise SystemExit(main())
