@@ -32,7 +32,7 @@ from pathlib import Path
 import compare
 import gen
 import perf
-from machine import Disturbance, disturbance, wait_quiet
+from machine import Disturbance, least_disturbed
 from servers import REPO, Data, Running, ServerError, mcsdns_runnable, serving
 
 SERVERS = ("mcsdns", "nsd", "dnslib")
@@ -158,33 +158,18 @@ def load_rounds(running: dict[str, Running], rows: dict[str, Row], data: gen.Dat
 
 def undisturbed_run(server: Running, query_file: Path, load: perf.Load, ours: set[int],
                     args: argparse.Namespace) -> tuple[perf.PerfResult, Disturbance]:
-    """Run on a quiet machine; repeat (at most ``--retries`` times) while the run was disturbed (see
-    machine.py), and keep the least disturbed run."""
-    best: tuple[float, perf.PerfResult, Disturbance] | None = None
-    for attempt in range(1 + args.retries):
-        # Waiting and repeating share one time budget, so a machine that never gets quiet still ends.
-        spare = args.deadline - time.monotonic()
-        if attempt and spare <= 0:
-            print("    out of --budget; keeping the least disturbed run", file=sys.stderr, flush=True)
-            break
-        wait_quiet(max(0.0, min(args.quiet_wait, spare)), ours)
-        with disturbance(ours, server.proc.pid) as seen:
-            result = perf.run(server.port, query_file, load)
+    """One dnsperf run on a quiet machine, repeated while disturbed (machine.least_disturbed)."""
+
+    def score(result: perf.PerfResult, seen: Disturbance) -> float:
         # Run-queue delay only says "disturbed" when the server had time to spare: a fixed-rate run it
         # kept up with. Saturated, it delays itself.
         if not (load.qps and result.qps >= 0.95 * load.qps):
             seen.waited = math.nan
-        score = max(seen.foreign / args.max_foreign,
-                    0.0 if math.isnan(seen.waited) else seen.waited / args.max_wait)
-        if best is None or score < best[0]:
-            best = (score, result, seen)
-        if score <= 1.0:
-            break
-        waited = "" if math.isnan(seen.waited) else f", server waited {seen.waited:.1%} for its core"
-        print(f"    disturbed (other processes {seen.foreign:.2f} cores{waited}); repeating the run",
-              file=sys.stderr, flush=True)
-    assert best is not None
-    return best[1], best[2]
+        return float(max(seen.foreign / args.max_foreign,
+                         0.0 if math.isnan(seen.waited) else seen.waited / args.max_wait))
+
+    return least_disturbed(lambda: perf.run(server.port, query_file, load),
+                           pid=server.proc.pid, ours=ours, args=args, score=score)
 
 
 # ---------------------------------------------------------------- printing

@@ -121,7 +121,7 @@ import dns.rdatatype
 import gen
 import perf
 from dns_bench import _cpu_model, _mcsdns_commit, _ms, _version, add_load_options, undisturbed_run
-from machine import TICK, Disturbance, disturbance, wait_quiet
+from machine import TICK, Disturbance, least_disturbed
 from servers import (
     LOCALHOST,
     REPO,
@@ -593,36 +593,21 @@ def kept_run(
 
 
 def miss_run(server: Server, load: perf.Load, tmp: Path, ours: set[int], args: argparse.Namespace) -> Run:
-    """dns_bench.undisturbed_run for misses: every attempt asks names never asked before (repeating a run
-    with the same file would measure cache hits)."""
+    """A closed-loop run of misses on a quiet machine (machine.least_disturbed): every attempt asks names
+    never asked before (repeating a run with the same file would measure cache hits)."""
     count = max(1000, math.ceil(load.duration * args.miss_rate))
     path = tmp / f"misses-{server.name}.txt"
-    best: tuple[float, Run] | None = None
     try:
-        for attempt in range(1 + args.retries):
-            spare = args.deadline - time.monotonic()
-            if attempt and spare <= 0:
-                print("    out of --budget; keeping the least disturbed run", file=sys.stderr, flush=True)
-                break
-            write_miss_queries(path, count)
-            wait_quiet(max(0.0, min(args.quiet_wait, spare)), ours)
-            with disturbance(ours, server.running.proc.pid) as seen:
-                result = perf.run(server.running.port, path, load)
-            seen.waited = math.nan  # closed loop: a saturated server delays itself
-            score = seen.foreign / args.max_foreign
-            if best is None or score < best[0]:
-                best = (score, Run(result, seen, file_lines=count))
-            if score <= 1.0:
-                break
-            print(
-                f"    disturbed (other processes {seen.foreign:.2f} cores); repeating with new names",
-                file=sys.stderr,
-                flush=True,
-            )
+        result, seen = least_disturbed(
+            lambda: perf.run(server.running.port, path, load),
+            pid=server.running.proc.pid,
+            ours=ours,
+            args=args,
+            prepare=lambda: write_miss_queries(path, count),
+        )
     finally:
         path.unlink(missing_ok=True)
-    assert best is not None
-    return best[1]
+    return Run(result, seen, file_lines=count)
 
 
 # ---------------------------------------------------------------- printing

@@ -62,7 +62,7 @@ import perf
 import yaml
 from dns_bench import _cpu_model, _version
 from forward_bench import mcsdns_origin, save_raw, started
-from machine import TICK, disturbance, wait_quiet
+from machine import TICK, least_disturbed
 from servers import (
     LOCALHOST,
     Data,
@@ -211,33 +211,21 @@ class Row:
 
 def measured_run(server: Running, query_file: Path, load: perf.Load, ours: set[int],
                  args: argparse.Namespace) -> Run:
-    """One closed-loop run and the server's CPU during it; on a busy machine wait for quiet first and
-    repeat a disturbed run (dns_bench.undisturbed_run's rules, CPU of other processes only), keeping the
-    least disturbed one."""
-    best: Run | None = None
-    for attempt in range(1 + args.retries):
-        spare = args.deadline - time.monotonic()
-        if attempt and spare <= 0:
-            print("    out of --budget; keeping the least disturbed run", file=sys.stderr, flush=True)
-            break
-        wait_quiet(max(0.0, min(args.quiet_wait, spare)), ours)
-        with disturbance(ours, server.proc.pid) as seen:
-            before, client0, start = cpu_by_pid(server.proc.pid), _children_cpu(), time.monotonic()
-            result = perf.run(server.port, query_file, load)
-            after, client1, wall = cpu_by_pid(server.proc.pid), _children_cpu(), time.monotonic() - start
+    """One closed-loop run and the server's CPU during it, on a quiet machine, repeated while disturbed
+    (machine.least_disturbed)."""
+
+    def measure() -> tuple[perf.PerfResult, dict[int, float], float]:
+        before, client0, start = cpu_by_pid(server.proc.pid), _children_cpu(), time.monotonic()
+        result = perf.run(server.port, query_file, load)
+        after, client1, wall = cpu_by_pid(server.proc.pid), _children_cpu(), time.monotonic() - start
         used = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
-        total = sum(used.values())
-        split = sorted((u / total for u in used.values()), reverse=True) if total > 0 else []
-        main_share = used.get(server.proc.pid, 0.0) / total if total > 0 else math.nan
-        run = Run(result, total, split, main_share, (client1 - client0) / wall, seen.foreign)
-        if best is None or run.foreign < best.foreign:
-            best = run
-        if run.foreign <= args.max_foreign:
-            break
-        print(f"    disturbed (other processes {run.foreign:.2f} cores); repeating the run",
-              file=sys.stderr, flush=True)
-    assert best is not None
-    return best
+        return result, used, (client1 - client0) / wall
+
+    (result, used, client_cores), seen = least_disturbed(measure, pid=server.proc.pid, ours=ours, args=args)
+    total = sum(used.values())
+    split = sorted((u / total for u in used.values()), reverse=True) if total > 0 else []
+    main_share = used.get(server.proc.pid, 0.0) / total if total > 0 else math.nan
+    return Run(result, total, split, main_share, client_cores, seen.foreign)
 
 
 def start_servers(stack: contextlib.ExitStack, data: gen.Dataset, args: argparse.Namespace,
