@@ -29,7 +29,7 @@ from mcsdns.sources.engine import SyncEngine
 from mcsdns.sources.events import Source
 from mcsdns.sources.manifests import ManifestSource
 from mcsdns.statefile import StateFile
-from mcsdns.workers import Workers, reconfigure_serving, reloaded, serve_worker, serving
+from mcsdns.workers import Workers, reconfigure_serving, serve_worker, serving
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.snapshot import ZoneSnapshot
 from mcsdns.zone.store import ZoneStore
@@ -305,8 +305,9 @@ class Reloader:
         except McsDnsError as exc:
             logger.error("reload: %s; the running settings stay", exc)
             return
-        lines = reconfigure_serving(app.settings, new, app.forwarder, lambda ttl: app.engine.retune(ttl=ttl))
-        app.settings = reloaded(app.settings, new)
+        app.settings, lines = reconfigure_serving(
+            app.settings, new, app.forwarder, lambda ttl: app.engine.retune(ttl=ttl)
+        )
         if app.workers is not None:
             app.workers.reconfigure(app.settings)
         for line in lines or ["nothing changed"]:

@@ -798,6 +798,21 @@ def resolve(
     return settings
 
 
+def replaced(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """``settings`` with the settings named by key in ``values`` changed (a reload takes what it can)."""
+    top: dict[str, Any] = {}
+    grouped: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+    for declared in SETTINGS:
+        if declared.key in values:
+            target = top if declared.group is None else grouped[declared.group]
+            target[declared.attr] = values[declared.key]
+    return replace(
+        settings,
+        **top,
+        **{name: replace(getattr(settings, name), **given) for name, given in grouped.items()},
+    )
+
+
 def _build(values: Mapping[str, Any]) -> Settings:
     """``Settings`` from parsed values by key; what is not in ``values`` keeps its declared default."""
     top: dict[str, Any] = {}

@@ -45,7 +45,7 @@ from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import Listener, close_listeners, start_listeners
 from mcsdns.errors import StartupError, named_setting
 from mcsdns.health import Samples, additive_samples, serving_metrics
-from mcsdns.settings import SETTINGS, Setting
+from mcsdns.settings import SETTINGS, Setting, replaced
 from mcsdns.zone import codec
 from mcsdns.zone.snapshot import ZoneSnapshot
 from mcsdns.zone.store import ZoneStore
@@ -117,42 +117,34 @@ async def serving(
 
 def reconfigure_serving(
     old: Settings, new: Settings, forwarder: Forwarder | None, retune: Callable[[int], None] | None = None
-) -> list[str]:
-    """Apply what a serving process can change live (SIGHUP, or --config FILE changed); one line per
-    setting that changed, saying whether it took effect or needs a restart. ``retune``: the main
-    process's engine, which renders the zone again for a new TTL (workers get the zone it publishes)."""
+) -> tuple[Settings, list[str]]:
+    """Apply what a serving process can change live (SIGHUP, or --config FILE changed): the settings it
+    runs with from now on (``old`` with the changes taken), and one line per setting that changed, saying
+    whether it took effect or needs a restart. ``forwarder``: this process's, if it has one yet.
+    ``retune``: the main process's engine, which renders the zone again for a new TTL (workers get the
+    zone it publishes)."""
     lines = []
+    taken: list[Setting] = []
     for declared in SETTINGS:
-        before, after = _value(old, declared), _value(new, declared)
-        if before == after:
+        after = _value(new, declared)
+        if _value(old, declared) == after:
             continue
         if not declared.reloadable:
             lines.append(f"{declared.flag} changed; it takes effect at the next start")
-            continue
-        if declared.key == "log_level":
-            logging.getLogger().setLevel(str(after).upper())
-        elif declared.key == "ttl":
-            if retune is not None:
-                retune(int(after))
-        elif forwarder is None:
+        elif declared.group == "forward" and not old.forward.upstreams:
             lines.append(f"{declared.flag} changed, but forwarding was off at start; it needs a restart")
-            continue
         else:
-            forwarder.reconfigure([(a.host, a.port) for a in new.forward.upstreams], new.forward.allow)
-        lines.append(f"{declared.flag} is now {_shown(after)}")
-    return lines
-
-
-def reloaded(old: Settings, new: Settings) -> Settings:
-    """``old`` with the live-changeable settings of ``new``: what the process runs with after a reload."""
-    return replace(
-        old,
-        zone=replace(old.zone, ttl=new.zone.ttl),
-        log=replace(old.log, level=new.log.level),
-        forward=replace(old.forward, upstreams=new.forward.upstreams, allow=new.forward.allow)
-        if old.forward.upstreams
-        else old.forward,
-    )
+            taken.append(declared)
+            lines.append(f"{declared.flag} is now {_shown(after)}")
+    current = replaced(old, {declared.key: _value(new, declared) for declared in taken})
+    groups = {declared.group for declared in taken}
+    if "log" in groups:
+        logging.getLogger().setLevel(current.log.level.upper())
+    if "zone" in groups and retune is not None:
+        retune(current.zone.ttl)
+    if "forward" in groups and forwarder is not None:  # upstreams and clients together, once
+        forwarder.reconfigure([(a.host, a.port) for a in current.forward.upstreams], current.forward.allow)
+    return current, lines
 
 
 def _value(settings: Settings, declared: Setting) -> Any:
@@ -403,9 +395,9 @@ async def serve_worker(settings: Settings, sock: socket.socket) -> None:
                 payload = await _receive(loop, sock, length)
                 if kind == ord("S"):  # settings reloaded in the main process
                     new: Settings = pickle.loads(payload)
-                    for line in reconfigure_serving(settings, new, parts.get("forwarder")):
+                    settings, lines = reconfigure_serving(settings, new, parts.get("forwarder"))
+                    for line in lines:
                         logger.debug("worker %d: %s", os.getpid(), line)
-                    settings = reloaded(settings, new)
                     continue
                 if kind != ord("Z"):
                     continue
