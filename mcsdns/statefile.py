@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -133,8 +134,8 @@ class StateFile:
 
 
 def stale(decoded: codec.Decoded) -> codec.Decoded:
-    """``decoded`` with every TTL at most ``STALE_TTL`` and ``saved_at`` kept: RFC 8767 §4 answers stale
-    data with a short TTL, so clients come back for the live zone soon."""
+    """``decoded`` with every TTL at most ``STALE_TTL`` (its ``saved_at`` marks it stale): RFC 8767 §4
+    answers stale data with a short TTL, so clients come back for the live zone soon."""
     # Scanning costs ~10 us an answer: when the zone's TTL is short already, only dns-version's TXT
     # (28800 s, spec §2.2) is longer, so only its answers are scanned.
     longer = b"" if decoded.ttl > STALE_TTL else b"\x0bdns-version" + decoded.zone_wire
@@ -144,19 +145,7 @@ def stale(decoded: codec.Decoded) -> codec.Decoded:
     }
     mname, rname, serial, refresh, retry, expire, minimum = decoded.soa
     soa = (mname, rname, serial, refresh, retry, expire, min(int(minimum), STALE_TTL))  # type: ignore[call-overload]
-    return codec.Decoded(
-        decoded.zone_wire,
-        decoded.serial,
-        decoded.base,
-        decoded.services,
-        min(decoded.ttl, STALE_TTL),
-        soa,
-        decoded.saved_at or time.time(),
-        capped,
-        decoded.removed,
-        decoded.names,
-        decoded.gone,
-    )
+    return dataclasses.replace(decoded, answers=capped, ttl=min(decoded.ttl, STALE_TTL), soa=soa)
 
 
 def _capped(question: bytes, answer: Answer) -> Answer:
