@@ -33,7 +33,7 @@ from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
 from mcsdns.dns.server import Listener, bind_reason
 from mcsdns.dns.server import errors as server_errors
-from mcsdns.dns.stats import RequestStats, scale
+from mcsdns.dns.stats import Scaled
 from mcsdns.errors import ListenError
 from mcsdns.histogram import DURATION_BUCKETS, Histogram
 from mcsdns.mcs.identity import ClusterIdentity
@@ -287,8 +287,10 @@ def serving_metrics(
             "TCP connections closed for silence, a slow message or their lifetime",
             value=limits.timed_out,
         )
-    if listeners:
-        yield from _request_metrics(listeners[0].requests, responder)
+    answered = {"udp": sum(responder.udp.values()), "tcp": sum(responder.tcp.values())}
+    scaled = listeners[0].requests.scaled(answered) if listeners else None
+    if scaled is not None:
+        yield from _request_metrics(scaled)
     yield CounterMetricFamily(
         "mcsdns_dns_errors",
         "Unexpected errors answering a query (answered SERVFAIL)",
@@ -296,7 +298,7 @@ def serving_metrics(
     )
     server = f"dns://{listeners[0].address}" if listeners else "dns://"
     if metrics_names == "coredns":
-        yield from _coredns_request_metrics(responder, listeners, server)
+        yield from _coredns_request_metrics(responder, listeners, server, scaled)
     if forwarder is not None:
         yield from _forward_metrics(forwarder, responder)
         if metrics_names == "coredns":
@@ -312,49 +314,26 @@ def _histogram(
     return family
 
 
-def _answered(responder: Responder) -> dict[str, int]:
-    return {"udp": sum(responder.udp.values()), "tcp": sum(responder.tcp.values())}
-
-
-def _scaled_durations(stats: RequestStats, responder: Responder) -> dict[tuple[str, int], Histogram]:
-    """The sampled durations (dns/stats.py), each scaled to the queries of its transport answered."""
-    answered = _answered(responder)
-    return {
-        (proto, qtype): h.scaled(scale(stats, proto, answered.get(proto, 0)))
-        for (proto, qtype), h in stats.durations.items()
-    }
-
-
-def _scaled_sizes(
-    stats: RequestStats, responder: Responder, sizes: dict[str, Histogram]
-) -> dict[str, Histogram]:
-    answered = _answered(responder)
-    return {proto: h.scaled(scale(stats, proto, answered.get(proto, 0))) for proto, h in sizes.items()}
-
-
-def _request_metrics(stats: RequestStats, responder: Responder) -> Iterator[Metric]:
+def _request_metrics(scaled: Scaled) -> Iterator[Metric]:
     """Request duration and sizes: a query every few milliseconds is observed (dns/stats.py), each
     histogram scaled to the queries answered."""
     yield _histogram(
         "mcsdns_dns_request_duration_seconds",
         "Time from a query's arrival to its reply's send, by transport and QTYPE (sampled, scaled)",
         ["proto", "type"],
-        (
-            ([proto, _label(qtype, QType)], h)
-            for (proto, qtype), h in sorted(_scaled_durations(stats, responder).items())
-        ),
+        (([proto, _label(qtype, QType)], h) for (proto, qtype), h in sorted(scaled.durations.items())),
     )
-    for kind, sizes in (("request", stats.request_sizes), ("response", stats.response_sizes)):
+    for kind, sizes in (("request", scaled.request_sizes), ("response", scaled.response_sizes)):
         yield _histogram(
             f"mcsdns_dns_{kind}_size_bytes",
             f"Size of each {kind} in bytes, by transport (sampled, scaled)",
             ["proto"],
-            (([proto], h) for proto, h in sorted(_scaled_sizes(stats, responder, sizes).items())),
+            (([proto], h) for proto, h in sorted(sizes.items())),
         )
 
 
 def _coredns_request_metrics(
-    responder: Responder, listeners: Sequence[Listener], server: str
+    responder: Responder, listeners: Sequence[Listener], server: str, scaled: Scaled | None
 ) -> Iterator[Metric]:
     """CoreDNS's request families (plugin/metrics), with its names and labels, so its dashboards and the
     kube-prometheus alerts (CoreDNSLatencyHigh, CoreDNSErrorsHigh) read mcsdns unchanged. ``zone`` is the
@@ -382,11 +361,10 @@ def _coredns_request_metrics(
     for rcode, count in sorted(by_rcode.items()):
         responses.add_metric([server, zone, "", rcode, ""], count)
     yield from (requests, responses)
-    if not listeners:
+    if scaled is None:
         return
-    stats = listeners[0].requests
     durations: dict[str, Histogram] = {}
-    for (_, number), histogram in _scaled_durations(stats, responder).items():  # by type, not proto
+    for (_, number), histogram in scaled.durations.items():  # by type, not proto
         durations.setdefault(_label(number, QType), Histogram(DURATION_BUCKETS)).add(histogram)
     yield _histogram(
         "coredns_dns_request_duration_seconds",
@@ -394,15 +372,12 @@ def _coredns_request_metrics(
         ["server", "zone", "view", "type"],
         (([server, zone, "", qtype], h) for qtype, h in sorted(durations.items())),
     )
-    for kind, sizes in (("request", stats.request_sizes), ("response", stats.response_sizes)):
+    for kind, sizes in (("request", scaled.request_sizes), ("response", scaled.response_sizes)):
         yield _histogram(
             f"coredns_dns_{kind}_size_bytes",
             f"Size of the {kind}s in bytes.",
             ["server", "zone", "view", "proto"],
-            (
-                ([server, zone, "", proto], h)
-                for proto, h in sorted(_scaled_sizes(stats, responder, sizes).items())
-            ),
+            (([server, zone, "", proto], h) for proto, h in sorted(sizes.items())),
         )
     yield CounterMetricFamily(
         "coredns_panics", "A metrics that counts the number of panics.", value=server_errors.count

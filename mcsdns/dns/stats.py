@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mcsdns.histogram import DURATION_BUCKETS, SIZE_BUCKETS, Histogram
 from mcsdns.wire import Malformed, parse_question
 
 SAMPLE_PERIOD = 0.005  # seconds: at most 200 observed queries a second
-
-
-def scale(stats: RequestStats, proto: str, answered: int) -> float:
-    """What one observed ``proto`` query stands for: the queries answered over those observed."""
-    observed = stats.observed.get(proto, 0)
-    return answered / observed if observed else 0.0
 
 
 @dataclass(slots=True)
@@ -37,11 +32,9 @@ class RequestStats:
     response_sizes: dict[str, Histogram] = field(default_factory=dict)
     _timer: asyncio.TimerHandle | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle:
-        """Raise ``sample`` every ``SAMPLE_PERIOD`` from now on; cancel the returned handle's successor via
-        ``stop``."""
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Raise ``sample`` every ``SAMPLE_PERIOD`` from now on, until ``stop``."""
         self._timer = loop.call_later(SAMPLE_PERIOD, self._tick, loop)
-        return self._timer
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self.sample = True
@@ -69,3 +62,19 @@ class RequestStats:
                 if proto not in sizes:
                     sizes[proto] = Histogram(SIZE_BUCKETS)
                 sizes[proto].observe(len(message))
+
+    def scaled(self, answered: dict[str, int]) -> Scaled:
+        """The histograms with each observed query standing for its share of the queries ``answered`` per
+        proto, as /metrics reports them."""
+        factor = {proto: answered.get(proto, 0) / count for proto, count in self.observed.items() if count}
+        return Scaled(
+            {key: h.scaled(factor.get(key[0], 0.0)) for key, h in self.durations.items()},
+            {proto: h.scaled(factor.get(proto, 0.0)) for proto, h in self.request_sizes.items()},
+            {proto: h.scaled(factor.get(proto, 0.0)) for proto, h in self.response_sizes.items()},
+        )
+
+
+class Scaled(NamedTuple):
+    durations: dict[tuple[str, int], Histogram]  # (proto, QTYPE)
+    request_sizes: dict[str, Histogram]  # proto
+    response_sizes: dict[str, Histogram]
