@@ -396,6 +396,15 @@ def name_to_wire(name: Name) -> bytes:
     return b"".join([bytes((len(label),)) + label for label in name]) + b"\x00"
 
 
+def wire_to_name(wire: bytes) -> Name:
+    """The labels of an uncompressed wire-form name, ``name_to_wire``'s inverse (our own data only)."""
+    labels, at = [], 0
+    while at < len(wire) and wire[at]:
+        labels.append(wire[at + 1 : at + 1 + wire[at]])
+        at += 1 + wire[at]
+    return tuple(labels)
+
+
 def text_to_name(text: str) -> Name:
     """``"a.b.c."`` → ``(b"a", b"b", b"c")``, lower-cased; raises ``ValueError`` if not a valid name."""
     text = text.rstrip(".")

@@ -35,7 +35,7 @@ from typing import Any
 
 from immutables import Map
 
-from mcsdns.wire import Name, Rcode
+from mcsdns.wire import Rcode, wire_to_name
 from mcsdns.zone.render import Negatives, Soa
 from mcsdns.zone.snapshot import Answer, ZoneSnapshot
 
@@ -79,14 +79,6 @@ def _acyclic() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _labels(wire: bytes) -> Name:
-    labels, at = [], 0
-    while at < len(wire) and wire[at]:
-        labels.append(wire[at + 1 : at + 1 + wire[at]])
-        at += 1 + wire[at]
-    return tuple(labels)
 
 
 def _frame(fields: Any) -> bytes:
@@ -218,7 +210,7 @@ def snapshot_from(decoded: Decoded, previous: ZoneSnapshot | None = None) -> Zon
 def _snapshot(decoded: Decoded, answers: Map[bytes, Answer], names: Map[bytes, None]) -> ZoneSnapshot:
     mname, rname, *numbers = decoded.soa
     soa = Soa(tuple(mname), tuple(rname), *numbers)  # type: ignore[arg-type]
-    apex = _labels(decoded.zone_wire)
+    apex = wire_to_name(decoded.zone_wire)
     return ZoneSnapshot(
         serial=decoded.serial,
         zone_wire=decoded.zone_wire,
