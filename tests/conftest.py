@@ -11,3 +11,6 @@ import sys
 from pathlib import Path
 
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+# The real control plane (etcd + kube-apiserver) as fixtures, for the chart and integration tests alike.
+pytest_plugins = ("tests.realkube",)

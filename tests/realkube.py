@@ -1,0 +1,133 @@
+"""The real control plane (tests/controlplane.py) as fixtures: one etcd and one kube-apiserver per cluster for
+the whole run (starting one costs seconds), each test starting from a clean cluster.
+
+``real_cluster`` is cluster ``cls2`` of clusterset ``clusterset1`` with the chart's CRDs, ServiceAccount and
+RBAC installed (as ``helm install`` with Cloud Map on would), the namespace ``prod``, and two kubeconfigs:
+``admin_kubeconfig`` and ``chart_kubeconfig`` (the chart's ServiceAccount, nothing more). ``real_clusters``
+adds ``cls1`` for the tests that export in one cluster and import in another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chart.helpers import NAMESPACE, render
+from tests.controlplane import ControlPlane, ControlPlaneUnavailable, Etcd, binaries, chart_access
+
+CLUSTERSET = "clusterset1"
+TEST_NAMESPACES = ("prod", NAMESPACE)
+SERVICE_ACCOUNT = "mcsdns"  # the chart's ServiceAccount for release "mcsdns"
+
+
+@pytest.fixture(scope="session")
+def control_plane_binaries() -> dict[str, Path]:
+    try:
+        return binaries()
+    except ControlPlaneUnavailable as exc:
+        pytest.fail(f"the real control plane cannot be built here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def etcd(control_plane_binaries: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    server = Etcd(control_plane_binaries["etcd"], tmp_path_factory.mktemp("etcd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def chart_rendering() -> list[dict[str, Any]]:
+    """What ``helm install mcsdns`` with Cloud Map on creates that matters to the API: CRDs, access."""
+    return render({"cloudmap": {"enabled": True}}).objects
+
+
+def install_chart(cluster: ControlPlane) -> None:
+    """The chart's CRDs, the test namespaces, and the chart's ServiceAccount with its RBAC."""
+    rendered = chart_rendering()
+    cluster.install(obj for obj in rendered if obj["kind"] == "CustomResourceDefinition")
+    cluster.install(
+        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in TEST_NAMESPACES]
+    )
+    cluster.install(chart_access(rendered))
+
+
+def _start_cluster(name: str, binaries_: dict[str, Path], etcd: Etcd, directory: Path) -> ControlPlane:
+    cluster = ControlPlane(binaries_, etcd, directory, name=name).start()
+    install_chart(cluster)
+    return cluster
+
+
+def _identity(cluster: ControlPlane, cluster_id: str) -> None:
+    for property_name, value in (
+        ("cluster.clusterset.k8s.io", cluster_id),
+        ("clusterset.k8s.io", CLUSTERSET),
+    ):
+        cluster.objects.create(
+            {
+                "apiVersion": "about.k8s.io/v1alpha1",
+                "kind": "ClusterProperty",
+                "metadata": {"name": property_name},
+                "spec": {"value": value},
+            }
+        )
+
+
+@pytest.fixture(scope="session")
+def _cluster_cls2(
+    control_plane_binaries: dict[str, Path], etcd: Etcd, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    cluster = _start_cluster("cls2", control_plane_binaries, etcd, tmp_path_factory.mktemp("cls2"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def _cluster_cls1(
+    control_plane_binaries: dict[str, Path], etcd: Etcd, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    cluster = _start_cluster("cls1", control_plane_binaries, etcd, tmp_path_factory.mktemp("cls1"))
+    yield cluster
+    cluster.stop()
+
+
+def _clean(cluster: ControlPlane, cluster_id: str) -> Iterator[ControlPlane]:
+    if not cluster._process.alive():  # a test that stopped it and failed before starting it again
+        cluster.start()
+    cluster.thaw()
+    cluster.reset(TEST_NAMESPACES)
+    _identity(cluster, cluster_id)
+    yield cluster
+    cluster.thaw()
+    if not cluster._process.alive():
+        cluster.start()
+
+
+@pytest.fixture
+def real_cluster(_cluster_cls2: ControlPlane) -> Iterator[ControlPlane]:
+    yield from _clean(_cluster_cls2, "cls2")
+
+
+@pytest.fixture
+def real_clusters(
+    _cluster_cls1: ControlPlane, real_cluster: ControlPlane
+) -> Iterator[dict[str, ControlPlane]]:
+    for cluster in _clean(_cluster_cls1, "cls1"):
+        yield {"cls1": cluster, "cls2": real_cluster}
+
+
+@pytest.fixture
+def admin_kubeconfig(real_cluster: ControlPlane, tmp_path: Path) -> Path:
+    return real_cluster.write_kubeconfig(tmp_path / "admin.kubeconfig")
+
+
+def chart_kubeconfig_of(cluster: ControlPlane, path: Path) -> Path:
+    """A kubeconfig holding a token of the chart's ServiceAccount: mcsdns as the chart runs it."""
+    return cluster.write_kubeconfig(path, {"token": cluster.token(NAMESPACE, SERVICE_ACCOUNT)})
+
+
+@pytest.fixture
+def chart_kubeconfig(real_cluster: ControlPlane, tmp_path: Path) -> Path:
+    return chart_kubeconfig_of(real_cluster, tmp_path / "chart.kubeconfig")
