@@ -84,7 +84,7 @@ def test_the_sidecar_answers_the_zone_and_forwards_the_rest_as_configured(tmp_pa
     cluster = [service_import("kubernetes", "default", ips=["10.96.0.1"])]
     manifests = write_manifests(tmp_path / "up", "up.yaml", cluster).parent
     upstream_settings = settings_for(manifests, zone=ZoneSettings(zone="cluster.local"))
-    with ServerThread(upstream_settings) as upstream, KubeApiEmulator(mcs_versions=("v1alpha1",)) as api:
+    with ServerThread(upstream_settings) as upstream, KubeApiEmulator() as api:
         upstream.wait_serving()
         api.store.load_yaml(EXAMPLES / "tutorial" / "namespace.yaml")
         api.store.load_yaml(EXAMPLES / "clusterset" / "nginx-hello.yaml")

@@ -160,7 +160,7 @@ def builtin_resources(mcs_versions: tuple[str, ...] = DEFAULT_MCS_VERSIONS) -> l
         ),
         ResourceType(
             ABOUT_GROUP,
-            ("v1alpha1",),
+            ("v1beta1", "v1alpha1"),  # about-api v0.0.2 added v1beta1 (stored), v1alpha1 still served
             "clusterproperties",
             "clusterproperty",
             "ClusterProperty",
