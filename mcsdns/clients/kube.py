@@ -72,16 +72,25 @@ class Resource:
         return "".join(parts)
 
 
-# ServiceImports in the versions to try, preferred first (a CRD may serve only some).
+# The MCS and About API kinds in the versions mcsdns speaks, preferred first: v1beta1, the stored version
+# since mcs-api v0.5.0 (and about-api's newest), then v1alpha1 for clusters whose CRDs predate it. Discovery
+# (``Informers.run``) puts the versions the server serves first; a 404 later (a CRD replaced) moves on to the
+# next. Reads and writes of a kind use the version its informer settled on.
 SERVICE_IMPORTS = (
-    Resource("multicluster.x-k8s.io", "v1alpha1", "serviceimports"),
     Resource("multicluster.x-k8s.io", "v1beta1", "serviceimports"),
+    Resource("multicluster.x-k8s.io", "v1alpha1", "serviceimports"),
 )
-SERVICE_EXPORTS = Resource("multicluster.x-k8s.io", "v1alpha1", "serviceexports")
+SERVICE_EXPORTS = (
+    Resource("multicluster.x-k8s.io", "v1beta1", "serviceexports"),
+    Resource("multicluster.x-k8s.io", "v1alpha1", "serviceexports"),
+)
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
 SERVICES = Resource("", "v1", "services")
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
-CLUSTER_PROPERTIES = Resource("about.k8s.io", "v1alpha1", "clusterproperties", namespaced=False)
+CLUSTER_PROPERTIES = (
+    Resource("about.k8s.io", "v1beta1", "clusterproperties", namespaced=False),
+    Resource("about.k8s.io", "v1alpha1", "clusterproperties", namespaced=False),
+)
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
@@ -155,6 +164,19 @@ class KubeApi:
         if response.status >= 400:
             raise await _status_error(what, response)
         return response
+
+    async def served_versions(self, group: str) -> list[str] | None:
+        """The versions the server serves of an API group (discovery, ``/apis/<group>``), preferred first;
+        an empty list when the group is not served, None when discovery did not answer."""
+        try:
+            response = await self.request("GET", f"/apis/{quote(group, safe='')}", what=f"discover {group}")
+        except NotFound:
+            return []
+        except SourceError as exc:
+            logger.warning("%s; trying the versions in mcsdns's order", exc)
+            return None
+        document = await _json(response)
+        return [str(v.get("version")) for v in document.get("versions") or [] if isinstance(v, Mapping)]
 
     async def list(self, resource: Resource, *, continue_token: str | None = None) -> Obj:
         response = await self.request(
@@ -645,7 +667,7 @@ class Informer:
 
     def __init__(self, api: KubeApi, resources: tuple[Resource, ...]) -> None:
         self._api = api
-        self._resources = resources
+        self._resources = self._declared = resources
         self._views: list[View] = []
         self._reflector: Reflector | None = None
 
@@ -680,6 +702,15 @@ class Informer:
         view.on_contact = on_contact
         self._views.append(view)
         return view
+
+    async def discover(self) -> None:
+        """Put the versions the server serves first, keeping mcsdns's preference among them."""
+        if len(self._resources) < 2 or self._reflector is not None:
+            return
+        served = await self._api.served_versions(self._resources[0].group)
+        if served:
+            self._resources = tuple(sorted(self._resources, key=lambda r: r.version not in served))
+            logger.info("%s: the server serves %s", self._resources[0].plural, ", ".join(served))
 
     async def run(self) -> None:
         selectors = {str(view.selector) if view.selector else None for view in self._views}
@@ -736,14 +767,15 @@ class Informers:
         informer = self._informers.get(key)
         if informer is None:
             informer = self._informers[key] = Informer(self._api, candidates)
-        elif informer._resources != candidates:
-            raise ValueError(f"{key}: one informer serves {informer._resources}, not {candidates}")
+        elif informer._declared != candidates:
+            raise ValueError(f"{key}: one informer serves {informer._declared}, not {candidates}")
         return informer
 
     def view(self, resources: Resource | tuple[Resource, ...], **options: Any) -> View:
         return self.informer(resources).view(**options)
 
     async def run(self) -> None:
+        await asyncio.gather(*(informer.discover() for informer in self._informers.values()))
         async with asyncio.TaskGroup() as group:
             for informer in self._informers.values():
                 group.create_task(informer.run())

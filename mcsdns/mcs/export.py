@@ -372,7 +372,7 @@ class ExportController:
         if FINALIZER not in (metadata.get("finalizers") or []):
             self._guard()
             export = await self._api.patch(
-                SERVICE_EXPORTS,
+                self.exports.resource,
                 key[0],
                 key[1],
                 {
@@ -464,7 +464,7 @@ class ExportController:
             return
         self._guard()
         await self._api.patch(
-            SERVICE_EXPORTS,
+            self.exports.resource,
             metadata.get("namespace"),
             str(metadata.get("name")),
             {"metadata": {"finalizers": finalizers, "resourceVersion": metadata.get("resourceVersion")}},
@@ -483,7 +483,11 @@ class ExportController:
         self._guard()
         body = {**export, "status": {**status, "conditions": merged}}
         updated = await self._api.replace(
-            SERVICE_EXPORTS, metadata.get("namespace"), str(metadata.get("name")), body, subresource="status"
+            self.exports.resource,
+            metadata.get("namespace"),
+            str(metadata.get("name")),
+            body,
+            subresource="status",
         )
         self.exports.objects[key_of(updated)] = updated
 

@@ -35,7 +35,7 @@ from mcsdns.clients.kube import (
 from mcsdns.errors import SourceError
 from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.identity import ClusterIdentity
-from mcsdns.mcs.labels import SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
+from mcsdns.mcs.labels import MCS_GROUP, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
 from mcsdns.mcs.leader import LeaderElector
 from mcsdns.mcs.reconcile import ReconcileStats
 
@@ -126,8 +126,9 @@ def _labels(model: ImportModel) -> dict[str, str]:
     return {MANAGED_LABEL: MANAGER, SERVICE_NAME_LABEL: model.key[1]}
 
 
-def desired_import(model: ImportModel, *, vip: str | None) -> Obj:
-    """The ServiceImport (v1alpha1): type, merged ports, the derived Service's ClusterIP as its VIP."""
+def desired_import(model: ImportModel, *, vip: str | None, api_version: str = f"{MCS_GROUP}/v1beta1") -> Obj:
+    """The ServiceImport (in ``api_version``, the one the server serves): type, merged ports, the derived
+    Service's ClusterIP as its VIP."""
     spec: Obj = {
         "type": model.type,
         "ports": [
@@ -140,7 +141,7 @@ def desired_import(model: ImportModel, *, vip: str | None) -> Obj:
     if model.type == "ClusterSetIP" and vip:
         spec["ips"] = [vip]
     return {
-        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "apiVersion": api_version,
         "kind": "ServiceImport",
         "metadata": {"name": model.key[1], "namespace": model.key[0], "labels": _labels(model)},
         "spec": spec,
@@ -357,7 +358,10 @@ class ImportController:
             return
         service = await self._ensure_service(model)
         vip = (service.get("spec") or {}).get("clusterIP")
-        want = desired_import(model, vip=vip if vip != "None" else None)
+        resource = self.imports.resource
+        want = desired_import(
+            model, vip=vip if vip != "None" else None, api_version=f"{resource.group}/{resource.version}"
+        )
         if existing is None:
             self._guard()
             existing = await self._api.create(self.imports.resource, namespace, want)
