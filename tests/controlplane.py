@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,6 +43,16 @@ from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[1]
 Obj = dict[str, Any]
+
+# The API server's audit log records what every ServiceAccount asked and what the authorizer answered: the
+# tests read their RBAC proof from it (a 403 fails the test; the calls made must be exactly the grants).
+# Metadata level: who, verb, resource, status code; no bodies. Admin (system:masters) seeding is not logged.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}],
+}
 
 START_TIMEOUT = 90.0  # kube-apiserver on a busy 2-core machine: about 5-15 s; its first start builds caches
 
@@ -192,13 +204,13 @@ class _Process:
             assert self.process is not None
             os.killpg(self.process.pid, signum)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 15.0) -> None:
         if self.process is None:
             return
         self.signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
         self.signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self.process.wait(timeout=15)
@@ -437,6 +449,39 @@ class Objects:
         return [self.create(doc) for doc in documents if doc]
 
 
+@dataclass(frozen=True)
+class Audited:
+    """One request of the audit log, in the authorizer's terms."""
+
+    user: str
+    verb: str
+    group: str
+    resource: str  # plural, or plural/subresource; "" for a non-resource request
+    namespace: str | None
+    name: str | None
+    code: int
+    uri: str
+    received: datetime.datetime
+
+    @classmethod
+    def of(cls, event: Obj) -> Audited:
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", "")
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        return cls(
+            user=(event.get("user") or {}).get("username", ""),
+            verb=event.get("verb", ""),
+            group=ref.get("apiGroup", ""),
+            resource=resource,
+            namespace=ref.get("namespace"),
+            name=ref.get("name"),
+            code=int((event.get("responseStatus") or {}).get("code") or 0),
+            uri=event.get("requestURI", ""),
+            received=datetime.datetime.fromisoformat(event["requestReceivedTimestamp"]),
+        )
+
+
 class ControlPlane:
     """kube-apiserver (RBAC on) over a shared ``Etcd``, as one cluster of a clusterset.
 
@@ -445,12 +490,14 @@ class ControlPlane:
 
     def __init__(self, binaries: dict[str, Path], etcd: Etcd, directory: Path, *, name: str = "cls1") -> None:
         self.name = name
+        self._binaries = binaries
         self.etcd = etcd
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.certificates = Certificates(directory / "pki")
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
+        self.audit_log = directory / "audit.log"
         c = self.certificates
         self._process = _Process(
             "kube-apiserver",
@@ -475,22 +522,38 @@ class ControlPlane:
                 # The apiserver compacts etcd itself every 5 minutes by default; the tests compact when they
                 # mean to, so a run never sees a 410 it did not ask for.
                 "--etcd-compaction-interval=0",
+                f"--audit-policy-file={self._write_audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking",  # written before the response: a test reads it right after
                 "--profiling=false",
                 "--v=0",
             ],
             directory / "kube-apiserver.log",
         )
         self.objects = Objects(self.url, c)
+        # From each start until /readyz: a just-started server answers 403 for a moment while its RBAC
+        # informers fill (seen in the audit log after a restart); clients retry, and so does mcsdns.
+        self.starting: list[tuple[datetime.datetime, datetime.datetime]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> ControlPlane:
+        began = datetime.datetime.now(datetime.UTC)
         self._process.start()
         _wait(lambda: self.objects.probe("/readyz").status_code == 200, self._process)
+        self.starting.append((began, datetime.datetime.now(datetime.UTC)))
         return self
 
+    def was_starting(self, moment: datetime.datetime) -> bool:
+        return any(began <= moment <= ready for began, ready in self.starting)
+
     def stop(self) -> None:
-        self._process.stop()
+        # kube-apiserver's graceful shutdown waits out open watches for many seconds; what the tests want
+        # is the server gone (as in a node failure), so after a short grace it is killed.
+        self._process.stop(grace=2.0)
+
+    def running(self) -> bool:
+        return self._process.alive()
 
     def restart(self, *, down: float = 0.0, while_down: Any = None) -> None:
         """Stop kube-apiserver, run ``while_down`` (etcd up), wait ``down`` s, start it on the same port."""
@@ -509,6 +572,42 @@ class ControlPlane:
 
     def compact(self) -> int:
         return self.etcd.compact()
+
+    def peer(self, directory: Path) -> ControlPlane:
+        """A second kube-apiserver of this cluster (same etcd, same prefix), as in an HA control plane: it
+        takes writes while this one is down. Not started."""
+        return ControlPlane(self._binaries, self.etcd, directory, name=self.name)
+
+    # --- what was asked ----------------------------------------------------------------------------------
+
+    def _write_audit_policy(self) -> Path:
+        path = self.directory / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(AUDIT_POLICY))
+        return path
+
+    def audit_mark(self) -> int:
+        """Where the audit log ends now: ``audited(since=mark)`` reads what came after."""
+        try:
+            return self.audit_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def audited(self, *, since: int = 0) -> list[Audited]:
+        """Each request the ServiceAccounts made after ``since``, once (a watch logs when its response
+        starts and when it completes; the first is kept)."""
+        seen: set[str] = set()
+        out = []
+        with self.audit_log.open("rb") as log:
+            log.seek(since)
+            for line in log:
+                if not line.endswith(b"\n"):
+                    break  # being written
+                event = json.loads(line)
+                if event.get("auditID") in seen:
+                    continue
+                seen.add(event.get("auditID"))
+                out.append(Audited.of(event))
+        return out
 
     # --- access ---------------------------------------------------------------------------------------------
 

@@ -94,15 +94,27 @@ def _cluster_cls1(
 
 
 def _clean(cluster: ControlPlane, cluster_id: str) -> Iterator[ControlPlane]:
-    if not cluster._process.alive():  # a test that stopped it and failed before starting it again
+    if not cluster.running():  # a test that stopped it and failed before starting it again
         cluster.start()
     cluster.thaw()
     cluster.reset(TEST_NAMESPACES)
     _identity(cluster, cluster_id)
+    mark = cluster.audit_mark()
     yield cluster
     cluster.thaw()
-    if not cluster._process.alive():
+    if not cluster.running():
         cluster.start()
+    # Least privilege, proven by the real authorizer: whatever the test saw, a request the chart's RBAC
+    # refused fails it (but for the moment after a start when a real server refuses everyone).
+    forbidden = sorted(
+        {
+            f"{c.user}: {c.verb} {c.uri}"
+            for c in cluster.audited(since=mark)
+            if c.code == 403 and not cluster.was_starting(c.received)
+        }
+    )
+    if forbidden:
+        pytest.fail(f"cluster {cluster.name} refused (403) what the chart's RBAC does not grant: {forbidden}")
 
 
 @pytest.fixture
