@@ -448,6 +448,9 @@ class Objects:
     def load(self, documents: Iterable[Obj]) -> list[Obj]:
         return [self.create(doc) for doc in documents if doc]
 
+    def load_yaml(self, path: Path) -> list[Obj]:
+        return self.load(doc for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict))
+
 
 @dataclass(frozen=True)
 class Audited:
@@ -488,8 +491,17 @@ class ControlPlane:
     ``name`` is the cluster's name in kubeconfigs and the etcd key prefix, so several clusters share one etcd.
     """
 
-    def __init__(self, binaries: dict[str, Path], etcd: Etcd, directory: Path, *, name: str = "cls1") -> None:
+    def __init__(
+        self,
+        binaries: dict[str, Path],
+        etcd: Etcd,
+        directory: Path,
+        *,
+        name: str = "cls1",
+        service_cidr: str = "10.96.0.0/16",
+    ) -> None:
         self.name = name
+        self.service_cidr = service_cidr
         self._binaries = binaries
         self.etcd = etcd
         self.directory = directory
@@ -514,7 +526,7 @@ class ControlPlane:
                 f"--service-account-key-file={c.sa_pub}",
                 f"--service-account-signing-key-file={c.sa_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-cluster-ip-range={service_cidr}",
                 "--authorization-mode=RBAC",
                 # As envtest: no controller-manager runs, so nothing makes the tokens this plugin expects.
                 "--disable-admission-plugins=ServiceAccount",
@@ -576,7 +588,9 @@ class ControlPlane:
     def peer(self, directory: Path) -> ControlPlane:
         """A second kube-apiserver of this cluster (same etcd, same prefix), as in an HA control plane: it
         takes writes while this one is down. Not started."""
-        return ControlPlane(self._binaries, self.etcd, directory, name=self.name)
+        return ControlPlane(
+            self._binaries, self.etcd, directory, name=self.name, service_cidr=self.service_cidr
+        )
 
     # --- what was asked ----------------------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ from tests.chart.helpers import NAMESPACE, render
 from tests.controlplane import ControlPlane, ControlPlaneUnavailable, Etcd, binaries, chart_access
 
 CLUSTERSET = "clusterset1"
-TEST_NAMESPACES = ("prod", NAMESPACE)
+TEST_NAMESPACES = ("prod", "demo", NAMESPACE)  # demo: the tutorial's
+# Each cluster its own service range, as in a real clusterset, so a test sees whose ClusterIP it got.
+SERVICE_CIDRS = {"cls1": "10.100.0.0/16", "cls2": "172.20.0.0/16", "cls3": "10.96.0.0/16"}
 SERVICE_ACCOUNT = "mcsdns"  # the chart's ServiceAccount for release "mcsdns"
 
 
@@ -55,7 +57,7 @@ def install_chart(cluster: ControlPlane) -> None:
 
 
 def _start_cluster(name: str, binaries_: dict[str, Path], etcd: Etcd, directory: Path) -> ControlPlane:
-    cluster = ControlPlane(binaries_, etcd, directory, name=name).start()
+    cluster = ControlPlane(binaries_, etcd, directory, name=name, service_cidr=SERVICE_CIDRS[name]).start()
     install_chart(cluster)
     return cluster
 
@@ -117,6 +119,15 @@ def _clean(cluster: ControlPlane, cluster_id: str) -> Iterator[ControlPlane]:
         pytest.fail(f"cluster {cluster.name} refused (403) what the chart's RBAC does not grant: {forbidden}")
 
 
+@pytest.fixture(scope="session")
+def _cluster_cls3(
+    control_plane_binaries: dict[str, Path], etcd: Etcd, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    cluster = _start_cluster("cls3", control_plane_binaries, etcd, tmp_path_factory.mktemp("cls3"))
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def real_cluster(_cluster_cls2: ControlPlane) -> Iterator[ControlPlane]:
     yield from _clean(_cluster_cls2, "cls2")
@@ -128,6 +139,12 @@ def real_clusters(
 ) -> Iterator[dict[str, ControlPlane]]:
     for cluster in _clean(_cluster_cls1, "cls1"):
         yield {"cls1": cluster, "cls2": real_cluster}
+
+
+@pytest.fixture
+def real_cluster_cls3(_cluster_cls3: ControlPlane) -> Iterator[ControlPlane]:
+    """A third cluster, for the few tests that need one more importer."""
+    yield from _clean(_cluster_cls3, "cls3")
 
 
 @pytest.fixture

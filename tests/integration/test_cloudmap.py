@@ -1,5 +1,6 @@
-"""Export and import through Cloud Map, end to end: two emulated clusters, the embedded Cloud Map (moto
-over HTTP, through boto3), two mcsdns engines, and real DNS queries."""
+"""Export and import through Cloud Map, end to end: two real clusters (kube-apiserver + etcd, the chart's
+CRDs, mcsdns under the chart's RBAC; tests/realkube.py), the embedded Cloud Map (moto over HTTP, through
+boto3), two mcsdns engines, and real DNS queries."""
 
 from __future__ import annotations
 
@@ -17,20 +18,25 @@ from mcsdns.health import make_registry
 from mcsdns.mcs.import_ import derived_name
 from mcsdns.settings import CloudMapSettings, IdentitySettings, KubernetesSettings, LeaseSettings, Settings
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
-from mcsdns_sandbox.kubeapi import KubeApiEmulator
+from tests.controlplane import ControlPlane, Objects
+from tests.realkube import CLUSTERSET, NAMESPACE, chart_kubeconfig_of
 from tests.support import ServerThread, aws_controller_attributes, query, settings_for, wait_for
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "examples" / "tutorial"
 NAME = "nginx-hello.demo.svc.clusterset.local."
-CLUSTERSET = "set1"
 
 
 @dataclass
 class Cluster:
     name: str
-    api: KubeApiEmulator
-    kubeconfig: Path
+    plane: ControlPlane
+    kubeconfig: Path  # the chart's ServiceAccount's
     server: ServerThread | None = None
+
+    @property
+    def store(self) -> Objects:
+        """The test's own hands on the cluster: the admin."""
+        return self.plane.objects
 
     @property
     def dns(self) -> ServerThread:
@@ -42,7 +48,7 @@ class Cluster:
         return sorted(r.to_text() for rrset in reply.answer for r in rrset)
 
     def vip(self, service: str = "nginx-hello") -> str | None:
-        found = self.api.store.find("services", derived_name("demo", service), namespace="demo")
+        found = self.store.find("services", derived_name("demo", service), namespace="demo")
         return found["spec"]["clusterIP"] if found else None
 
 
@@ -50,7 +56,7 @@ def engine_settings(cluster: Cluster, cloudmap: EmbeddedCloudMap, **lease: Any) 
     return replace(
         settings_for(),
         kubernetes=KubernetesSettings(kubeconfig=str(cluster.kubeconfig)),
-        lease=LeaseSettings(duration=3.0, renew_deadline=2.0, **lease),
+        lease=LeaseSettings(duration=3.0, renew_deadline=2.0, namespace=NAMESPACE, **lease),
         cloudmap=CloudMapSettings(enabled=True, poll=0.3, region=cloudmap.region),
     )
 
@@ -64,29 +70,23 @@ def cloudmap(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedCloudMap]:
 
 
 @pytest.fixture
-def clusters(cloudmap: EmbeddedCloudMap, tmp_path: Path) -> Iterator[dict[str, Cluster]]:
+def clusters(
+    cloudmap: EmbeddedCloudMap, real_clusters: dict[str, ControlPlane], tmp_path: Path
+) -> Iterator[dict[str, Cluster]]:
+    out = {
+        name: Cluster(name, plane, chart_kubeconfig_of(plane, tmp_path / f"{name}.kubeconfig"))
+        for name, plane in real_clusters.items()
+    }
+    out["cls1"].store.load_yaml(TUTORIAL / "nginx-service.yaml")
+    out["cls1"].store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
     with (
-        KubeApiEmulator(
-            cluster_name="cls1", cluster_id="cls1", clusterset_id=CLUSTERSET, service_cidr="10.100.0.0/16"
-        ) as one,
-        KubeApiEmulator(
-            cluster_name="cls2", cluster_id="cls2", clusterset_id=CLUSTERSET, service_cidr="172.20.0.0/16"
-        ) as two,
+        ServerThread(engine_settings(out["cls1"], cloudmap)) as s1,
+        ServerThread(engine_settings(out["cls2"], cloudmap)) as s2,
     ):
-        out = {}
-        for name, api in (("cls1", one), ("cls2", two)):
-            api.store.load_yaml(TUTORIAL / "namespace.yaml")
-            out[name] = Cluster(name, api, api.write_kubeconfig(tmp_path / f"{name}.kubeconfig"))
-        one.store.load_yaml(TUTORIAL / "nginx-service.yaml")
-        one.store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
-        with (
-            ServerThread(engine_settings(out["cls1"], cloudmap)) as s1,
-            ServerThread(engine_settings(out["cls2"], cloudmap)) as s2,
-        ):
-            out["cls1"].server, out["cls2"].server = s1, s2
-            s1.wait_serving()
-            s2.wait_serving()
-            yield out
+        out["cls1"].server, out["cls2"].server = s1, s2
+        s1.wait_serving()
+        s2.wait_serving()
+        yield out
 
 
 def sd_client(cloudmap: EmbeddedCloudMap) -> Any:
@@ -105,7 +105,7 @@ def instances(cloudmap: EmbeddedCloudMap, service: str = "nginx-hello") -> dict[
 
 
 def export(cluster: Cluster) -> None:
-    cluster.api.store.load_yaml(TUTORIAL / "nginx-serviceexport.yaml")
+    cluster.store.load_yaml(TUTORIAL / "nginx-serviceexport.yaml")
 
 
 def local_slice(
@@ -127,12 +127,12 @@ def local_slice(
 
 def imported_clusters(cluster: Cluster, name: str = "nginx-hello") -> list[str]:
     """The clusters the ServiceImport's status lists."""
-    obj = cluster.api.store.find("serviceimports", name, namespace="demo") or {}
+    obj = cluster.store.find("serviceimports", name, namespace="demo") or {}
     return [c["cluster"] for c in (obj.get("status") or {}).get("clusters", [])]
 
 
 def conditions(cluster: Cluster, name: str = "nginx-hello") -> dict[str, tuple[str, str]]:
-    obj = cluster.api.store.get("serviceexports", name, namespace="demo")
+    obj = cluster.store.get("serviceexports", name, namespace="demo")
     return {c["type"]: (c["status"], c["reason"]) for c in (obj.get("status") or {}).get("conditions", [])}
 
 
@@ -169,10 +169,10 @@ def test_seed_tutorial_end_to_end(clusters: dict[str, Cluster], cloudmap: Embedd
         what="the export's conditions",
     )
 
-    imported = cls2.api.store.get("serviceimports", "nginx-hello", namespace="demo")
+    imported = cls2.store.get("serviceimports", "nginx-hello", namespace="demo")
     assert imported["spec"]["type"] == "ClusterSetIP" and imported["spec"]["ips"] == [cls2.vip()]
     assert imported["status"]["clusters"] == [{"cluster": "cls1"}]
-    slices = cls2.api.store.list("endpointslices", namespace="demo")
+    slices = cls2.store.list("endpointslices", namespace="demo")
     (only,) = slices
     assert sorted(e["addresses"][0] for e in only["endpoints"]) == [
         "10.10.16.120",
@@ -213,15 +213,15 @@ def test_scale_readiness_and_unexport(clusters: dict[str, Cluster], cloudmap: Em
     cls1, cls2 = clusters["cls1"], clusters["cls2"]
     export(cls1)
     wait_for(lambda: len(instances(cloudmap)) == 3, what="3 instances")
-    endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+    endpoint_slice = cls1.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
     endpoint_slice["endpoints"].append({"addresses": ["10.10.30.1"], "conditions": {"ready": True}})
     endpoint_slice["endpoints"][0]["conditions"] = {"ready": False}
-    cls1.api.store.update(endpoint_slice)
+    cls1.store.update(endpoint_slice)
     wait_for(lambda: len(instances(cloudmap)) == 4, what="scale up to 4")
     assert sorted(a["READY"] for a in instances(cloudmap).values()) == ["false", "true", "true", "true"]
 
     def imported_readiness() -> list[tuple[str, bool]]:
-        items = cls2.api.store.list("endpointslices", namespace="demo")
+        items = cls2.store.list("endpointslices", namespace="demo")
         return sorted((e["addresses"][0], e["conditions"]["ready"]) for s in items for e in s["endpoints"])
 
     wait_for(
@@ -231,27 +231,27 @@ def test_scale_readiness_and_unexport(clusters: dict[str, Cluster], cloudmap: Em
         ),
         what="readiness to reach cls2",
     )
-    endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+    endpoint_slice = cls1.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
     endpoint_slice["endpoints"] = endpoint_slice["endpoints"][2:]
-    cls1.api.store.update(endpoint_slice)
+    cls1.store.update(endpoint_slice)
     wait_for(lambda: len(instances(cloudmap)) == 2, what="scale down to 2")
 
-    cls1.api.store.delete("serviceexports", "nginx-hello", namespace="demo")
+    cls1.store.delete("serviceexports", "nginx-hello", namespace="demo")
     wait_for(lambda: instances(cloudmap) == {}, what="deregistration")
     wait_for(
-        lambda: cls1.api.store.find("serviceexports", "nginx-hello", namespace="demo") is None,
+        lambda: cls1.store.find("serviceexports", "nginx-hello", namespace="demo") is None,
         what="the finalizer to be removed",
     )
     wait_for(lambda: query(cls2.dns, NAME).rcode() == dns.rcode.NXDOMAIN, what="the import to go")
-    assert cls2.vip() is None and cls2.api.store.list("endpointslices", namespace="demo") == []
+    assert cls2.vip() is None and cls2.store.list("endpointslices", namespace="demo") == []
 
 
 def test_two_clusters_export_one_service_union_and_one_vip(
     clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
 ) -> None:
     cls1, cls2 = clusters["cls1"], clusters["cls2"]
-    cls2.api.store.load_yaml(TUTORIAL / "nginx-service.yaml")
-    cls2.api.store.create(local_slice("nginx-hello-cls2", "nginx-hello", "10.20.0.5"))
+    cls2.store.load_yaml(TUTORIAL / "nginx-service.yaml")
+    cls2.store.create(local_slice("nginx-hello-cls2", "nginx-hello", "10.20.0.5"))
     export(cls1)
     export(cls2)
     wait_for(lambda: len(instances(cloudmap)) == 4, what="both clusters' instances")
@@ -261,7 +261,7 @@ def test_two_clusters_export_one_service_union_and_one_vip(
         )
 
         def imported(c: Cluster = cluster) -> list[str]:
-            items = c.api.store.list(
+            items = c.store.list(
                 "endpointslices",
                 namespace="demo",
                 label_selector="endpointslice.kubernetes.io/managed-by=mcsdns",
@@ -284,8 +284,8 @@ def test_type_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
         "metadata": {"name": "nginx-hello", "namespace": "demo"},
         "spec": {"clusterIP": "None", "ports": [{"port": 80, "protocol": "TCP"}]},
     }
-    cls2.api.store.create(headless)
-    cls2.api.store.create(local_slice("nginx-hello-h", "nginx-hello", "10.20.0.9"))
+    cls2.store.create(headless)
+    cls2.store.create(local_slice("nginx-hello-h", "nginx-hello", "10.20.0.9"))
     export(cls2)
     wait_for(lambda: conditions(cls2).get("Conflict") == ("True", "TypeConflict"), what="cls2's conflict")
     assert conditions(cls1).get("Conflict") == ("False", "NoConflicts")
@@ -295,7 +295,7 @@ def test_type_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
         wait_for(
             lambda c=cluster: imported_clusters(c) == ["cls1", "cls2"], what=f"{cluster.name} to import both"
         )
-        imported = cluster.api.store.get("serviceimports", "nginx-hello", namespace="demo")
+        imported = cluster.store.get("serviceimports", "nginx-hello", namespace="demo")
         assert imported["spec"]["type"] == "ClusterSetIP", "the older export's type"
         wait_for(lambda c=cluster: c.answer() == [c.vip()], what=f"{cluster.name} to answer its VIP")
 
@@ -303,7 +303,7 @@ def test_type_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
 def test_headless_across_clusters(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
     cls1, cls2 = clusters["cls1"], clusters["cls2"]
     for cluster, address in ((cls1, "10.10.5.5"), (cls2, "10.20.5.5")):
-        cluster.api.store.create(
+        cluster.store.create(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
@@ -311,10 +311,8 @@ def test_headless_across_clusters(clusters: dict[str, Cluster], cloudmap: Embedd
                 "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]},
             }
         )
-        cluster.api.store.create(
-            local_slice("db-x", "db", address, port_name="pg", port=5432, hostname="db-0")
-        )
-        cluster.api.store.create(
+        cluster.store.create(local_slice("db-x", "db", address, port_name="pg", port=5432, hostname="db-0"))
+        cluster.store.create(
             {
                 "apiVersion": "multicluster.x-k8s.io/v1alpha1",
                 "kind": "ServiceExport",
@@ -338,25 +336,23 @@ def test_outages_keep_serving_delete_nothing_and_converge(
     wait_for(lambda: cls2.answer() == [cls2.vip()], what="the import")
     vip = cls2.vip()
     cloudmap.stop()
-    cls2.api.pause("hang")
+    cls2.plane.freeze()  # cls2's API server hangs, as in a partition
     try:
-        endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+        endpoint_slice = cls1.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
         endpoint_slice["endpoints"] = endpoint_slice["endpoints"][:1]
-        cls1.api.store.update(endpoint_slice)
+        cls1.store.update(endpoint_slice)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             assert cls2.answer() == [vip] and cls1.answer() == [cls1.vip()]
             time.sleep(0.2)
     finally:
-        cls2.api.resume()
+        cls2.plane.thaw()
         cloudmap.start()
-    assert cls2.api.store.find("serviceimports", "nginx-hello", namespace="demo") is not None, (
-        "nothing deleted"
-    )
+    assert cls2.store.find("serviceimports", "nginx-hello", namespace="demo") is not None, "nothing deleted"
     wait_for(lambda: len(instances(cloudmap)) == 1, timeout=60, what="the export to converge")
 
     def imported() -> list[str]:
-        items = cls2.api.store.list("endpointslices", namespace="demo")
+        items = cls2.store.list("endpointslices", namespace="demo")
         return [e["addresses"][0] for s in items for e in s["endpoints"]]
 
     wait_for(lambda: imported() == ["10.10.16.120"], timeout=60, what="the import to converge")
@@ -380,11 +376,11 @@ def test_unmanaged_service_imports_are_never_touched(
         "metadata": {"name": "legacy", "namespace": "demo"},
         "spec": {"type": "ClusterSetIP", "ips": ["172.20.9.9"], "ports": [{"port": 80, "protocol": "TCP"}]},
     }
-    cls2.api.store.create(handmade)
+    cls2.store.create(handmade)
     export(clusters["cls1"])
     wait_for(lambda: cls2.answer(), what="the managed import")
     time.sleep(1.0)  # several import cycles
-    assert cls2.api.store.get("serviceimports", "legacy", namespace="demo")["spec"]["ips"] == ["172.20.9.9"]
+    assert cls2.store.get("serviceimports", "legacy", namespace="demo")["spec"]["ips"] == ["172.20.9.9"]
 
 
 def test_aws_controller_instances_are_imported(
@@ -431,11 +427,11 @@ def test_leader_failover_in_the_middle_of_an_export(
     clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
 ) -> None:
     cls1 = clusters["cls1"]
-    endpoint_slice = cls1.api.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
+    endpoint_slice = cls1.store.get("endpointslices", "nginx-hello-7xq2p", namespace="demo")
     endpoint_slice["endpoints"] = [
         {"addresses": [f"10.10.40.{i}"], "conditions": {"ready": True}} for i in range(1, 61)
     ]
-    cls1.api.store.update(endpoint_slice)
+    cls1.store.update(endpoint_slice)
     settings = engine_settings(cls1, cloudmap, leader_id="replica-b")
     with ServerThread(settings) as replica:
         replica.wait_serving()
@@ -464,21 +460,18 @@ def test_idle_cycles_cost_one_revision_check_per_service_and_write_nothing(
     wait_for(lambda: cls2.answer() == [cls2.vip()], what="the import")
     assert cls2.dns.app is not None
     importer = cls2.dns.app.controllers[1]
-    writes: list[str] = []
-    stop = cls2.api.observe_requests(
-        lambda r: (
-            writes.append(f"{r.method} {r.path}") if r.method != "GET" and "/leases/" not in r.path else None
-        )
-    )
-    try:
-        # Two cycles to settle: a service list read right after the service was created is read once more.
-        start = importer.cycles + 2
-        wait_for(lambda: importer.cycles >= start, timeout=10, what="the cycles to settle")
-        cloudmap.reset_calls()
-        wait_for(lambda: importer.cycles >= start + 3, timeout=10, what="three idle cycles")
-        calls = cloudmap.calls()
-    finally:
-        stop()
+    # Two cycles to settle: a service list read right after the service was created is read once more.
+    start = importer.cycles + 2
+    wait_for(lambda: importer.cycles >= start, timeout=10, what="the cycles to settle")
+    mark = cls2.plane.audit_mark()
+    cloudmap.reset_calls()
+    wait_for(lambda: importer.cycles >= start + 3, timeout=10, what="three idle cycles")
+    calls = cloudmap.calls()
+    writes = [
+        f"{c.verb} {c.uri}"
+        for c in cls2.plane.audited(since=mark)
+        if c.verb not in ("get", "list", "watch") and not c.resource.startswith("leases")
+    ]
     # Both engines import (exporting clusters import too): per engine and cycle one revision check of the one
     # service and at most one ListNamespaces; the service list is reused while ServiceCount stays put.
     assert calls.get("DiscoverInstances", 0) == 0
@@ -492,7 +485,7 @@ def test_port_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
     cls1, cls2 = clusters["cls1"], clusters["cls2"]
     export(cls1)
     wait_for(lambda: len(instances(cloudmap)) == 3, what="cls1's export")
-    cls2.api.store.create(
+    cls2.store.create(
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -500,37 +493,37 @@ def test_port_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
             "spec": {"ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]},
         }
     )
-    cls2.api.store.create(local_slice("nginx-hello-p", "nginx-hello", "10.20.0.7"))
+    cls2.store.create(local_slice("nginx-hello-p", "nginx-hello", "10.20.0.7"))
     export(cls2)
     wait_for(
         lambda: conditions(cls2).get("Conflict") == ("True", "PortConflict"), what="cls2's port conflict"
     )
     assert conditions(cls1).get("Conflict") == ("False", "NoConflicts")
     wait_for(lambda: imported_clusters(cls1) == ["cls1", "cls2"], what="both clusters imported")
-    ports = cls1.api.store.get("serviceimports", "nginx-hello", namespace="demo")["spec"]["ports"]
+    ports = cls1.store.get("serviceimports", "nginx-hello", namespace="demo")["spec"]["ports"]
     assert [p["port"] for p in ports] == [80], "the older export's port"
 
 
 def test_controller_only_writes_the_imports_and_serves_no_dns(
-    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap, tmp_path: Path
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap, real_cluster_cls3: ControlPlane, tmp_path: Path
 ) -> None:
     """--dns=false: a third cluster's mcsdns is the MCS controller alone, for CoreDNS's multicluster plugin
     to answer from the ServiceImport and EndpointSlices it writes (README "Modes")."""
-    with KubeApiEmulator(cluster_name="cls3", cluster_id="cls3", clusterset_id=CLUSTERSET) as three:
-        three.store.load_yaml(TUTORIAL / "namespace.yaml")
-        cls3 = Cluster("cls3", three, three.write_kubeconfig(tmp_path / "cls3.kubeconfig"))
-        settings = engine_settings(cls3, cloudmap)
-        settings = replace(settings, server=replace(settings.server, dns=False))
-        with ServerThread(settings) as controller:
-            assert controller.app is not None and controller.app.listeners == (), "no DNS port bound"
-            export(clusters["cls1"])
-            wait_for(lambda: imported_clusters(cls3) == ["cls1"], timeout=15, what="the import in cls3")
+    cls3 = Cluster(
+        "cls3", real_cluster_cls3, chart_kubeconfig_of(real_cluster_cls3, tmp_path / "cls3.kubeconfig")
+    )
+    settings = engine_settings(cls3, cloudmap)
+    settings = replace(settings, server=replace(settings.server, dns=False))
+    with ServerThread(settings) as controller:
+        assert controller.app is not None and controller.app.listeners == (), "no DNS port bound"
+        export(clusters["cls1"])
+        wait_for(lambda: imported_clusters(cls3) == ["cls1"], timeout=15, what="the import in cls3")
 
-            def addresses() -> list[str]:
-                slices = three.store.list("endpointslices", namespace="demo")
-                return sorted(e["addresses"][0] for s in slices for e in s["endpoints"])
+        def addresses() -> list[str]:
+            slices = cls3.store.list("endpointslices", namespace="demo")
+            return sorted(e["addresses"][0] for s in slices for e in s["endpoints"])
 
-            wait_for(
-                lambda: addresses() == ["10.10.16.120", "10.10.21.133", "10.10.28.116"],
-                what="the EndpointSlices in cls3",
-            )
+        wait_for(
+            lambda: addresses() == ["10.10.16.120", "10.10.21.133", "10.10.28.116"],
+            what="the EndpointSlices in cls3",
+        )
