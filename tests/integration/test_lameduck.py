@@ -1,5 +1,6 @@
 """SIGTERM starts a lame-duck period (CoreDNS's ``health { lameduck }``): /readyz fails at once, DNS keeps
-answering, the leader releases its Lease, then the process exits 0. SIGINT stops at once."""
+answering, the leader releases its Lease (on a real API server, under the chart's RBAC), then the process
+exits 0. SIGINT stops at once."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mcsdns_sandbox.kubeapi import KubeApiEmulator
+from tests.controlplane import ControlPlane
 from tests.integration.test_workers import address_of, unused_port
+from tests.realkube import NAMESPACE, chart_kubeconfig_of
 from tests.support import service_import, wait_for
 
 WEB = "web.prod.svc.clusterset.local."
@@ -32,34 +34,35 @@ def readyz(port: int) -> tuple[int, str]:
         return 0, ""
 
 
-def holder(api: KubeApiEmulator) -> str | None:
-    lease = api.store.find("leases", "mcsdns-leader", namespace="default")
+def holder(api: ControlPlane) -> str | None:
+    lease = api.objects.find("leases", "mcsdns-leader", namespace=NAMESPACE)
     return None if lease is None else (lease.get("spec") or {}).get("holderIdentity")
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[KubeApiEmulator]:
-    with KubeApiEmulator(cluster_id="cls1", clusterset_id="set1") as emulator:
-        emulator.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}})
-        emulator.store.create(service_import("web", "prod", ips=["10.0.0.5"]))
-        yield emulator
+def api(real_cluster: ControlPlane) -> Iterator[ControlPlane]:
+    real_cluster.objects.create(service_import("web", "prod", ips=["10.0.0.5"]))
+    yield real_cluster
 
 
-def start(api: KubeApiEmulator, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
+def start(api: ControlPlane, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
     dns_port, http_port = unused_port(), unused_port()
+    kubeconfig = chart_kubeconfig_of(api, tmp_path / "kc")
     argv = [
-        sys.executable, "-m", "mcsdns", "serve", "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kc")),
+        sys.executable, "-m", "mcsdns", "serve", "--kubeconfig", str(kubeconfig),
+        "--lease-namespace", NAMESPACE,
         "--listen", f"127.0.0.1:{dns_port}", "--http", f"127.0.0.1:{http_port}", "--workers", "1",
         "--leader-id", "replica-a", "--lease-duration", "15s", "--renew-deadline", "10s", *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (tmp_path / "mcsdns.log").open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
     wait_for(lambda: address_of(dns_port, WEB) == ["10.0.0.5"], what="an answer")
     wait_for(lambda: readyz(http_port)[0] == 200, what="ready")
     return proc, dns_port, http_port
 
 
 def test_sigterm_answers_through_a_lame_duck_period_unready_and_without_the_lease(
-    api: KubeApiEmulator, tmp_path: Path
+    api: ControlPlane, tmp_path: Path
 ) -> None:
     proc, dns_port, http_port = start(api, tmp_path, "--lameduck", "3s")
     try:
@@ -80,7 +83,7 @@ def test_sigterm_answers_through_a_lame_duck_period_unready_and_without_the_leas
             proc.kill()
 
 
-def test_sigint_stops_at_once(api: KubeApiEmulator, tmp_path: Path) -> None:
+def test_sigint_stops_at_once(api: ControlPlane, tmp_path: Path) -> None:
     proc, _, _ = start(api, tmp_path, "--lameduck", "30s")
     try:
         sent = time.monotonic()
