@@ -9,6 +9,7 @@ adds ``cls1`` for the tests that export in one cluster and import in another.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ def _cluster_cls1(
     cluster.stop()
 
 
-def _clean(cluster: ControlPlane, cluster_id: str) -> Iterator[ControlPlane]:
+@contextlib.contextmanager
+def cleaned(cluster: ControlPlane, cluster_id: str) -> Iterator[ControlPlane]:
+    """The cluster reset for one test (or one module's scenario), with the chart's RBAC proven after it."""
     if not cluster.running():  # a test that stopped it and failed before starting it again
         cluster.start()
     cluster.thaw()
@@ -130,21 +133,23 @@ def _cluster_cls3(
 
 @pytest.fixture
 def real_cluster(_cluster_cls2: ControlPlane) -> Iterator[ControlPlane]:
-    yield from _clean(_cluster_cls2, "cls2")
+    with cleaned(_cluster_cls2, "cls2") as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def real_clusters(
     _cluster_cls1: ControlPlane, real_cluster: ControlPlane
 ) -> Iterator[dict[str, ControlPlane]]:
-    for cluster in _clean(_cluster_cls1, "cls1"):
+    with cleaned(_cluster_cls1, "cls1") as cluster:
         yield {"cls1": cluster, "cls2": real_cluster}
 
 
 @pytest.fixture
 def real_cluster_cls3(_cluster_cls3: ControlPlane) -> Iterator[ControlPlane]:
     """A third cluster, for the few tests that need one more importer."""
-    yield from _clean(_cluster_cls3, "cls3")
+    with cleaned(_cluster_cls3, "cls3") as cluster:
+        yield cluster
 
 
 @pytest.fixture

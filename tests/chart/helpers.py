@@ -12,21 +12,16 @@ from __future__ import annotations
 import functools
 import json
 import re
-import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import helm_python as helm
 import jsonschema
 import yaml
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
-
-from mcsdns_sandbox.kubeapi import KubeApiEmulator
-from mcsdns_sandbox.kubeapi.handlers import ApiRouter, Request
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mcsdns"
@@ -223,47 +218,6 @@ class Call:
     @property
     def permission(self) -> Permission:
         return (self.group, self.resource, self.verb)
-
-
-@dataclass
-class Recorder:
-    """Collects every request an emulator serves, as ``Call``s (``KubeApiEmulator.observe_requests``)."""
-
-    api: KubeApiEmulator
-    calls: list[Call] = field(default_factory=list)
-    non_resource: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._router = ApiRouter(self.api.registry)
-        self._lock = threading.Lock()
-        self._stop = self.api.observe_requests(self)
-
-    def stop(self) -> None:
-        self._stop()
-
-    def __call__(self, request: Request) -> None:
-        route = self._router.route([unquote(p) for p in request.path.split("/") if p])
-        with self._lock:
-            if route is None:
-                self.non_resource.append(f"{request.method} {request.path}")
-                return
-            resource = route.rt.plural + (f"/{route.subresource}" if route.subresource else "")
-            verb = _verb(request, collection=route.name is None, watch_path=route.watch_path)
-            self.calls.append(Call(verb, route.rt.group, resource, route.namespace, route.name))
-
-    def permissions(self) -> set[Permission]:
-        with self._lock:
-            return {call.permission for call in self.calls}
-
-
-def _verb(request: Request, *, collection: bool, watch_path: bool) -> str:
-    if request.method == "GET":
-        if watch_path or request.query.get("watch", "").lower() in ("true", "1"):
-            return "watch"
-        return "list" if collection else "get"
-    if request.method == "DELETE":
-        return "deletecollection" if collection else "delete"
-    return {"POST": "create", "PUT": "update", "PATCH": "patch"}[request.method]
 
 
 def pretty(permissions_: Iterable[Permission]) -> str:

@@ -1,12 +1,14 @@
-"""The chart's RBAC rules against the API calls mcsdns really makes: two emulated clusters, the embedded Cloud
-Map and two mcsdns engines configured from the chart's rendered environment, while a service is exported,
-scaled, changed, and unexported; every request the emulators serve is recorded in the authorizer's terms
-(verb, group, resource). The rules must allow every recorded call and nothing that was not called.
-
-The emulators serve the MCS API at v1beta1 and v1alpha1, as a cluster with the chart's CRDs does."""
+"""The chart's RBAC rules against the API calls mcsdns really makes: two real clusters (kube-apiserver with
+its RBAC authorizer, etcd, the chart's CRDs; tests/realkube.py), the embedded Cloud Map and two mcsdns
+engines configured from the chart's rendered environment and holding a token of the chart's ServiceAccount,
+while a service is exported, scaled, changed, and unexported. Every request the ServiceAccount made is read
+from the API servers' audit logs in the authorizer's terms (verb, group, resource). The real authorizer
+refuses anything the rules do not allow (a 403 fails the test); the test adds the other half of least
+privilege: the rules allow nothing that was not called."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from collections.abc import Iterator
@@ -19,12 +21,10 @@ import pytest
 from mcsdns.mcs.import_ import derived_name
 from mcsdns.settings import Settings, resolve
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
-from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.chart.helpers import (
     EXAMPLES,
     NAMESPACE,
     Call,
-    Recorder,
     Rendered,
     crd_errors,
     crd_schemas,
@@ -34,12 +34,12 @@ from tests.chart.helpers import (
     pretty,
     render,
 )
+from tests.controlplane import ApiError, Audited, ControlPlane, Objects, chart_access
+from tests.realkube import CLUSTERSET, cleaned
 from tests.support import ServerThread, query, wait_for
 
 TUTORIAL = EXAMPLES / "tutorial"
-CLUSTERSET = "set1"
 SLICE = "nginx-hello-7xq2p"
-MCS_VERSIONS = ("v1beta1", "v1alpha1")  # what the chart's CRDs serve
 STEP = 15.0  # seconds each step of the scenario may take
 
 # cls1 is given its identity in the values; cls2 reads it from its ClusterProperties (the chart's default).
@@ -49,8 +49,8 @@ DNS_ONLY_VALUES = {"cloudmap": {"enabled": False}}
 
 
 def engine_settings(rendered: Rendered, kubeconfig: Path, *, pod: str, region: str | None = None) -> Settings:
-    """The settings a pod of this rendering runs with (its env through mcsdns's own parser), pointed at an
-    emulator instead of the in-cluster API, on ephemeral loopback ports, with short test periods."""
+    """The settings a pod of this rendering runs with (its env through mcsdns's own parser), pointed at a
+    test cluster instead of the in-cluster API, on ephemeral loopback ports, with short test periods."""
     env = {name: value for name, value in rendered.env.items() if not value.startswith("<")}
     env.update(
         MCSDNS_KUBECONFIG=str(kubeconfig),
@@ -69,6 +69,48 @@ def engine_settings(rendered: Rendered, kubeconfig: Path, *, pod: str, region: s
     return resolve({}, environ=env, config={})
 
 
+def service_account_of(rendered: Rendered) -> tuple[str, str]:
+    account = rendered.one("ServiceAccount")["metadata"]
+    return account.get("namespace") or NAMESPACE, account["name"]
+
+
+def grant_access(cluster: ControlPlane, rendered: Rendered) -> None:
+    """The rendering's ServiceAccount and RBAC, as ``helm install`` creates them (again: unchanged)."""
+    for obj in chart_access(rendered.objects):
+        with contextlib.suppress(ApiError):  # already there from an earlier test of the run
+            cluster.objects.create(obj)
+
+
+def kubeconfig_as(cluster: ControlPlane, rendered: Rendered, path: Path) -> Path:
+    """A kubeconfig with a token of the rendering's ServiceAccount: mcsdns as that release's pod runs."""
+    return cluster.write_kubeconfig(path, {"token": cluster.token(*service_account_of(rendered))})
+
+
+@dataclass
+class Audit:
+    """What one ServiceAccount asked of a cluster from a mark on, in the authorizer's terms."""
+
+    cluster: ControlPlane
+    user: str
+    mark: int
+
+    @classmethod
+    def start(cls, cluster: ControlPlane, rendered: Rendered) -> Audit:
+        namespace, name = service_account_of(rendered)
+        return cls(cluster, f"system:serviceaccount:{namespace}:{name}", cluster.audit_mark())
+
+    def _mine(self) -> list[Audited]:
+        return [c for c in self.cluster.audited(since=self.mark) if c.user == self.user]
+
+    @property
+    def calls(self) -> list[Call]:
+        return [Call(c.verb, c.group, c.resource, c.namespace, c.name) for c in self._mine() if c.resource]
+
+    @property
+    def non_resource(self) -> list[str]:
+        return [f"{c.verb.upper()} {c.uri}" for c in self._mine() if not c.resource]
+
+
 @dataclass
 class ControllerRun:
     """What the two clusters' engines asked of their API servers, and what they wrote."""
@@ -79,97 +121,83 @@ class ControllerRun:
     written: list[dict[str, Any]]
 
 
-def _namespace(api: KubeApiEmulator, name: str) -> None:
-    api.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-
-
 @pytest.fixture(scope="module")
-def controller_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerRun]:
+def controller_run(
+    _cluster_cls1: ControlPlane, _cluster_cls2: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControllerRun]:
     tmp = tmp_path_factory.mktemp("rbac")
     rendered = {"cls1": render(CLS1_VALUES), "cls2": render(CLS2_VALUES)}
-    with pytest.MonkeyPatch.context() as patch, EmbeddedCloudMap() as cloudmap:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        EmbeddedCloudMap() as cloudmap,
+        cleaned(_cluster_cls1, "cls1") as one,
+        cleaned(_cluster_cls2, "cls2") as two,
+    ):
         for key, value in cloudmap.env().items():
             patch.setenv(key, value)
-        with (
-            KubeApiEmulator(
-                cluster_name="cls1", service_cidr="10.100.0.0/16", mcs_versions=MCS_VERSIONS
-            ) as one,
-            KubeApiEmulator(
-                cluster_name="cls2",
-                cluster_id="cls2",
-                clusterset_id=CLUSTERSET,
-                service_cidr="172.20.0.0/16",
-                mcs_versions=MCS_VERSIONS,
-            ) as two,
-        ):
-            apis = {"cls1": one, "cls2": two}
-            for api in apis.values():
-                _namespace(api, NAMESPACE)
-                api.store.load_yaml(TUTORIAL / "namespace.yaml")
-            one.store.load_yaml(TUTORIAL / "nginx-service.yaml")
-            one.store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
-            recorders = {name: Recorder(api) for name, api in apis.items()}
-            settings = {
-                name: engine_settings(
-                    rendered[name],
-                    api.write_kubeconfig(tmp / f"{name}.kubeconfig"),
-                    pod=f"mcsdns-{name}-0",
-                    region=cloudmap.region,
-                )
-                for name, api in apis.items()
-            }
-            written: list[dict[str, Any]] = []
-            with ServerThread(settings["cls1"]) as s1, ServerThread(settings["cls2"]) as s2:
-                s1.wait_serving()
-                s2.wait_serving()
-                _export_scale_change_unexport(one, two, s2, written)
-            for recorder in recorders.values():
-                recorder.stop()
-    yield ControllerRun(
-        rendered=rendered,
-        calls={name: list(recorder.calls) for name, recorder in recorders.items()},
-        non_resource=[path for recorder in recorders.values() for path in recorder.non_resource],
-        written=written,
-    )
+        clusters = {"cls1": one, "cls2": two}
+        one.objects.load_yaml(TUTORIAL / "nginx-service.yaml")
+        one.objects.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
+        audits = {name: Audit.start(cluster, rendered[name]) for name, cluster in clusters.items()}
+        settings = {
+            name: engine_settings(
+                rendered[name],
+                kubeconfig_as(cluster, rendered[name], tmp / f"{name}.kubeconfig"),
+                pod=f"mcsdns-{name}-0",
+                region=cloudmap.region,
+            )
+            for name, cluster in clusters.items()
+        }
+        written: list[dict[str, Any]] = []
+        with ServerThread(settings["cls1"]) as s1, ServerThread(settings["cls2"]) as s2:
+            s1.wait_serving()
+            s2.wait_serving()
+            _export_scale_change_unexport(one.objects, two.objects, s2, written)
+        yield ControllerRun(
+            rendered=rendered,
+            calls={name: audit.calls for name, audit in audits.items()},
+            non_resource=[path for audit in audits.values() for path in audit.non_resource],
+            written=written,
+        )
 
 
 def _export_scale_change_unexport(
-    one: KubeApiEmulator, two: KubeApiEmulator, dns: ServerThread, written: list[dict[str, Any]]
+    one: Objects, two: Objects, dns: ServerThread, written: list[dict[str, Any]]
 ) -> None:
     """Drive every write path: export (create), scale (update slices), port change (update import and
     Service), unexport (finalizer, delete); both clusters import what cls1 exports."""
 
-    def imported(api: KubeApiEmulator) -> dict[str, Any] | None:
-        return api.store.find("serviceimports", "nginx-hello", namespace="demo")
+    def imported(api: Objects) -> dict[str, Any] | None:
+        return api.find("serviceimports", "nginx-hello", namespace="demo")
 
-    def import_port(api: KubeApiEmulator) -> int | None:
+    def import_port(api: Objects) -> int | None:
         found = imported(api)
         return found["spec"]["ports"][0]["port"] if found else None
 
     # Export: the finalizer (patch), the export's conditions (status), the import in both clusters.
-    one.store.load_yaml(TUTORIAL / "nginx-serviceexport.yaml")
+    one.load_yaml(TUTORIAL / "nginx-serviceexport.yaml")
     for api in (one, two):
         wait_for(
             lambda a=api: (imported(a) or {}).get("status", {}).get("clusters"), timeout=STEP, what="import"
         )
     wait_for(lambda: query(dns, "nginx-hello.demo.svc.clusterset.local.").answer, timeout=STEP, what="answer")
     wait_for(
-        lambda: (one.store.get("serviceexports", "nginx-hello", namespace="demo").get("status") or {}).get(
+        lambda: (one.get("serviceexports", "nginx-hello", namespace="demo").get("status") or {}).get(
             "conditions"
         ),
         timeout=STEP,
         what="export conditions",
     )
-    written.append(one.store.get("serviceexports", "nginx-hello", namespace="demo"))
+    written.append(one.get("serviceexports", "nginx-hello", namespace="demo"))
     written.append(copy.deepcopy(imported(two)))
 
     # Scale up: the imported EndpointSlices are replaced.
-    endpoint_slice = one.store.get("endpointslices", SLICE, namespace="demo")
+    endpoint_slice = one.get("endpointslices", SLICE, namespace="demo")
     endpoint_slice["endpoints"].append({"addresses": ["10.10.30.1"], "conditions": {"ready": True}})
-    one.store.update(endpoint_slice)
+    one.update(endpoint_slice)
 
-    def imported_addresses(api: KubeApiEmulator) -> int:
-        items = api.store.list(
+    def imported_addresses(api: Objects) -> int:
+        items = api.list(
             "endpointslices", namespace="demo", label_selector="endpointslice.kubernetes.io/managed-by=mcsdns"
         )
         return sum(len(s["endpoints"]) for s in items)
@@ -177,20 +205,20 @@ def _export_scale_change_unexport(
     wait_for(lambda: imported_addresses(two) == 4, timeout=STEP, what="the scale-up to reach cls2")
 
     # A new service port: the ServiceImport and the derived Service are replaced.
-    service = one.store.get("services", "nginx-hello", namespace="demo")
+    service = one.get("services", "nginx-hello", namespace="demo")
     service["spec"]["ports"][0]["port"] = 8080
-    one.store.update(service)
+    one.update(service)
     wait_for(lambda: import_port(two) == 8080, timeout=STEP, what="the new port to reach cls2")
-    derived = two.store.get("services", derived_name("demo", "nginx-hello"), namespace="demo")
+    derived = two.get("services", derived_name("demo", "nginx-hello"), namespace="demo")
     assert derived["spec"]["ports"][0]["port"] == 8080
 
     # Unexport: the finalizer goes (patch), and each cluster deletes its import, Service and slices.
-    one.store.delete("serviceexports", "nginx-hello", namespace="demo")
+    one.delete("serviceexports", "nginx-hello", namespace="demo")
     for api in (one, two):
         wait_for(lambda a=api: imported(a) is None, timeout=STEP, what="the import to be removed")
         wait_for(lambda a=api: imported_addresses(a) == 0, timeout=STEP, what="the imported slices to go")
     wait_for(
-        lambda: one.store.find("serviceexports", "nginx-hello", namespace="demo") is None,
+        lambda: one.find("serviceexports", "nginx-hello", namespace="demo") is None,
         timeout=STEP,
         what="the finalizer to be removed",
     )
@@ -279,24 +307,25 @@ def test_what_the_controller_writes_is_valid_against_the_crds(controller_run: Co
     assert sorted(kinds) == ["ServiceExport", "ServiceImport"]
 
 
-def test_dns_only_calls_exactly_what_the_chart_and_the_sidecar_example_grant(tmp_path: Path) -> None:
-    rendered = render(DNS_ONLY_VALUES)
+def test_dns_only_calls_exactly_what_the_chart_and_the_sidecar_example_grant(
+    real_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    """A second release, DNS only, with its own ServiceAccount and ClusterRole, in the same cluster."""
+    rendered = render(DNS_ONLY_VALUES, release="dnsonly")
     assert rendered.find("Role") is None
-    with KubeApiEmulator(cluster_id="cls2", clusterset_id=CLUSTERSET, mcs_versions=MCS_VERSIONS) as api:
-        _namespace(api, NAMESPACE)
-        api.store.load_yaml(TUTORIAL / "namespace.yaml")
-        api.store.load_yaml(EXAMPLES / "clusterset" / "nginx-hello.yaml")
-        recorder = Recorder(api)
-        settings = engine_settings(rendered, api.write_kubeconfig(tmp_path / "kubeconfig"), pod="mcsdns-0")
-        assert not settings.cloudmap.enabled and not settings.lease.elect
-        with ServerThread(settings) as server:
-            server.wait_serving()
-            reply = query(server, "nginx-hello.demo.svc.clusterset.local.")
-            assert [r.to_text() for rrset in reply.answer for r in rrset] == ["172.20.179.134"]
-            wait_for(lambda: len({c.permission for c in recorder.calls}) >= 6, what="every watch to start")
-        recorder.stop()
-    called = {call.permission for call in recorder.calls}
-    assert _outside_discovery(recorder.non_resource) == []
+    grant_access(real_cluster, rendered)
+    real_cluster.objects.load_yaml(EXAMPLES / "clusterset" / "nginx-hello.yaml")
+    audit = Audit.start(real_cluster, rendered)
+    kubeconfig = kubeconfig_as(real_cluster, rendered, tmp_path / "kubeconfig")
+    settings = engine_settings(rendered, kubeconfig, pod="dnsonly-0")
+    assert not settings.cloudmap.enabled and not settings.lease.elect
+    with ServerThread(settings) as server:
+        server.wait_serving()
+        reply = query(server, "nginx-hello.demo.svc.clusterset.local.")
+        assert [r.to_text() for rrset in reply.answer for r in rrset] == ["172.20.179.134"]
+        wait_for(lambda: len({c.permission for c in audit.calls}) >= 6, what="every watch to start")
+    called = {call.permission for call in audit.calls}
+    assert _outside_discovery(audit.non_resource) == []
     assert called == permissions(grants(rendered.one("ClusterRole")))
     sidecar_role = next(
         obj
