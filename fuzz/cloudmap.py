@@ -153,7 +153,8 @@ def one_input(data: bytes) -> None:
 
     model = import_.import_model((namespace, name), instances)
     if model is not None:
-        import_.desired_import(model, vip="10.96.0.10")
+        import_.desired_import(model, service={"spec": {"clusterIPs": ["10.96.0.10", "fd00::a"]}})
+        import_.import_ready(model, {"spec": {"clusterIP": "10.96.0.10"}})
         import_.desired_service(model)
         import_.desired_slices(model)
 

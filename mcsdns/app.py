@@ -141,6 +141,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         identity=identity,
                         elector=elector,
                         poll_interval=settings.cloudmap.poll,
+                        on_change=exporter.clusterset_changed,
                     )
                     controllers = (exporter, importer)
                     loops.extend(controller.run for controller in controllers)

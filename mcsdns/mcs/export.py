@@ -25,6 +25,7 @@ from mcsdns.clients.cloudmap import CloudMapClient, Instance, Namespace
 from mcsdns.clients.kube import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES, Informers, Key, KubeApi, key_of
 from mcsdns.errors import SourceError
 from mcsdns.mcs import instances as attrs
+from mcsdns.mcs.conditions import Condition, comparable, merge_conditions
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.labels import labels_of
 from mcsdns.mcs.leader import LeaderElector
@@ -41,14 +42,6 @@ LATE_RENEWAL_RETRY = 0.5  # seconds before a change that arrived while the lease
 RETRY_START, RETRY_CAP = 0.5, 60.0
 REGISTER_CONCURRENCY = 16
 WORKERS = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    type: str
-    status: bool
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +83,7 @@ def desired_endpoints(
     by_name = {str(p.get("name") or ""): p for p in ports}
     created = _timestamp_ms((export.get("metadata") or {}).get("creationTimestamp"))
     kind = service_type(service)
+    properties = attrs.ServiceProperties.of(service, export)
     out: dict[str, attrs.ExportedEndpoint] = {}
     for endpoint_slice in slices:
         if endpoint_slice.get("addressType") not in ("IPv4", "IPv6"):
@@ -120,6 +114,7 @@ def desired_endpoints(
                         hostname=str(endpoint.get("hostname") or ""),
                         nodename=str(endpoint.get("nodeName") or ""),
                         export_created_ms=created,
+                        properties=properties,
                     )
                     out[exported.instance_id()] = exported
     return out
@@ -139,62 +134,97 @@ def plan_instances(
     return InstancePlan(register, deregister)
 
 
+@dataclass(frozen=True, slots=True)
+class _Export:
+    """One cluster's export of a service, as its instances describe it."""
+
+    cluster_id: str
+    created_ms: int
+    type: str
+    ports: Mapping[tuple[str, str], int]  # (service port name, protocol) → port
+    properties: attrs.ServiceProperties
+
+    @classmethod
+    def of(cls, endpoints: list[attrs.ExportedEndpoint]) -> _Export:
+        first = min(endpoints, key=lambda e: e.export_created_ms)
+        return cls(
+            cluster_id=first.cluster_id,
+            created_ms=first.export_created_ms,
+            type=first.service_type,
+            ports={(e.service_port_name, e.service_protocol): e.service_port for e in endpoints},
+            properties=first.properties,
+        )
+
+    def conflicts(self, winner: _Export) -> list[str]:
+        """mcs-api's conflict reasons of this export against the clusterset's (the oldest export's)."""
+        reasons = []
+        if self.type != winner.type:
+            reasons.append("TypeConflict")
+        if any(winner.ports.get(key, port) != port for key, port in self.ports.items()):
+            reasons.append("PortConflict")
+        vips = self.type == winner.type == "ClusterSetIP"
+        return reasons + self.properties.conflicts(winner.properties, vips=vips)
+
+
 def conflict(ours: Iterable[attrs.ExportedEndpoint], others: Iterable[attrs.ExportedEndpoint]) -> Condition:
-    """KEP-1645: the oldest export wins a conflict of service type or ports; the loser is told why."""
+    """KEP-1645 "Constraints and Conflict Resolution": the oldest export's properties win; a conflict is
+    reported on every export of the service (mcs-api: recommended on all constituents), each told who
+    conflicts with whom. Ports are merged, so only the same port name and protocol on another number is a
+    PortConflict. Several reasons are joined with commas, as mcs-api allows."""
     mine = list(ours)
-    theirs = [e for e in others if mine and e.cluster_id != mine[0].cluster_id]
-    if not mine or not theirs:
-        return Condition("Conflict", False, "NoConflicts", "no conflicting exports")
-    my_created = min(e.export_created_ms for e in mine)
-    older = [e for e in theirs if (e.export_created_ms, e.cluster_id) < (my_created, mine[0].cluster_id)]
-    if not older:
-        return Condition("Conflict", False, "NoConflicts", "this is the oldest export")
-    oldest = min(older, key=lambda e: (e.export_created_ms, e.cluster_id))
-    if oldest.service_type != mine[0].service_type:
-        return Condition(
-            "Conflict",
-            True,
-            "TypeConflict",
-            f"type {mine[0].service_type} conflicts with {oldest.service_type} of the older export "
-            f"in cluster {oldest.cluster_id}, which the clusterset uses",
+    if not mine:
+        return Condition("Conflict", False, "NoConflicts", "no endpoints exported")
+    by_cluster: dict[str, list[attrs.ExportedEndpoint]] = {}
+    for e in others:
+        if e.cluster_id != mine[0].cluster_id:
+            by_cluster.setdefault(e.cluster_id, []).append(e)
+    me = _Export.of(mine)
+    exports = sorted(
+        [me, *(_Export.of(e) for e in by_cluster.values())], key=lambda x: (x.created_ms, x.cluster_id)
+    )
+    if len(exports) == 1:
+        return Condition("Conflict", False, "NoConflicts", "no other cluster exports this service")
+    winner = exports[0]
+    found = {x.cluster_id: x.conflicts(winner) for x in exports[1:]}
+    found = {cluster: reasons for cluster, reasons in found.items() if reasons}
+    if not found:
+        return Condition("Conflict", False, "NoConflicts", f"consistent with the {len(exports)} exports")
+    reasons = sorted({r for rs in found.values() for r in rs}, key=_REASON_ORDER.index)
+    if me.cluster_id in found:
+        message = (
+            f"{', '.join(found[me.cluster_id])}: this export differs from the oldest export, in cluster "
+            f"{winner.cluster_id}, whose properties the clusterset uses"
         )
-    their_ports = {(e.service_port_name, e.service_protocol): e.service_port for e in older}
-    for e in mine:
-        port = their_ports.get((e.service_port_name, e.service_protocol))
-        if port is not None and port != e.service_port:
-            return Condition(
-                "Conflict",
-                True,
-                "PortConflict",
-                f"port {e.service_port_name or '<unnamed>'}/{e.service_protocol} is {e.service_port} "
-                f"here but {port} in an older export, which the clusterset uses",
-            )
-    return Condition("Conflict", False, "NoConflicts", "consistent with older exports")
+    else:
+        whose = "this export's" if me is winner else f"cluster {winner.cluster_id}'s (the oldest export)"
+        message = (
+            f"the exports in {', '.join(f'cluster {c}' for c in sorted(found))} conflict "
+            f"({', '.join(sorted({r for rs in found.values() for r in rs}))}); the clusterset uses {whose}"
+        )
+    return Condition("Conflict", True, ",".join(reasons), message)
 
 
-def merge_conditions(
-    existing: list[Obj], new: Iterable[Condition], *, now: str, generation: int
-) -> list[Obj]:
-    """metav1.Condition list: lastTransitionTime moves only when a condition's status changes."""
-    by_type = {c.get("type"): c for c in existing}
-    out = [c for c in existing if c.get("type") not in {n.type for n in new}]
-    for condition in new:
-        status = "True" if condition.status else "False"
-        previous = by_type.get(condition.type)
-        changed = previous is None or previous.get("status") != status
-        out.append(
-            {
-                "type": condition.type,
-                "status": status,
-                "reason": condition.reason,
-                "message": condition.message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now
-                if changed or previous is None
-                else previous.get("lastTransitionTime", now),
-            }
-        )
-    return sorted(out, key=lambda c: str(c.get("type")))
+_REASON_ORDER = [
+    "TypeConflict",
+    "PortConflict",
+    "SessionAffinityConflict",
+    "SessionAffinityConfigConflict",
+    "InternalTrafficPolicyConflict",
+    "TrafficDistributionConflict",
+    "IPFamilyConflict",
+    "LabelsConflict",
+    "AnnotationsConflict",
+]
+
+
+def exported_message(count: int, export: Obj, service: Obj) -> str:
+    left_out = attrs.ServiceProperties.of(service, export).too_long()
+    if not left_out:
+        return f"{count} endpoint instances in Cloud Map"
+    return (
+        f"{count} endpoint instances in Cloud Map; {' and '.join(left_out)} left out: longer than "
+        f"Cloud Map's {attrs.MAX_ATTRIBUTE_VALUE}-character attribute value"
+    )
 
 
 class NotLeader(Exception):
@@ -282,6 +312,12 @@ class ExportController:
                 names |= {k for k in self.exports.objects if k[0] == key[0]}  # deleted slice: recheck the ns
         self._enqueue(names)
 
+    def clusterset_changed(self, key: Key) -> None:
+        """Another cluster's export of ``key`` may have changed (the importer saw its instances move): if
+        this cluster exports it too, reconcile it, so a conflict shows on every exporter (KEP-1645)."""
+        if key in self.exports.objects:
+            self._enqueue({key})
+
     def _enqueue_all(self) -> None:
         self._enqueue(set(self.exports.objects))
 
@@ -349,7 +385,7 @@ class ExportController:
         if not cluster_id or not clusterset_id:
             await self._set_status(
                 export,
-                [valid, Condition("Ready", False, "ClusterIdUnknown", "; ".join(self._identity.missing))],
+                [valid, Condition("Ready", False, "Pending", "; ".join(self._identity.missing))],
             )
             return
         if deleting or not valid.status:
@@ -363,7 +399,7 @@ class ExportController:
                 export,
                 [
                     valid,
-                    Condition("Ready", False, valid.reason, valid.message),
+                    Condition("Ready", False, "Failed", f"not exported: {valid.message}"),
                     Condition("Conflict", False, "NoConflicts", "not exported"),
                 ],
             )
@@ -411,7 +447,7 @@ class ExportController:
             export,
             [
                 valid,
-                Condition("Ready", True, "Exported", f"{len(desired)} endpoint instances in Cloud Map"),
+                Condition("Ready", True, "Exported", exported_message(len(desired), export, service)),
                 conflict(desired.values(), (e for e in others if e is not None)),
             ],
         )
@@ -478,7 +514,7 @@ class ExportController:
         merged = merge_conditions(
             existing, conditions, now=now, generation=int(metadata.get("generation") or 0)
         )
-        if _comparable(merged) == _comparable(existing):
+        if comparable(merged) == comparable(existing):
             return
         self._guard()
         body = {**export, "status": {**status, "conditions": merged}}
@@ -490,10 +526,6 @@ class ExportController:
             subresource="status",
         )
         self.exports.objects[key_of(updated)] = updated
-
-
-def _comparable(conditions: list[Obj]) -> list[tuple[Any, ...]]:
-    return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conditions)
 
 
 def _parse(instance: Instance) -> attrs.ExportedEndpoint | None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import datetime
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,6 +36,7 @@ from mcsdns.clients.kube import (
 )
 from mcsdns.errors import SourceError
 from mcsdns.mcs import instances as attrs
+from mcsdns.mcs.conditions import Condition, comparable, merge_conditions
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.labels import MCS_GROUP, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
 from mcsdns.mcs.leader import LeaderElector
@@ -83,6 +86,7 @@ class ImportModel:
     type: str
     ports: tuple[ImportPort, ...]
     clusters: Mapping[str, ClusterEndpoints]
+    properties: attrs.ServiceProperties = field(default_factory=attrs.ServiceProperties)
 
 
 def import_model(key: Key, instances: Iterable[Instance]) -> ImportModel | None:
@@ -111,9 +115,19 @@ def import_model(key: Key, instances: Iterable[Instance]) -> ImportModel | None:
         endpoints[e.address] = ImportEndpoint(
             e.address, e.ready or (known is not None and known.ready), e.hostname, e.nodename
         )
+    winner = exported[0]
+    # An instance without MCSDNS_IP_FAMILIES (the AWS controller's) says only its own address's family:
+    # the winning cluster's addresses together say which families it exports.
+    families = dict.fromkeys(winner.properties.ip_families)
+    families.update(
+        dict.fromkeys(
+            "IPv6" if ":" in e.address else "IPv4" for e in exported if e.cluster_id == winner.cluster_id
+        )
+    )
     return ImportModel(
         key=key,
-        type=exported[0].service_type,
+        type=winner.service_type,
+        properties=dataclasses.replace(winner.properties, ip_families=tuple(families)[:2]),
         ports=tuple(sorted(ports.values())),
         clusters={
             cluster: ClusterEndpoints(ports=tuple(sorted(p)), endpoints=tuple(sorted(eps.values())))
@@ -126,9 +140,26 @@ def _labels(model: ImportModel) -> dict[str, str]:
     return {MANAGED_LABEL: MANAGER, SERVICE_NAME_LABEL: model.key[1]}
 
 
-def desired_import(model: ImportModel, *, vip: str | None, api_version: str = f"{MCS_GROUP}/v1beta1") -> Obj:
+def import_ips(model: ImportModel, service: Obj | None) -> tuple[list[str], list[str]]:
+    """The import's VIPs and their families: the derived Service's ClusterIPs in the families the export
+    has (mcs-api v1beta1: at most one per family). Empty for Headless, or when this cluster has none of the
+    exported families (then the import is not Ready: IPFamilyNotSupported)."""
+    if model.type != "ClusterSetIP" or service is None:
+        return [], []
+    spec = service.get("spec") or {}
+    cluster_ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip and ip != "None"]
+    pairs = [(ip, "IPv6" if ":" in ip else "IPv4") for ip in cluster_ips]
+    kept = [(ip, family) for ip, family in pairs if family in model.properties.ip_families][:2]
+    return [ip for ip, _ in kept], [family for _, family in kept]
+
+
+def desired_import(
+    model: ImportModel, *, service: Obj | None, api_version: str = f"{MCS_GROUP}/v1beta1"
+) -> Obj:
     """The ServiceImport (in ``api_version``, the one the server serves): type, merged ports, the derived
-    Service's ClusterIP as its VIP."""
+    Service's ClusterIPs as its VIPs, and the oldest export's properties (mcs-api v1beta1), its exported
+    labels and annotations on the import's metadata (ours win a clash with the managed-by label)."""
+    props = model.properties
     spec: Obj = {
         "type": model.type,
         "ports": [
@@ -138,24 +169,66 @@ def desired_import(model: ImportModel, *, vip: str | None, api_version: str = f"
             for p in model.ports
         ],
     }
-    if model.type == "ClusterSetIP" and vip:
-        spec["ips"] = [vip]
-    return {
-        "apiVersion": api_version,
-        "kind": "ServiceImport",
-        "metadata": {"name": model.key[1], "namespace": model.key[0], "labels": _labels(model)},
-        "spec": spec,
+    ips, families = import_ips(model, service)
+    if ips:
+        spec["ips"], spec["ipFamilies"] = ips, families
+    elif model.type == "Headless":
+        spec["ipFamilies"] = list(props.ip_families)
+    if props.session_affinity == "ClientIP" and model.type == "ClusterSetIP":  # ignored for Headless
+        spec["sessionAffinity"] = "ClientIP"
+        if props.session_affinity_timeout is not None:
+            spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": props.session_affinity_timeout}}
+    if props.internal_traffic_policy != "Cluster":
+        spec["internalTrafficPolicy"] = props.internal_traffic_policy
+    if props.traffic_distribution:
+        spec["trafficDistribution"] = props.traffic_distribution
+    metadata: Obj = {
+        "name": model.key[1],
+        "namespace": model.key[0],
+        "labels": {**dict(props.labels), **_labels(model)},
     }
+    if props.annotations:
+        metadata["annotations"] = dict(props.annotations)
+    return {"apiVersion": api_version, "kind": "ServiceImport", "metadata": metadata, "spec": spec}
+
+
+def import_ready(model: ImportModel, service: Obj | None) -> Condition:
+    """mcs-api v1beta1 ServiceImport ``Ready``: reasons ``Ready``, ``Pending``, ``IPFamilyNotSupported``."""
+    if model.type == "Headless":
+        return Condition("Ready", True, "Ready", "headless: the exporting clusters' endpoints are imported")
+    if service is None or not (service.get("spec") or {}).get("clusterIP"):
+        return Condition("Ready", False, "Pending", "the derived Service has no ClusterIP yet")
+    ips, _ = import_ips(model, service)
+    if not ips:
+        have = ",".join((service.get("spec") or {}).get("ipFamilies") or ["IPv4"])
+        return Condition(
+            "Ready",
+            False,
+            "IPFamilyNotSupported",
+            f"exported as {','.join(model.properties.ip_families)}; this cluster's Services get {have}",
+        )
+    return Condition("Ready", True, "Ready", f"VIP {', '.join(ips)}")
 
 
 def desired_service(model: ImportModel) -> Obj:
-    """The derived Service: no selector; its slices are ours. Ports are named like the slice ports."""
+    """The derived Service: no selector; its slices are ours. Ports are named like the slice ports.
+
+    PreferDualStack, so a dual-stack cluster gives it a VIP per family and any cluster can create it; the
+    import keeps the families the export has. ClientIP affinity is the derived Service's own (kube-proxy
+    applies it to the VIP); the traffic policies stay on the ServiceImport, since the endpoints are in
+    other clusters, where a node-local policy could only drop traffic."""
+    props = model.properties
     spec: Obj = {
         "type": "ClusterIP",
+        "ipFamilyPolicy": "PreferDualStack",
         "ports": [{"name": p.name, "protocol": p.protocol, "port": p.port} for p in model.ports],
     }
     if model.type == "Headless":
         spec["clusterIP"] = "None"
+    elif props.session_affinity == "ClientIP":
+        spec["sessionAffinity"] = "ClientIP"
+        if props.session_affinity_timeout is not None:
+            spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": props.session_affinity_timeout}}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -167,6 +240,19 @@ def desired_service(model: ImportModel) -> Obj:
         },
         "spec": spec,
     }
+
+
+def _service_shape(service: Obj) -> tuple[Any, ...]:
+    """What of a derived Service we set and keep, with the API server's defaults filled in as it does."""
+    spec = service.get("spec") or {}
+    affinity = spec.get("sessionAffinity") or "None"
+    timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+    return (
+        tuple(_ports(service)),
+        spec.get("ipFamilyPolicy") or "SingleStack",
+        affinity,
+        (timeout or 10800) if affinity == "ClientIP" else None,  # the API server's default: 3 hours
+    )
 
 
 def _cluster_tag(cluster: str) -> str:
@@ -213,12 +299,12 @@ def _slice_endpoint(endpoint: ImportEndpoint) -> Obj:
 
 def differs(existing: Obj, desired: Obj, fields: Iterable[str]) -> bool:
     """Whether any of ``fields`` (top-level, or ``metadata.labels``) differs; server defaults are ignored."""
-    for field in fields:
-        if field == "labels":
+    for name in fields:
+        if name == "labels":
             have, want = labels_of(existing), labels_of(desired)
             if any(have.get(k) != v for k, v in want.items()):
                 return True
-        elif existing.get(field) != desired.get(field):
+        elif existing.get(name) != desired.get(name):
             return True
     return False
 
@@ -245,8 +331,12 @@ class ImportController:
         identity: ClusterIdentity,
         elector: LeaderElector | None,
         poll_interval: float,
+        on_change: Callable[[Key], None] | None = None,
     ) -> None:
         self._api = api
+        # Told each service whose Cloud Map instances changed (another cluster exported, changed or left),
+        # so this cluster's export of it is checked for conflicts at once, not at its next resync.
+        self._on_change = on_change
         self._cloudmap = cloudmap
         self._identity = identity
         self._clusterset_id: str | None = None
@@ -346,6 +436,8 @@ class ImportController:
         revision, found = await self._cloudmap.discover(key[0], key[1], self._clusterset_id)
         model = import_model(key, found)
         self._seen[key] = (revision, model)
+        if self._on_change is not None:
+            self._on_change(key)
         return model
 
     async def _ensure(self, model: ImportModel) -> None:
@@ -357,21 +449,25 @@ class ImportController:
             )
             return
         service = await self._ensure_service(model)
-        vip = (service.get("spec") or {}).get("clusterIP")
         resource = self.imports.resource
-        want = desired_import(
-            model, vip=vip if vip != "None" else None, api_version=f"{resource.group}/{resource.version}"
-        )
+        want = desired_import(model, service=service, api_version=f"{resource.group}/{resource.version}")
         if existing is None:
             self._guard()
             existing = await self._api.create(self.imports.resource, namespace, want)
-            logger.info("import %s/%s: created (%s, %s)", namespace, name, model.type, vip)
-        elif differs(existing, want, ("spec", "labels")):
+            logger.info(
+                "import %s/%s: created (%s, %s)", namespace, name, model.type, want["spec"].get("ips", [])
+            )
+        elif differs(existing, want, ("spec", "labels", "annotations")):
             self._guard()
             metadata = {
                 **existing["metadata"],
                 "labels": {**labels_of(existing), **want["metadata"]["labels"]},
             }
+            if "annotations" in want["metadata"]:
+                metadata["annotations"] = {
+                    **(existing["metadata"].get("annotations") or {}),
+                    **want["metadata"]["annotations"],
+                }
             existing = await self._api.replace(
                 self.imports.resource,
                 namespace,
@@ -379,18 +475,35 @@ class ImportController:
                 {**existing, "metadata": metadata, "spec": want["spec"]},
             )
         self.imports.objects[model.key] = existing
-        clusters = [{"cluster": cluster} for cluster in model.clusters]
-        if (existing.get("status") or {}).get("clusters") != clusters:
-            self._guard()
-            updated = await self._api.replace(
-                self.imports.resource,
-                namespace,
-                name,
-                {**existing, "status": {"clusters": clusters}},
-                subresource="status",
-            )
-            self.imports.objects[model.key] = updated
         await self._ensure_slices(model)
+        await self._set_status(existing, model, service)
+
+    async def _set_status(self, existing: Obj, model: ImportModel, service: Obj | None) -> None:
+        """``status.clusters`` (the exporters), ``endpointSliceObjects`` and the ``Ready`` condition."""
+        status = existing.get("status") or {}
+        conditions = merge_conditions(
+            list(status.get("conditions") or []),
+            [import_ready(model, service)],
+            now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            generation=int((existing.get("metadata") or {}).get("generation") or 0),
+        )
+        want = {
+            "clusters": [{"cluster": cluster} for cluster in model.clusters],
+            "endpointSliceObjects": "Present" if desired_slices(model) else "Absent",
+        }
+        if all(status.get(k) == v for k, v in want.items()) and comparable(conditions) == comparable(
+            status.get("conditions") or []
+        ):
+            return
+        self._guard()
+        updated = await self._api.replace(
+            self.imports.resource,
+            model.key[0],
+            model.key[1],
+            {**existing, "status": {**status, **want, "conditions": conditions}},
+            subresource="status",
+        )
+        self.imports.objects[model.key] = updated
 
     async def _ensure_service(self, model: ImportModel) -> Obj:
         want = desired_service(model)
@@ -408,9 +521,15 @@ class ImportController:
             created = await self._api.create(SERVICES, namespace, want)
             self.services.objects[(namespace, name)] = created
             return created
-        if _ports(existing) != _ports(want) or differs(existing, want, ("labels",)):
+        if _service_shape(existing) != _service_shape(want) or differs(existing, want, ("labels",)):
             self._guard()
-            body = {**existing, "spec": {**existing["spec"], "ports": want["spec"]["ports"]}}
+            spec = {
+                k: v
+                for k, v in existing["spec"].items()
+                if k not in ("sessionAffinity", "sessionAffinityConfig")
+            }
+            spec.update((k, v) for k, v in want["spec"].items() if k != "clusterIP")
+            body = {**existing, "spec": spec}
             body["metadata"] = {
                 **existing["metadata"],
                 "labels": {**labels_of(existing), **want["metadata"]["labels"]},

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from mcsdns import __version__
 
@@ -31,6 +33,29 @@ READY = "READY"
 HOSTNAME = "HOSTNAME"
 NODENAME = "NODENAME"
 CONTROLLER = "K8S_CONTROLLER"
+
+# mcsdns's own keys: what mcs-api v1beta1 carries from the exported Service (and its ServiceExport) to every
+# ServiceImport. The AWS controller has no key for any of them (it never sets these fields, reference §2.8)
+# and reads only the keys it knows, so a mixed clusterset keeps working; an instance without them (the AWS
+# controller's, or a plain Service's) means the Kubernetes defaults. Written only when not the default, so
+# the instances of a plain Service look exactly as before and an upgrade re-registers nothing.
+IP_FAMILIES = "MCSDNS_IP_FAMILIES"  # "IPv4,IPv6": the exported Service's families, primary first
+SESSION_AFFINITY = "MCSDNS_SESSION_AFFINITY"  # ClientIP (None is the default)
+SESSION_AFFINITY_TIMEOUT = "MCSDNS_SESSION_AFFINITY_TIMEOUT"  # seconds, with ClientIP
+INTERNAL_TRAFFIC_POLICY = "MCSDNS_INTERNAL_TRAFFIC_POLICY"  # Local (Cluster is the default)
+TRAFFIC_DISTRIBUTION = "MCSDNS_TRAFFIC_DISTRIBUTION"  # e.g. PreferClose
+EXPORTED_LABELS = "MCSDNS_EXPORTED_LABELS"  # ServiceExport spec.exportedLabels, as compact JSON
+EXPORTED_ANNOTATIONS = "MCSDNS_EXPORTED_ANNOTATIONS"  # spec.exportedAnnotations, likewise
+PROPERTY_KEYS = (
+    IP_FAMILIES,
+    SESSION_AFFINITY,
+    SESSION_AFFINITY_TIMEOUT,
+    INTERNAL_TRAFFIC_POLICY,
+    TRAFFIC_DISTRIBUTION,
+    EXPORTED_LABELS,
+    EXPORTED_ANNOTATIONS,
+)
+MAX_ATTRIBUTE_VALUE = 1024  # Cloud Map: an attribute value is at most 1,024 characters
 
 CONTROLLER_NAME = f"mcsdns {__version__}"
 # Keys compared when deciding whether an instance must be registered again. K8S_CONTROLLER is left out so
@@ -53,6 +78,7 @@ COMPARED = (
     READY,
     HOSTNAME,
     NODENAME,
+    *PROPERTY_KEYS,
 )
 OURS = (*COMPARED, CONTROLLER)
 MAX_INSTANCE_ID = 64  # Cloud Map: InstanceId is at most 64 characters
@@ -60,6 +86,123 @@ MAX_INSTANCE_ID = 64  # Cloud Map: InstanceId is at most 64 characters
 
 class InvalidInstance(ValueError):
     """An instance lacks an attribute the import needs, or has one that does not parse."""
+
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+def _family(address: str) -> str:
+    return "IPv6" if ":" in address else "IPv4"
+
+
+def _pairs(text: str | None) -> Pairs:
+    """A JSON object of strings (exportedLabels/Annotations); anything else reads as none."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return ()
+    if not isinstance(value, dict):
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in value.items() if isinstance(v, str)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceProperties:
+    """What an export says about its Service beyond type and ports, carried to the ServiceImport (mcs-api
+    v1beta1 ``ipFamilies``, ``sessionAffinity(Config)``, ``internalTrafficPolicy``, ``trafficDistribution``
+    and the ServiceExport's ``exportedLabels``/``exportedAnnotations``). KEP-1645: the oldest export's win;
+    a difference is a conflict, reported with the reason mcs-api names."""
+
+    ip_families: tuple[str, ...] = ("IPv4",)
+    session_affinity: str = "None"
+    session_affinity_timeout: int | None = None
+    internal_traffic_policy: str = "Cluster"
+    traffic_distribution: str = ""
+    labels: Pairs = ()
+    annotations: Pairs = ()
+
+    @classmethod
+    def of(cls, service: Mapping[str, Any], export: Mapping[str, Any]) -> ServiceProperties:
+        spec = service.get("spec") or {}
+        export_spec = export.get("spec") or {}
+        families = tuple(str(f) for f in spec.get("ipFamilies") or ()) or ("IPv4",)
+        affinity = str(spec.get("sessionAffinity") or "None")
+        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+        return cls(
+            ip_families=families,
+            session_affinity=affinity,
+            session_affinity_timeout=int(timeout) if affinity == "ClientIP" and timeout is not None else None,
+            internal_traffic_policy=str(spec.get("internalTrafficPolicy") or "Cluster"),
+            traffic_distribution=str(spec.get("trafficDistribution") or ""),
+            labels=tuple(sorted((export_spec.get("exportedLabels") or {}).items())),
+            annotations=tuple(sorted((export_spec.get("exportedAnnotations") or {}).items())),
+        )
+
+    def attributes(self, address: str) -> dict[str, str]:
+        """The non-default properties as Cloud Map attributes; a map too long for one value is left out
+        (``too_long`` says which), the rest still exported."""
+        out: dict[str, str] = {}
+        if self.ip_families != (_family(address),):
+            out[IP_FAMILIES] = ",".join(self.ip_families)
+        if self.session_affinity != "None":
+            out[SESSION_AFFINITY] = self.session_affinity
+            if self.session_affinity_timeout is not None:
+                out[SESSION_AFFINITY_TIMEOUT] = str(self.session_affinity_timeout)
+        if self.internal_traffic_policy != "Cluster":
+            out[INTERNAL_TRAFFIC_POLICY] = self.internal_traffic_policy
+        if self.traffic_distribution:
+            out[TRAFFIC_DISTRIBUTION] = self.traffic_distribution
+        for key, pairs in ((EXPORTED_LABELS, self.labels), (EXPORTED_ANNOTATIONS, self.annotations)):
+            text = json.dumps(dict(pairs), separators=(",", ":"), sort_keys=True)
+            if pairs and len(text) <= MAX_ATTRIBUTE_VALUE:
+                out[key] = text
+        return out
+
+    def too_long(self) -> list[str]:
+        """The maps that do not fit one Cloud Map attribute value (1,024 characters) and are not exported."""
+        return [
+            name
+            for name, pairs in (("exportedLabels", self.labels), ("exportedAnnotations", self.annotations))
+            if len(json.dumps(dict(pairs), separators=(",", ":"), sort_keys=True)) > MAX_ATTRIBUTE_VALUE
+        ]
+
+    @classmethod
+    def from_attributes(cls, attributes: Mapping[str, str], address: str) -> ServiceProperties:
+        """Lenient: a property that does not parse reads as its default (it never drops the endpoint)."""
+        families = tuple(
+            f for f in (attributes.get(IP_FAMILIES) or "").split(",") if f in ("IPv4", "IPv6")
+        ) or (_family(address),)
+        affinity = attributes.get(SESSION_AFFINITY) or "None"
+        timeout_text = attributes.get(SESSION_AFFINITY_TIMEOUT) or ""
+        timeout = int(timeout_text) if timeout_text.isdigit() and 0 < int(timeout_text) <= 86400 else None
+        return cls(
+            ip_families=families[:2],
+            session_affinity=affinity if affinity in ("None", "ClientIP") else "None",
+            session_affinity_timeout=timeout if affinity == "ClientIP" else None,
+            internal_traffic_policy=attributes.get(INTERNAL_TRAFFIC_POLICY) or "Cluster",
+            traffic_distribution=attributes.get(TRAFFIC_DISTRIBUTION) or "",
+            labels=_pairs(attributes.get(EXPORTED_LABELS)),
+            annotations=_pairs(attributes.get(EXPORTED_ANNOTATIONS)),
+        )
+
+    def conflicts(self, winner: ServiceProperties, *, vips: bool = True) -> list[str]:
+        """The mcs-api conflict reasons of this export against the one the clusterset uses. IP families
+        count only where both have VIPs (``vips``): a headless Service's families are whatever its
+        cluster defaults them to, and its endpoints are imported in every family anyway."""
+        checks = (
+            ("SessionAffinityConflict", self.session_affinity != winner.session_affinity),
+            (
+                "SessionAffinityConfigConflict",
+                self.session_affinity == winner.session_affinity
+                and self.session_affinity_timeout != winner.session_affinity_timeout,
+            ),
+            ("InternalTrafficPolicyConflict", self.internal_traffic_policy != winner.internal_traffic_policy),
+            ("TrafficDistributionConflict", self.traffic_distribution != winner.traffic_distribution),
+            ("IPFamilyConflict", vips and self.ip_families != winner.ip_families),
+            ("LabelsConflict", self.labels != winner.labels),
+            ("AnnotationsConflict", self.annotations != winner.annotations),
+        )
+        return [reason for reason, differs in checks if differs]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +224,7 @@ class ExportedEndpoint:
     hostname: str = ""
     nodename: str = ""
     export_created_ms: int = 0
+    properties: ServiceProperties = field(default_factory=ServiceProperties)
 
     @property
     def ipv6(self) -> bool:
@@ -104,6 +248,7 @@ class ExportedEndpoint:
             HOSTNAME: self.hostname,
             NODENAME: self.nodename,
             CONTROLLER: CONTROLLER_NAME,
+            **self.properties.attributes(self.address),
         }
 
     def instance_id(self) -> str:
@@ -174,6 +319,7 @@ def from_attributes(attributes: Mapping[str, str]) -> ExportedEndpoint:
         hostname=attributes.get(HOSTNAME, ""),
         nodename=attributes.get(NODENAME, ""),
         export_created_ms=_number(attributes, EXPORT_CREATED, high=2**63),
+        properties=ServiceProperties.from_attributes(attributes, address),
     )
 
 

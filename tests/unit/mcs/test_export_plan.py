@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from mcsdns.clients.cloudmap import Instance
 from mcsdns.mcs import instances as attrs
-from mcsdns.mcs.export import (
-    Condition,
-    conflict,
-    desired_endpoints,
-    merge_conditions,
-    plan_instances,
-    validity,
-)
+from mcsdns.mcs.conditions import Condition, merge_conditions
+from mcsdns.mcs.export import conflict, desired_endpoints, plan_instances, validity
 
 EXPORT = {"metadata": {"name": "web", "namespace": "prod", "creationTimestamp": "2026-11-24T08:00:00Z"}}
 
@@ -152,16 +147,86 @@ def _endpoint(
     )
 
 
-def test_the_oldest_export_wins_conflicts() -> None:
-    assert (
-        conflict([_endpoint("cls2", 2000)], [_endpoint("cls1", 1000, kind="Headless")]).reason
-        == "TypeConflict"
-    )
+def test_the_oldest_export_wins_and_every_exporter_is_told_of_a_conflict() -> None:
+    # KEP-1645: the newer export conflicts; mcs-api recommends the condition on all constituent exports.
+    newer = conflict([_endpoint("cls2", 2000)], [_endpoint("cls1", 1000, kind="Headless")])
+    assert (newer.status, newer.reason) == (True, "TypeConflict")
+    assert "cluster cls1" in newer.message
+    oldest = conflict([_endpoint("cls1", 1000)], [_endpoint("cls2", 2000, kind="Headless")])
+    assert (oldest.status, oldest.reason) == (True, "TypeConflict")
+    assert "cluster cls2" in oldest.message and "this export's" in oldest.message
     assert conflict([_endpoint("cls2", 2000)], [_endpoint("cls1", 1000, port=81)]).reason == "PortConflict"
-    assert not conflict([_endpoint("cls1", 1000)], [_endpoint("cls2", 2000, kind="Headless")]).status, (
-        "the oldest export never conflicts"
+    agree = conflict([_endpoint("cls2", 2000)], [_endpoint("cls1", 1000)])
+    assert (agree.status, agree.reason) == (False, "NoConflicts")
+
+
+def test_a_third_exporter_is_told_of_a_conflict_between_the_other_two() -> None:
+    found = conflict([_endpoint("cls3", 3000)], [_endpoint("cls1", 1000), _endpoint("cls2", 2000, port=81)])
+    assert (found.status, found.reason) == (True, "PortConflict")
+    assert "cluster cls2" in found.message and "cluster cls1's" in found.message
+
+
+def _with(endpoint: attrs.ExportedEndpoint, **properties: Any) -> attrs.ExportedEndpoint:
+    return replace(endpoint, properties=attrs.ServiceProperties(**properties))
+
+
+def test_property_conflicts_are_named_as_mcs_api_names_them_and_joined() -> None:
+    older = _endpoint("cls1", 1000)
+    newer = _with(
+        _endpoint("cls2", 2000, port=81),
+        session_affinity="ClientIP",
+        internal_traffic_policy="Local",
+        labels=(("team", "a"),),
     )
-    assert not conflict([_endpoint("cls2", 2000)], [_endpoint("cls1", 1000)]).status
+    found = conflict([newer], [older])
+    assert found.reason == "PortConflict,SessionAffinityConflict,InternalTrafficPolicyConflict,LabelsConflict"
+
+
+def test_service_properties_travel_in_attributes_only_when_not_the_default() -> None:
+    plain = desired(endpoint_slice({"addresses": ["10.1.0.1"]}))["tcp-10_1_0_1-8080-cls1"]
+    assert not set(plain.attributes()) & set(attrs.PROPERTY_KEYS), "a plain Service's instances as before"
+    svc = service()
+    svc["spec"].update(
+        ipFamilies=["IPv4", "IPv6"],
+        sessionAffinity="ClientIP",
+        sessionAffinityConfig={"clientIP": {"timeoutSeconds": 600}},
+        internalTrafficPolicy="Local",
+        trafficDistribution="PreferClose",
+    )
+    export = {**EXPORT, "spec": {"exportedLabels": {"team": "a"}, "exportedAnnotations": {"note": "x"}}}
+    rich = desired_endpoints(
+        export=export, service=svc, slices=[endpoint_slice({"addresses": ["10.1.0.1"]})],
+        cluster_id="cls1", clusterset_id="set1",
+    )["tcp-10_1_0_1-8080-cls1"]  # fmt: skip
+    written = rich.attributes()
+    assert {k: written[k] for k in attrs.PROPERTY_KEYS} == {
+        "MCSDNS_IP_FAMILIES": "IPv4,IPv6",
+        "MCSDNS_SESSION_AFFINITY": "ClientIP",
+        "MCSDNS_SESSION_AFFINITY_TIMEOUT": "600",
+        "MCSDNS_INTERNAL_TRAFFIC_POLICY": "Local",
+        "MCSDNS_TRAFFIC_DISTRIBUTION": "PreferClose",
+        "MCSDNS_EXPORTED_LABELS": '{"team":"a"}',
+        "MCSDNS_EXPORTED_ANNOTATIONS": '{"note":"x"}',
+    }
+    assert attrs.from_attributes(written).properties == rich.properties, "read back as written"
+
+
+def test_labels_longer_than_a_cloud_map_value_are_left_out_and_said_so() -> None:
+    huge = attrs.ServiceProperties(labels=tuple((f"key{i}", "v" * 40) for i in range(40)))
+    assert attrs.EXPORTED_LABELS not in huge.attributes("10.1.0.1")
+    assert huge.too_long() == ["exportedLabels"]
+
+
+def test_unreadable_properties_read_as_defaults_and_keep_the_endpoint() -> None:
+    written = desired(endpoint_slice({"addresses": ["10.1.0.1"]}))["tcp-10_1_0_1-8080-cls1"].attributes()
+    written.update(
+        MCSDNS_IP_FAMILIES="IPv9",
+        MCSDNS_SESSION_AFFINITY="Sticky",
+        MCSDNS_SESSION_AFFINITY_TIMEOUT="-1",
+        MCSDNS_EXPORTED_LABELS="{not json",
+        MCSDNS_EXPORTED_ANNOTATIONS='["a list"]',
+    )
+    assert attrs.from_attributes(written).properties == attrs.ServiceProperties()
 
 
 def test_condition_transition_time_moves_only_on_status_change() -> None:

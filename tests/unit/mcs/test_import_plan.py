@@ -90,7 +90,7 @@ def test_readiness_and_hostnames_are_carried_into_slices() -> None:
     assert labels["kubernetes.io/service-name"] == derived_name("prod", "db")
     assert labels["endpointslice.kubernetes.io/managed-by"] == "mcsdns"
     assert desired_service(model)["spec"]["clusterIP"] == "None"
-    assert "ips" not in desired_import(model, vip=None)["spec"]
+    assert "ips" not in desired_import(model, service=None)["spec"]
 
 
 def test_slices_hold_at_most_100_endpoints_per_cluster_and_family() -> None:
@@ -115,4 +115,8 @@ def test_slices_hold_at_most_100_endpoints_per_cluster_and_family() -> None:
         ("cls1", "IPv6", 3),
         ("cls2", "IPv4", 1),
     ]
-    assert desired_import(model, vip="172.20.0.9")["spec"]["ips"] == ["172.20.0.9"], "one VIP"
+    derived = {"spec": {"clusterIP": "172.20.0.9", "clusterIPs": ["172.20.0.9", "fd00:20::9"]}}
+    spec = desired_import(model, service=derived)["spec"]
+    assert (spec["ips"], spec["ipFamilies"]) == (["172.20.0.9", "fd00:20::9"], ["IPv4", "IPv6"]), (
+        "a VIP per family the export has"
+    )
