@@ -21,8 +21,9 @@ from tests.controlplane import ControlPlane, ControlPlaneUnavailable, Etcd, bina
 
 CLUSTERSET = "clusterset1"
 TEST_NAMESPACES = ("prod", "demo", NAMESPACE)  # demo: the tutorial's
-# Each cluster its own service range, as in a real clusterset, so a test sees whose ClusterIP it got.
-SERVICE_CIDRS = {"cls1": "10.100.0.0/16", "cls2": "172.20.0.0/16", "cls3": "10.96.0.0/16"}
+# Each cluster its own service range, as in a real clusterset, so a test sees whose ClusterIP it got; cls2 is
+# dual-stack (IPv4 primary), for the import's two VIPs.
+SERVICE_CIDRS = {"cls1": "10.100.0.0/16", "cls2": "172.20.0.0/16,fd00:20::/108", "cls3": "10.96.0.0/16"}
 SERVICE_ACCOUNT = "mcsdns"  # the chart's ServiceAccount for release "mcsdns"
 
 

