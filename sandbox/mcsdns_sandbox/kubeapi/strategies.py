@@ -738,6 +738,9 @@ class ClusterPropertyStrategy(CustomResourceStrategy):
         return errors
 
 
+API_APPROVED: Final = "api-approved.kubernetes.io"
+
+
 class CustomResourceDefinitionStrategy(Strategy):
     tracks_generation = True
     merge_keys = {**METADATA_MERGE_KEYS, "status.conditions": "type"}
@@ -785,4 +788,18 @@ class CustomResourceDefinitionStrategy(Strategy):
         name = obj.get("metadata", {}).get("name")
         if group and names.get("plural") and name != f"{names['plural']}.{group}":
             errors.append(invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
+        # KEP-1111, as apiextensions-apiserver checks it: a group under k8s.io or kubernetes.io is the
+        # project's, and a CRD there must say where its API was approved (or say "unapproved...").
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        protected = isinstance(group, str) and any(
+            group == root or group.endswith("." + root) for root in ("k8s.io", "kubernetes.io")
+        )
+        if protected and not annotations.get(API_APPROVED):
+            errors.append(
+                required(
+                    f"metadata.annotations[{API_APPROVED}]",
+                    f'protected groups must have approval annotation "{API_APPROVED}", see '
+                    "https://github.com/kubernetes/enhancements/pull/1111",
+                )
+            )
         return errors

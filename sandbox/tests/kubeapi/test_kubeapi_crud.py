@@ -144,6 +144,39 @@ def test_crds_are_accepted_and_reported_established(api_client: client.ApiClient
     }
 
 
+def test_a_crd_in_a_protected_group_needs_the_api_approval_annotation(api_client: client.ApiClient) -> None:
+    """As the real apiextensions-apiserver does it (KEP-1111): the chart's ClusterProperty CRD lacked it."""
+    ext = client.ApiextensionsV1Api(api_client)
+    crd = {
+        "metadata": {"name": "clusterproperties.about.k8s.io"},
+        "spec": {
+            "group": "about.k8s.io",
+            "scope": "Cluster",
+            "names": {
+                "plural": "clusterproperties",
+                "singular": "clusterproperty",
+                "kind": "ClusterProperty",
+            },
+            "versions": [
+                {
+                    "name": "v1beta1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object"}},
+                }
+            ],
+        },
+    }
+    with pytest.raises(client.ApiException) as refused:
+        ext.create_custom_resource_definition(crd)
+    assert refused.value.status == 422
+    assert "api-approved.kubernetes.io" in refused.value.body
+    crd["metadata"]["annotations"] = {
+        "api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/3084"
+    }
+    assert ext.create_custom_resource_definition(crd).metadata.name == "clusterproperties.about.k8s.io"
+
+
 def test_generate_name_gets_a_random_suffix(core: client.CoreV1Api) -> None:
     first = core.create_namespaced_service(
         "default", {"metadata": {"generateName": "web-"}, "spec": {"ports": [{"port": 80}]}}
