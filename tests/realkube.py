@@ -79,22 +79,31 @@ def _identity(cluster: ControlPlane, cluster_id: str) -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def _cluster_cls2(
-    control_plane_binaries: dict[str, Path], etcd: Etcd, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    cluster = _start_cluster("cls2", control_plane_binaries, etcd, tmp_path_factory.mktemp("cls2"))
-    yield cluster
-    cluster.stop()
+class ControlPlanes:
+    """The run's clusters by name, each started the first time a test asks for it (a start costs seconds)
+    and stopped when the run ends."""
+
+    def __init__(self, binaries_: dict[str, Path], etcd: Etcd, tmp: pytest.TempPathFactory) -> None:
+        self._binaries, self._etcd, self._tmp = binaries_, etcd, tmp
+        self._started: dict[str, ControlPlane] = {}
+
+    def __call__(self, name: str) -> ControlPlane:
+        if name not in self._started:
+            self._started[name] = _start_cluster(name, self._binaries, self._etcd, self._tmp.mktemp(name))
+        return self._started[name]
+
+    def stop(self) -> None:
+        for cluster in self._started.values():
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")
-def _cluster_cls1(
+def control_planes(
     control_plane_binaries: dict[str, Path], etcd: Etcd, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    cluster = _start_cluster("cls1", control_plane_binaries, etcd, tmp_path_factory.mktemp("cls1"))
-    yield cluster
-    cluster.stop()
+) -> Iterator[ControlPlanes]:
+    planes = ControlPlanes(control_plane_binaries, etcd, tmp_path_factory)
+    yield planes
+    planes.stop()
 
 
 @contextlib.contextmanager
@@ -123,33 +132,24 @@ def cleaned(cluster: ControlPlane, cluster_id: str) -> Iterator[ControlPlane]:
         pytest.fail(f"cluster {cluster.name} refused (403) what the chart's RBAC does not grant: {forbidden}")
 
 
-@pytest.fixture(scope="session")
-def _cluster_cls3(
-    control_plane_binaries: dict[str, Path], etcd: Etcd, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    cluster = _start_cluster("cls3", control_plane_binaries, etcd, tmp_path_factory.mktemp("cls3"))
-    yield cluster
-    cluster.stop()
-
-
 @pytest.fixture
-def real_cluster(_cluster_cls2: ControlPlane) -> Iterator[ControlPlane]:
-    with cleaned(_cluster_cls2, "cls2") as cluster:
+def real_cluster(control_planes: ControlPlanes) -> Iterator[ControlPlane]:
+    with cleaned(control_planes("cls2"), "cls2") as cluster:
         yield cluster
 
 
 @pytest.fixture
 def real_clusters(
-    _cluster_cls1: ControlPlane, real_cluster: ControlPlane
+    control_planes: ControlPlanes, real_cluster: ControlPlane
 ) -> Iterator[dict[str, ControlPlane]]:
-    with cleaned(_cluster_cls1, "cls1") as cluster:
+    with cleaned(control_planes("cls1"), "cls1") as cluster:
         yield {"cls1": cluster, "cls2": real_cluster}
 
 
 @pytest.fixture
-def real_cluster_cls3(_cluster_cls3: ControlPlane) -> Iterator[ControlPlane]:
+def real_cluster_cls3(control_planes: ControlPlanes) -> Iterator[ControlPlane]:
     """A third cluster, for the few tests that need one more importer."""
-    with cleaned(_cluster_cls3, "cls3") as cluster:
+    with cleaned(control_planes("cls3"), "cls3") as cluster:
         yield cluster
 
 

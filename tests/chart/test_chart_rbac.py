@@ -35,7 +35,7 @@ from tests.chart.helpers import (
     render,
 )
 from tests.controlplane import ApiError, Audited, ControlPlane, Objects, chart_access
-from tests.realkube import CLUSTERSET, cleaned
+from tests.realkube import CLUSTERSET, ControlPlanes, cleaned
 from tests.support import ServerThread, query, wait_for
 
 TUTORIAL = EXAMPLES / "tutorial"
@@ -123,15 +123,15 @@ class ControllerRun:
 
 @pytest.fixture(scope="module")
 def controller_run(
-    _cluster_cls1: ControlPlane, _cluster_cls2: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_planes: ControlPlanes, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControllerRun]:
     tmp = tmp_path_factory.mktemp("rbac")
     rendered = {"cls1": render(CLS1_VALUES), "cls2": render(CLS2_VALUES)}
     with (
         pytest.MonkeyPatch.context() as patch,
         EmbeddedCloudMap() as cloudmap,
-        cleaned(_cluster_cls1, "cls1") as one,
-        cleaned(_cluster_cls2, "cls2") as two,
+        cleaned(control_planes("cls1"), "cls1") as one,
+        cleaned(control_planes("cls2"), "cls2") as two,
     ):
         for key, value in cloudmap.env().items():
             patch.setenv(key, value)
