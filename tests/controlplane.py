@@ -24,7 +24,6 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 Obj = dict[str, Any]
@@ -73,12 +74,6 @@ def binaries() -> dict[str, Path]:
     paths = [Path(line) for line in result.stdout.split()]
     found = {path.name.rsplit("-", 1)[0]: path for path in paths}
     return {"etcd": found["etcd"], "kube-apiserver": found["kube-apiserver"]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- certificates ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import re
 import shutil
 import socket
@@ -35,6 +36,33 @@ from mcsdns.sources.events import Source
 # loaded CI machine made multi-step Cloud Map waits take more than 5 s, and a passing wait returns as
 # soon as its condition holds, whatever this is.
 DEADLINE = 20.0
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def free_port() -> int:
+    """A loopback port free for both TCP and UDP, below the kernel's ephemeral range: a port the kernel
+    hands out as 0 can meanwhile become the local end of an outgoing connection (the real API servers'
+    clients make many), and then a server told to listen there fails with "Address already in use"."""
+    ephemeral = _ephemeral_ports()
+    for _ in range(200):
+        port = random.randrange(10000, ephemeral.start if ephemeral.start > 11000 else 30000)
+        if port in ephemeral:
+            continue
+        try:
+            with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = DEADLINE, what: str = "condition") -> Any:

@@ -25,8 +25,7 @@ import dns.rcode
 
 from mcsdns.settings import ListenAddress
 from tests.integration.test_forward import NAME, sidecar_settings, started
-from tests.integration.test_health import free_port
-from tests.support import query
+from tests.support import free_port, query
 from tests.upstream import Upstream
 
 # (metric, labels each series must carry for the rule's selector and grouping)

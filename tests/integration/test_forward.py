@@ -21,8 +21,16 @@ import dns.rdatatype
 import pytest
 
 from mcsdns.settings import ForwardSettings, ListenAddress, Settings, ZoneSettings
-from tests.integration.test_health import free_port, get
-from tests.support import ServerThread, query, service_import, settings_for, wait_for, write_manifests
+from tests.integration.test_health import get
+from tests.support import (
+    ServerThread,
+    free_port,
+    query,
+    service_import,
+    settings_for,
+    wait_for,
+    write_manifests,
+)
 from tests.upstream import Upstream
 
 UP = "web.prod.svc.upstream.test."

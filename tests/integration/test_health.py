@@ -15,13 +15,15 @@ import dns.message
 from mcsdns.settings import ListenAddress
 from mcsdns.sources.events import Contact, Emit, Listed, SourceName
 from tests.integration.test_server import NeverListed
-from tests.support import ServerThread, query, service_import, settings_for, wait_for, write_manifests
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import (
+    ServerThread,
+    free_port,
+    query,
+    service_import,
+    settings_for,
+    wait_for,
+    write_manifests,
+)
 
 
 def get(port: int, path: str) -> tuple[int, str]:

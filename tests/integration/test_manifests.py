@@ -453,7 +453,8 @@ def test_readyz_and_metrics_count_rejected_objects_and_a_scan_failure_shows(tmp_
     from dataclasses import replace
 
     from mcsdns.settings import ListenAddress
-    from tests.integration.test_health import free_port, get
+    from tests.integration.test_health import get
+    from tests.support import free_port
 
     directory = tmp_path / "m"
     write_manifests(directory, "web.yaml", [service_import("web", "prod", ips=["10.0.0.1"])])

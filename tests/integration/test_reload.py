@@ -17,8 +17,8 @@ import dns.query
 import pytest
 import yaml
 
-from tests.integration.test_workers import address_of, unused_port
-from tests.support import service_import, wait_for, write_manifests
+from tests.integration.test_workers import address_of
+from tests.support import free_port, service_import, wait_for, write_manifests
 from tests.upstream import Upstream
 
 
@@ -54,7 +54,7 @@ def test_a_changed_config_file_and_sighup_reload_the_forwarders(
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     write_manifests(manifests, "web.yaml", [service_import("web", "prod", ips=["10.0.0.3"])])
-    port = unused_port()
+    port = free_port()
     config = tmp_path / "mcsdns.yaml"
     base = {"manifests": str(manifests), "listen": [f"127.0.0.1:{port}"], "workers": 2}
     write(config, **base, forward=[f"127.0.0.1:{one.port}"])

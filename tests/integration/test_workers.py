@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,15 @@ import pytest
 from mcsdns.settings import ServerSettings
 from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.integration.test_dns_records import CASES, FIXTURE, Case, _check
-from tests.support import ServerThread, query, service_import, settings_for, wait_for, write_manifests
+from tests.support import (
+    ServerThread,
+    free_port,
+    query,
+    service_import,
+    settings_for,
+    wait_for,
+    write_manifests,
+)
 
 WORKERS = 3
 Z = "clusterset.local."
@@ -117,19 +124,13 @@ def address_of(port: int, name: str) -> list[str]:
     return [r.to_text() for rrset in reply.answer for r in rrset]
 
 
-def unused_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        return int(udp.getsockname()[1])
-
-
 def test_serve_with_workers_and_a_state_dir_as_a_user_runs_it(tmp_path: Path) -> None:
     """The issue's 'done when': answers, survives kill -9 of a worker, stops whole on SIGTERM, and a
     restart whose only source is a Kubernetes API that cannot be reached answers from the state dir."""
     manifests, state = tmp_path / "manifests", tmp_path / "state"
     manifests.mkdir()
     write_manifests(manifests, "web.yaml", [service_import("web", "prod", ips=["10.0.0.7"])])
-    port = unused_port()
+    port = free_port()
     web = f"web.prod.svc.{Z}"
     common = ("--listen", f"127.0.0.1:{port}", "--workers", "2", "--state-dir", str(state))
     proc = run("--manifests", str(manifests), *common)
