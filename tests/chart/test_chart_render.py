@@ -51,6 +51,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "identity-given": {"clusterId": "cls1", "clustersetId": "set1"},
     "crds-skipped": {"crds": {"install": False}},
     "pinned-cluster-ip": {"service": {"clusterIP": "10.96.0.53"}},
+    "controller-only": {"dns": {"enabled": False, "port": 53}, "cloudmap": {"enabled": True}},
 }
 scenarios = pytest.mark.parametrize("values", list(SCENARIOS.values()), ids=list(SCENARIOS))
 
@@ -285,7 +286,9 @@ def test_the_container_environment_parses_into_the_settings_the_values_ask_for(
     assert settings.lease.namespace == NAMESPACE
     assert settings.cloudmap.enabled is merged["cloudmap"].get("enabled", True)
     assert settings.lease.elect is merged["cloudmap"].get("enabled", True)
-    assert [str(a) for a in settings.server.listen] == rendered.env["MCSDNS_LISTEN"].split(",")
+    assert settings.server.dns is merged["dns"].get("enabled", True)
+    if settings.server.dns:
+        assert [str(a) for a in settings.server.listen] == rendered.env["MCSDNS_LISTEN"].split(",")
 
 
 def test_an_irsa_role_becomes_the_service_account_annotation() -> None:
@@ -456,6 +459,27 @@ def test_the_commands_in_the_notes_print_the_stanza_with_the_services_address(tm
     env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
     printed = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, env=env).stdout
     assert printed == "clusterset.local:53 {\n    errors\n    forward . 10.96.7.7\n}\n"
+
+
+def test_controller_only_serves_no_dns_and_tells_how_coredns_answers_instead() -> None:
+    """README "Ways to run it", controller only: the pods run mcsdns --dns=false, nothing listens for DNS
+    (so no port, no sysctl for a privileged one), and the notes print CoreDNS's multicluster stanza."""
+    rendered = render(SCENARIOS["controller-only"])
+    env = {name: value for name, value in rendered.env.items() if not value.startswith("<")}  # downward API
+    settings = resolve({}, environ=env | {"POD_NAMESPACE": NAMESPACE}, config={})
+    assert not settings.server.dns and settings.cloudmap.enabled
+    assert [p["name"] for p in rendered.one("Service")["spec"]["ports"]] == ["metrics"]
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert [p["name"] for p in pod["containers"][0]["ports"]] == ["http"]
+    assert "sysctls" not in pod["securityContext"]
+    assert "        multicluster clusterset.local\n" in rendered.notes
+    assert "forward ." not in rendered.notes
+    assert render().env.get("MCSDNS_DNS") is None, "the default serves DNS, as mcsdns's own default"
+
+
+def test_controller_only_without_cloud_map_is_refused_with_what_to_set() -> None:
+    with pytest.raises(helm.HelmError, match=r"dns.enabled=false .* set cloudmap.enabled=true"):
+        render({"dns": {"enabled": False}, "cloudmap": {"enabled": False}})
 
 
 def test_a_pinned_cluster_ip_goes_into_the_service_and_straight_into_the_corefile_stanza() -> None:

@@ -82,7 +82,15 @@ Whether mcsdns reads ClusterProperties: it watches them unless both ids are give
 
 {{/* Whether the DNS port is privileged (below 1024): "true" or "". */}}
 {{- define "mcsdns.privilegedPort" -}}
-{{- if lt (int .Values.dns.port) 1024 }}true{{ end }}
+{{- if and (include "mcsdns.servesDns" .) (lt (int .Values.dns.port) 1024) }}true{{ end }}
+{{- end }}
+
+{{/* Whether the pods serve DNS (dns.enabled, default true): "true" or "". Controller only needs Cloud Map. */}}
+{{- define "mcsdns.servesDns" -}}
+{{- if or (not (hasKey .Values.dns "enabled")) .Values.dns.enabled }}true
+{{- else if not .Values.cloudmap.enabled }}
+{{- fail "dns.enabled=false runs mcsdns as the MCS controller only, which needs Cloud Map: set cloudmap.enabled=true (or keep dns.enabled=true)" }}
+{{- end }}
 {{- end }}
 
 {{/* MCSDNS_LISTEN: every address in dns.addresses with dns.port, comma separated. */}}
@@ -108,7 +116,8 @@ environment). Every pair is (variable, value); values.yaml names the variable of
 {{- $leaderElect := include "mcsdns.leaderElect" . }}
 {{- $settings := list
   (list "MCSDNS_KUBECONFIG" "in-cluster")
-  (list "MCSDNS_LISTEN" (include "mcsdns.listen" .))
+  (list "MCSDNS_DNS" (ternary "" "false" (eq (include "mcsdns.servesDns" .) "true")))
+  (list "MCSDNS_LISTEN" (ternary (include "mcsdns.listen" .) "" (eq (include "mcsdns.servesDns" .) "true")))
   (list "MCSDNS_HTTP" (printf "0.0.0.0:%d" (int .Values.metrics.port)))
   (list "MCSDNS_ZONE" .Values.zone)
   (list "MCSDNS_TTL" .Values.ttl)
