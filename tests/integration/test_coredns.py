@@ -19,11 +19,11 @@ import dns.rcode
 import pytest
 
 from tests.integration.test_dns_records import CASES, FIXTURE, Case, _check
-from tests.integration.test_workers import unused_port
 from tests.support import (
     ServerThread,
     endpoint,
     endpoint_slice,
+    free_port,
     service_import,
     settings_for,
     wait_for,
@@ -44,16 +44,14 @@ def coredns_binary() -> Path:
 
 
 class CoreDns:
-    def __init__(self, workdir: Path, upstream_port: int) -> None:
-        self.port = unused_port()
+    """CoreDNS on a free loopback port, serving ``zones`` with the ``plugins`` lines of one server block."""
+
+    def __init__(self, workdir: Path, plugins: str, zones: tuple[str, ...] = ("clusterset.local",)) -> None:
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
         corefile = workdir / "Corefile"
-        # What the chart's NOTES print for a cluster's CoreDNS: a stub for the zone, forwarded to mcsdns.
-        corefile.write_text(
-            f"clusterset.local:{self.port} {{\n"
-            f"    bind 127.0.0.1\n"
-            f"    forward . 127.0.0.1:{upstream_port}\n"
-            f"}}\n"
-        )
+        blocks = " ".join(f"{zone}:{self.port}" for zone in zones)
+        corefile.write_text(f"{blocks} {{\n    bind 127.0.0.1\n{plugins}}}\n")
         self.log = (workdir / "coredns.log").open("wb")
         self.proc = subprocess.Popen(
             [str(coredns_binary()), "-conf", str(corefile)], stdout=self.log, stderr=self.log, cwd=workdir
@@ -87,7 +85,8 @@ def coredns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreDns]:
     )
     with ServerThread(settings_for(directory)) as mcsdns:
         mcsdns.wait_serving()
-        server = CoreDns(tmp_path_factory.mktemp("coredns"), mcsdns.port)
+        # What the chart's NOTES print for a cluster's CoreDNS: a stub for the zone, forwarded to mcsdns.
+        server = CoreDns(tmp_path_factory.mktemp("coredns"), f"    forward . 127.0.0.1:{mcsdns.port}\n")
         try:
             wait_for(lambda: _answers(server), timeout=20, what="CoreDNS to answer")
             yield server
@@ -95,9 +94,9 @@ def coredns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreDns]:
             server.close()
 
 
-def _answers(server: CoreDns) -> bool:
+def _answers(server: CoreDns, name: str = f"dns-version.{Z}", rdtype: str = "TXT") -> bool:
     try:
-        return server.query(f"dns-version.{Z}", "TXT").rcode() == dns.rcode.NOERROR
+        return server.query(name, rdtype).rcode() == dns.rcode.NOERROR
     except (dns.exception.Timeout, OSError):
         time.sleep(0.1)
         return False
