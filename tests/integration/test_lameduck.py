@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,11 +17,14 @@ from pathlib import Path
 import pytest
 
 from tests.controlplane import ControlPlane
-from tests.integration.test_workers import address_of, unused_port
+from tests.integration.test_workers import address_of
 from tests.realkube import NAMESPACE, chart_kubeconfig_of
-from tests.support import service_import, wait_for
+from tests.support import free_port, service_import, wait_for
 
 WEB = "web.prod.svc.clusterset.local."
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clusterset"
+NGINX = "nginx-hello.demo.svc.clusterset.local."
+NGINX_VIP = ["172.20.179.134"]  # examples/clusterset/nginx-hello.yaml
 
 
 def readyz(port: int) -> tuple[int, str]:
@@ -46,7 +50,7 @@ def api(real_cluster: ControlPlane) -> Iterator[ControlPlane]:
 
 
 def start(api: ControlPlane, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
-    dns_port, http_port = unused_port(), unused_port()
+    dns_port, http_port = free_port(), free_port()
     kubeconfig = chart_kubeconfig_of(api, tmp_path / "kc")
     argv = [
         sys.executable, "-m", "mcsdns", "serve", "--kubeconfig", str(kubeconfig),
@@ -93,3 +97,91 @@ def test_sigint_stops_at_once(api: ControlPlane, tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+class Replica:
+    """One mcsdns pod of a Deployment: its own DNS and HTTP ports, serving the example manifests."""
+
+    def __init__(self, name: str, tmp_path: Path) -> None:
+        self.name = name
+        self.dns_port, self.http_port = free_port(), free_port()
+        argv = [
+            sys.executable, "-m", "mcsdns", "serve", "--manifests", str(EXAMPLES),
+            "--listen", f"127.0.0.1:{self.dns_port}", "--http", f"127.0.0.1:{self.http_port}",
+            "--workers", "1", "--lameduck", "2s",
+        ]  # fmt: skip
+        with (tmp_path / f"{name}.log").open("wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+
+    def ready(self) -> bool:
+        return readyz(self.http_port)[0] == 200
+
+
+class KubeProxy:
+    """Queries in flight all the time, each to the next ready endpoint of the Service, as kube-proxy sends
+    them. Endpoints come and go the way Kubernetes moves them in a rolling update: a new pod once its
+    readiness probe passes; a deleted pod is marked terminating as soon as it is deleted, and kube-proxy
+    stops sending it new queries after the change propagates (``PROPAGATION``), while its process got
+    SIGTERM at the moment of deletion."""
+
+    PROPAGATION = 1.0  # seconds from a pod's deletion until kube-proxy stops using it (typical: under 1 s)
+
+    def __init__(self) -> None:
+        self.endpoints: list[Replica] = []
+        self.sent = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            endpoints = list(self.endpoints)
+            if not endpoints:
+                time.sleep(0.01)
+                continue
+            replica = endpoints[index % len(endpoints)]
+            index += 1
+            self.sent += 1
+            got = address_of(replica.dns_port, NGINX)
+            if got != NGINX_VIP:
+                self.failures.append(f"query {self.sent} to {replica.name}: {got or 'no answer'}")
+            time.sleep(0.005)
+
+    def __enter__(self) -> KubeProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_a_rolling_update_of_two_replicas_loses_no_query(tmp_path: Path) -> None:
+    """README "Operating it": each replica replaced in turn (maxSurge 1, maxUnavailable 0) while queries
+    flow; SIGTERM's lame-duck period keeps the old pod answering until kube-proxy has moved on."""
+    old = [Replica("old-0", tmp_path), Replica("old-1", tmp_path)]
+    started: list[Replica] = list(old)
+    try:
+        for replica in old:
+            wait_for(replica.ready, what=f"{replica.name} ready")
+        with KubeProxy() as proxy:
+            proxy.endpoints = list(old)
+            time.sleep(0.5)
+            for i, replica in enumerate(old):
+                new = Replica(f"new-{i}", tmp_path)  # the surge pod first
+                started.append(new)
+                wait_for(new.ready, what=f"{new.name} ready")
+                proxy.endpoints = [*proxy.endpoints, new]
+                replica.proc.send_signal(signal.SIGTERM)  # the old pod is deleted ...
+                time.sleep(KubeProxy.PROPAGATION)  # ... and leaves the endpoints a moment later
+                proxy.endpoints = [e for e in proxy.endpoints if e is not replica]
+                assert replica.proc.wait(10) == 0, "exits by itself once the lame-duck period is over"
+            time.sleep(0.5)
+        assert proxy.sent > 200, "queries were in flight all along"
+        assert proxy.failures == [], f"{len(proxy.failures)} of {proxy.sent} queries lost"
+    finally:
+        for replica in started:
+            if replica.proc.poll() is None:
+                replica.proc.kill()
+                replica.proc.wait()
