@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,7 @@ class InvalidInstance(ValueError):
 
 
 Pairs = tuple[tuple[str, str], ...]
+_TIMEOUT = re.compile(r"[0-9]{1,5}")
 
 
 def _family(address: str) -> str:
@@ -96,10 +98,13 @@ def _family(address: str) -> str:
 
 
 def _pairs(text: str | None) -> Pairs:
-    """A JSON object of strings (exportedLabels/Annotations); anything else reads as none."""
+    """A JSON object of strings (exportedLabels/Annotations); anything else reads as none, and so does a
+    value longer than Cloud Map holds (what is written is read back the same)."""
+    if not text or len(text) > MAX_ATTRIBUTE_VALUE:
+        return ()
     try:
-        value = json.loads(text) if text else {}
-    except ValueError:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested past the parser's depth
         return ()
     if not isinstance(value, dict):
         return ()
@@ -173,8 +178,11 @@ class ServiceProperties:
             f for f in (attributes.get(IP_FAMILIES) or "").split(",") if f in ("IPv4", "IPv6")
         ) or (_family(address),)
         affinity = attributes.get(SESSION_AFFINITY) or "None"
+        # ASCII digits, at most 5 (86400): str.isdigit() passes "²" and 5,000 digits, which int() refuses
+        # (found by fuzz/cloudmap.py).
         timeout_text = attributes.get(SESSION_AFFINITY_TIMEOUT) or ""
-        timeout = int(timeout_text) if timeout_text.isdigit() and 0 < int(timeout_text) <= 86400 else None
+        timeout = int(timeout_text) if _TIMEOUT.fullmatch(timeout_text) else None
+        timeout = timeout if timeout is not None and 0 < timeout <= 86400 else None
         return cls(
             ip_families=families[:2],
             session_affinity=affinity if affinity in ("None", "ClientIP") else "None",

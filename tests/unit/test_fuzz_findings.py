@@ -164,3 +164,39 @@ def test_names_that_point_back_into_names_are_read() -> None:
     cname = b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x06\x03cdn\xc0\x10"  # cdn.example.com, at 45
     scan = scan_reply(_reply(cname, b"\xc0\x2d" + A_RECORD))  # the A record's owner: the CNAME's target
     assert scan.counts == (2, 0, 0) and [ttl for _, ttl in scan.ttls] == [60, 60]
+
+
+# --- fuzz/cloudmap.py: service properties in instance attributes ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (attrs.SESSION_AFFINITY_TIMEOUT, "1" * 5000),  # as found: int() refuses more than 4,300 digits
+        (attrs.SESSION_AFFINITY_TIMEOUT, "²"),  # str.isdigit() says yes, int() says no
+        (attrs.EXPORTED_LABELS, "[" * 512 + "]" * 512),  # JSON, but nested lists, not an object
+        (attrs.EXPORTED_LABELS, '{"a":"' + "x" * 2000 + '"}'),  # longer than Cloud Map holds
+    ],
+)
+def test_an_unreadable_property_reads_as_its_default_and_keeps_the_endpoint(key: str, value: str) -> None:
+    attributes = {
+        "AWS_INSTANCE_IPV4": "10.1.0.10",
+        "AWS_INSTANCE_PORT": "8080",
+        "ENDPOINT_PORT_NAME": "http",
+        "ENDPOINT_PROTOCOL": "TCP",
+        "SERVICE_PORT_NAME": "http",
+        "SERVICE_PORT": "80",
+        "SERVICE_TARGET_PORT": "8080",
+        "SERVICE_PROTOCOL": "TCP",
+        "SERVICE_TYPE": "ClusterSetIP",
+        "CLUSTER_ID": "cls1",
+        "CLUSTERSET_ID": "clusterset1",
+        "SERVICE_EXPORT_CREATION_TIMESTAMP": "1700000000000",
+        "READY": "true",
+        attrs.SESSION_AFFINITY: "ClientIP",
+        key: value,
+    }
+    endpoint = attrs.from_attributes(attributes)
+    assert endpoint.properties.session_affinity_timeout is None or key != attrs.SESSION_AFFINITY_TIMEOUT
+    assert endpoint.properties.labels == ()
+    assert attrs.from_attributes(endpoint.attributes()) == endpoint, "read back as written"
