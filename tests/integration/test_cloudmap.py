@@ -579,3 +579,62 @@ def test_controller_only_writes_the_imports_and_coredns_multicluster_answers_the
             assert missing.rcode() == dns.rcode.NXDOMAIN
         finally:
             coredns.close()
+
+
+def test_dual_stack_affinity_and_exported_labels_reach_every_import(
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    """mcs-api v1beta1's whole ServiceImport: cls2 (dual-stack) exports a dual-stack Service with ClientIP
+    affinity, a traffic distribution and exported labels and annotations. cls2 imports it with a VIP per
+    family (A and AAAA in DNS); cls1 (IPv4 only) with its IPv4 VIP; both with the properties, and Ready."""
+    cls1, cls2 = clusters["cls1"], clusters["cls2"]
+    cls2.store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "api", "namespace": "demo"},
+            "spec": {
+                "ipFamilyPolicy": "RequireDualStack",
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                "trafficDistribution": "PreferClose",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            },
+        }
+    )
+    cls2.store.create(local_slice("api-v4", "api", "10.20.1.1", port_name="http"))
+    v6 = local_slice("api-v6", "api", "fd00:10:20::1", port_name="http")
+    cls2.store.create({**v6, "addressType": "IPv6"})
+    cls2.store.create(
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1beta1",
+            "kind": "ServiceExport",
+            "metadata": {"name": "api", "namespace": "demo"},
+            "spec": {"exportedLabels": {"team": "payments"}, "exportedAnnotations": {"owner": "pay@x"}},
+        }
+    )
+
+    def imported(cluster: Cluster) -> dict[str, Any]:
+        found = cluster.store.find("serviceimports", "api", namespace="demo") or {}
+        ready = {c["type"]: c["reason"] for c in (found.get("status") or {}).get("conditions", [])}
+        return found if ready.get("Ready") == "Ready" else {}
+
+    for cluster in (cls1, cls2):
+        wait_for(lambda c=cluster: imported(c), timeout=20, what=f"{cluster.name}'s import to be Ready")
+    both = imported(cls2)
+    assert both["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+    v4_vip, v6_vip = both["spec"]["ips"]
+    name = "api.demo.svc.clusterset.local."
+    wait_for(lambda: cls2.answer(name, "AAAA") == [v6_vip], what="AAAA for the IPv6 VIP")
+    assert cls2.answer(name) == [v4_vip]
+    one = imported(cls1)
+    assert one["spec"]["ipFamilies"] == ["IPv4"] and len(one["spec"]["ips"]) == 1
+    for found in (one, both):
+        assert found["spec"]["sessionAffinity"] == "ClientIP"
+        assert found["spec"]["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 600}}
+        assert found["spec"]["trafficDistribution"] == "PreferClose"
+        assert found["metadata"]["labels"]["team"] == "payments"
+        assert found["metadata"]["annotations"]["owner"] == "pay@x"
+        assert found["status"]["endpointSliceObjects"] == "Present"
+    derived = cls1.store.get("services", derived_name("demo", "api"), namespace="demo")
+    assert derived["spec"]["sessionAffinity"] == "ClientIP", "kube-proxy keeps the affinity on the VIP"
