@@ -131,8 +131,17 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                     with named_setting("--cloudmap"):
                         cloudmap = CloudMapClient(region=settings.cloudmap.region)
                     logger.info("exporting to and importing from Cloud Map at %s", cloudmap.endpoint)
+                    from mcsdns.mcs import heartbeat
+
                     exporter = ExportController(
-                        api=api, informers=informers, cloudmap=cloudmap, identity=identity, elector=elector
+                        api=api,
+                        informers=informers,
+                        cloudmap=cloudmap,
+                        identity=identity,
+                        elector=elector,
+                        heartbeat_every=heartbeat.interval(
+                            settings.cloudmap.stale_after or heartbeat.MAX_INTERVAL * 5
+                        ),
                     )
                     importer = ImportController(
                         api=api,
@@ -142,6 +151,9 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         elector=elector,
                         poll_interval=settings.cloudmap.poll,
                         on_change=exporter.clusterset_changed,
+                        stale_after=settings.cloudmap.stale_after,
+                        stale_grace=settings.cloudmap.stale_grace,
+                        evict_stale=settings.cloudmap.evict_stale,
                     )
                     controllers = (exporter, importer)
                     loops.extend(controller.run for controller in controllers)

@@ -512,6 +512,31 @@ class CloudMapSettings:
         "--cloudmap-poll", parse_seconds, "DURATION", "Cloud Map import period", default="2s"
     )
     """Seconds between Cloud Map polls (the AWS controller's fixed period)."""
+    stale_after: float = setting(
+        "--cluster-stale-after",
+        parse_seconds_or_off,
+        "DURATION",
+        "report a cluster stale when its Cloud Map heartbeat has not moved this long (0: never)",
+        default="5m",
+    )
+    """Each exporting leader refreshes a heartbeat in Cloud Map (``mcs.heartbeat``); an importer that saw a
+    cluster's heartbeat stand still this long, across its own successful reads, reports the cluster stale."""
+    evict_stale: bool = setting(
+        "--evict-stale-clusters",
+        parse_bool,
+        "BOOL",
+        "stop importing a stale cluster's endpoints after --stale-cluster-grace",
+        default="false",
+    )
+    """Opt-in: a cluster stale for the grace period more stops counting for imports (its Cloud Map
+    instances stay; they are not mcsdns's to delete)."""
+    stale_grace: float = setting(
+        "--stale-cluster-grace",
+        parse_seconds,
+        "DURATION",
+        "how long a cluster stays stale before --evict-stale-clusters drops it",
+        default="10m",
+    )
     region: str | None = setting(
         "--aws-region",
         parse_region,

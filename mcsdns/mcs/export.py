@@ -24,6 +24,7 @@ from mcsdns.clients.backoff import Backoff
 from mcsdns.clients.cloudmap import CloudMapClient, Instance, Namespace
 from mcsdns.clients.kube import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES, Informers, Key, KubeApi, key_of
 from mcsdns.errors import SourceError
+from mcsdns.mcs import heartbeat
 from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.conditions import Condition, comparable, merge_conditions
 from mcsdns.mcs.identity import ClusterIdentity
@@ -241,9 +242,13 @@ class ExportController:
         identity: ClusterIdentity,
         elector: LeaderElector | None,
         resync: float = RESYNC,
+        heartbeat_every: float = heartbeat.MAX_INTERVAL,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self._api = api
+        self._heartbeat_every = heartbeat_every
+        self._beats = 0  # heartbeats written, for metrics
+        self._heartbeat_service: str | None = None
         self._cloudmap = cloudmap
         self._identity = identity
         self._elector = elector
@@ -272,6 +277,7 @@ class ExportController:
         )
         async with asyncio.TaskGroup() as group:
             group.create_task(self._resync_loop())
+            group.create_task(self._heartbeat_loop())
             # A few workers, so one slow export (Cloud Map operations take seconds on AWS) does not hold up
             # the others; a service is never reconciled by two workers at once.
             for _ in range(WORKERS - 1):
@@ -290,7 +296,45 @@ class ExportController:
         yield CounterMetricFamily(
             "mcsdns_export_errors", "Export reconciles that failed and were retried", value=self.errors
         )
+        yield CounterMetricFamily(
+            "mcsdns_heartbeats",
+            "Heartbeats this cluster wrote to Cloud Map (mcs/heartbeat.py)",
+            value=self._beats,
+        )
         yield from self.reconciles.metrics()
+
+    async def _heartbeat_loop(self) -> None:
+        """While leading, refresh this cluster's heartbeat (mcs/heartbeat.py) every ``heartbeat_every``
+        seconds, so other clusters can tell it from one that is gone. A failure waits for the next beat."""
+        while True:
+            cluster_id, clusterset_id = self._identity.cluster_id, self._identity.clusterset_id
+            if cluster_id and clusterset_id and self._may_write():
+                try:
+                    await self._beat(cluster_id, clusterset_id)
+                except SourceError as exc:
+                    logger.warning("heartbeat: %s; trying again in %.0fs", exc, self._heartbeat_every)
+                except NotLeader:
+                    pass  # leadership lost between the check and the write: the new leader beats
+            await asyncio.sleep(self._heartbeat_every)
+
+    async def _beat(self, cluster_id: str, clusterset_id: str) -> None:
+        if self._heartbeat_service is None:
+            namespace = (await self._cloudmap.namespaces()).get(heartbeat.NAMESPACE)
+            namespace_id = (
+                namespace.id if namespace else await self._cloudmap.create_namespace(heartbeat.NAMESPACE)
+            )
+            self._heartbeat_service = await self._cloudmap.create_service(namespace_id, heartbeat.SERVICE)
+        self._guard()
+        # The beat only has to move: the writer's clock in ms (importers never compare it with theirs).
+        attributes = heartbeat.beat_attributes(cluster_id, clusterset_id, int(time.time() * 1000))
+        try:
+            await self._cloudmap.register(
+                self._heartbeat_service, heartbeat.instance_id(cluster_id, clusterset_id), attributes
+            )
+        except SourceError:
+            self._heartbeat_service = None  # deleted by hand? look it up again next time
+            raise
+        self._beats += 1
 
     def _may_write(self) -> bool:
         return self._elector is None or self._elector.may_write()

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mcsdns.clients.cloudmap import CloudMapClient, Instance
+from mcsdns.clients.cloudmap import CloudMapClient, CloudMapError, Instance
 from mcsdns.clients.kube import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -35,6 +35,7 @@ from mcsdns.clients.kube import (
     KubeApi,
 )
 from mcsdns.errors import SourceError
+from mcsdns.mcs import heartbeat
 from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.conditions import Condition, comparable, merge_conditions
 from mcsdns.mcs.identity import ClusterIdentity
@@ -51,6 +52,7 @@ MANAGER = "mcsdns"
 SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 MAX_SLICE_ENDPOINTS = 100  # the EndpointSlice controller's default, and the AWS controller's
 CONCURRENCY = 32  # Cloud Map reads in flight at once during a poll
+STALE_CONDITION = "mcsdns.io/StaleClusters"  # a metav1.Condition type of mcsdns's own (prefixed)
 
 
 def derived_name(namespace: str, name: str) -> str:
@@ -332,8 +334,17 @@ class ImportController:
         elector: LeaderElector | None,
         poll_interval: float,
         on_change: Callable[[Key], None] | None = None,
+        stale_after: float = 0.0,
+        stale_grace: float = 0.0,
+        evict_stale: bool = False,
     ) -> None:
         self._api = api
+        # Clusters that are gone (mcs/heartbeat.py): judged from their heartbeats, read at a low rate.
+        self.staleness = heartbeat.Staleness(stale_after, stale_grace)
+        self._heartbeat_every = heartbeat.interval(stale_after or heartbeat.MAX_INTERVAL * 5)
+        self._heartbeat_read_at = -float("inf")
+        self._evict_stale = evict_stale
+        self.evicted: frozenset[str] = frozenset()
         # Told each service whose Cloud Map instances changed (another cluster exported, changed or left),
         # so this cluster's export of it is checked for conflicts at once, not at its next resync.
         self._on_change = on_change
@@ -389,6 +400,22 @@ class ImportController:
             "EndpointSlices mcsdns manages here",
             value=len(self.slices.objects),
         )
+        ages = GaugeMetricFamily(
+            "mcsdns_cluster_heartbeat_age_seconds",
+            "How long each heartbeating cluster's Cloud Map heartbeat has stood still (fresh reads only)",
+            labels=["cluster"],
+        )
+        for cluster, age in sorted(self.staleness.ages().items()):
+            ages.add_metric([cluster], age)
+        yield ages
+        yield GaugeMetricFamily(
+            "mcsdns_stale_clusters", "Clusters past --cluster-stale-after", value=len(self.staleness.stale())
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_evicted_clusters",
+            "Stale clusters whose endpoints no longer count",
+            value=len(self.evicted),
+        )
         yield CounterMetricFamily("mcsdns_import_cycles", "Cloud Map import polls", value=self.cycles)
         yield CounterMetricFamily("mcsdns_import_errors", "Import polls that failed", value=self.errors)
         yield from self.reconciles.metrics()
@@ -397,9 +424,45 @@ class ImportController:
         if self._elector is not None and not self._elector.may_write():
             raise SourceError("leadership lost", source="import")
 
+    async def _read_heartbeats(self) -> None:
+        """Every heartbeat interval: the clusters' beats into ``staleness``; then, if the operator asked,
+        which clusters no longer count. A failed read counts against nobody (a partition is not a death)."""
+        now = time.monotonic()
+        if now - self._heartbeat_read_at < self._heartbeat_every or not self._clusterset_id:
+            return
+        if now - self._heartbeat_read_at > 3 * self._heartbeat_every:
+            self.staleness.failed()  # not read for a while (not leading, a long cycle): nobody's gap
+        self._heartbeat_read_at = now
+        try:
+            _, found = await self._cloudmap.discover(
+                heartbeat.NAMESPACE, heartbeat.SERVICE, self._clusterset_id
+            )
+        except CloudMapError as exc:
+            if exc.code not in ("NamespaceNotFound", "ServiceNotFound"):
+                self.staleness.failed()
+                logger.warning("heartbeats: %s; no cluster is judged until they are read again", exc)
+                return
+            found = []  # nobody beats yet
+        except SourceError as exc:
+            self.staleness.failed()
+            logger.warning("heartbeats: %s; no cluster is judged until they are read again", exc)
+            return
+        self.staleness.read(now, heartbeat.beats(found, self._clusterset_id))
+        evicted = self.staleness.evictable() if self._evict_stale else frozenset()
+        if evicted != self.evicted:
+            for cluster in sorted(evicted - self.evicted):
+                logger.warning(
+                    "cluster %s: no heartbeat past the grace period; its endpoints stop counting", cluster
+                )
+            for cluster in sorted(self.evicted - evicted):
+                logger.info("cluster %s: heartbeating again; its endpoints count again", cluster)
+            self.evicted = evicted
+            self._seen.clear()  # every model is made again without (or with) those clusters
+
     async def sync_once(self) -> None:
         """One poll: read Cloud Map for the local namespaces, then make the cluster match."""
         self.cycles += 1
+        await self._read_heartbeats()
         local = {key[1] for key in self.namespaces.objects}
         namespaces = await self._cloudmap.namespaces()
         desired: dict[Key, ImportModel] = {}
@@ -434,6 +497,8 @@ class ImportController:
         if seen is not None and seen[0] == revision:
             return seen[1]
         revision, found = await self._cloudmap.discover(key[0], key[1], self._clusterset_id)
+        if self.evicted:
+            found = [i for i in found if i.attributes.get(attrs.CLUSTER_ID) not in self.evicted]
         model = import_model(key, found)
         self._seen[key] = (revision, model)
         if self._on_change is not None:
@@ -483,7 +548,7 @@ class ImportController:
         status = existing.get("status") or {}
         conditions = merge_conditions(
             list(status.get("conditions") or []),
-            [import_ready(model, service)],
+            [import_ready(model, service), *self._stale_condition(model)],
             now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             generation=int((existing.get("metadata") or {}).get("generation") or 0),
         )
@@ -504,6 +569,23 @@ class ImportController:
             subresource="status",
         )
         self.imports.objects[model.key] = updated
+
+    def _stale_condition(self, model: ImportModel) -> list[Condition]:
+        """``mcsdns.io/StaleClusters`` while heartbeats are judged: which exporting clusters stopped."""
+        if not self.staleness.stale_after:
+            return []
+        stale = sorted(set(self.staleness.stale()) & set(model.clusters))
+        if not stale:
+            return [Condition(STALE_CONDITION, False, "Heartbeating", "every exporting cluster heartbeats")]
+        return [
+            Condition(
+                STALE_CONDITION,
+                True,
+                "HeartbeatStopped",
+                f"no heartbeat for more than {self.staleness.stale_after:g}s from {', '.join(stale)}"
+                + ("; evicted after the grace period" if self._evict_stale else ""),
+            )
+        ]
 
     async def _ensure_service(self, model: ImportModel) -> Obj:
         want = desired_service(model)

@@ -103,6 +103,8 @@ class CloudMapZoneSource:
         semaphore = asyncio.Semaphore(CONCURRENCY)
         keys: list[ServiceKey] = []
         for namespace in (await self._client.namespaces()).values():
+            if not is_label(namespace.name):
+                continue  # no <svc>.<ns>.svc.<zone> name can hold it (mcsdns.heartbeats among them)
             keys.extend(ServiceKey(namespace.name, name) for name in await self._client.services(namespace))
 
         async def refresh(key: ServiceKey) -> None:

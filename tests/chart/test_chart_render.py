@@ -52,6 +52,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "crds-skipped": {"crds": {"install": False}},
     "pinned-cluster-ip": {"service": {"clusterIP": "10.96.0.53"}},
     "controller-only": {"dns": {"enabled": False, "port": 53}, "cloudmap": {"enabled": True}},
+    "stale-clusters-evicted": {
+        "cloudmap": {"staleAfter": "2m", "evictStaleClusters": True, "staleGrace": "30m"}
+    },
 }
 scenarios = pytest.mark.parametrize("values", list(SCENARIOS.values()), ids=list(SCENARIOS))
 
@@ -287,6 +290,10 @@ def test_the_container_environment_parses_into_the_settings_the_values_ask_for(
     assert settings.cloudmap.enabled is merged["cloudmap"].get("enabled", True)
     assert settings.lease.elect is merged["cloudmap"].get("enabled", True)
     assert settings.server.dns is merged["dns"].get("enabled", True)
+    stale = {"staleAfter": "2m", "evictStaleClusters": True, "staleGrace": "30m"}
+    if all(merged["cloudmap"].get(k) == v for k, v in stale.items()):
+        cloudmap = settings.cloudmap
+        assert (cloudmap.stale_after, cloudmap.evict_stale, cloudmap.stale_grace) == (120.0, True, 1800.0)
     if settings.server.dns:
         assert [str(a) for a in settings.server.listen] == rendered.env["MCSDNS_LISTEN"].split(",")
 

@@ -638,3 +638,67 @@ def test_dual_stack_affinity_and_exported_labels_reach_every_import(
         assert found["status"]["endpointSliceObjects"] == "Present"
     derived = cls1.store.get("services", derived_name("demo", "api"), namespace="demo")
     assert derived["spec"]["sessionAffinity"] == "ClientIP", "kube-proxy keeps the affinity on the VIP"
+
+
+def test_a_cluster_that_is_gone_is_reported_then_evicted_but_a_partition_evicts_nothing(
+    cloudmap: EmbeddedCloudMap, real_clusters: dict[str, ControlPlane], tmp_path: Path
+) -> None:
+    """Heartbeats (mcs/heartbeat.py) with short test periods: stale after 1.5 s without a beat, evicted
+    1 s later. Cloud Map unreachable for 4 s makes nobody stale (the importer had no fresh reads); cls1's
+    engine gone for good makes cls1 stale in cls2 (metric and import condition), then evicted: the import,
+    whose only exporter it was, goes."""
+    out = {
+        name: Cluster(name, plane, chart_kubeconfig_of(plane, tmp_path / f"{name}.kubeconfig"))
+        for name, plane in real_clusters.items()
+    }
+    cls1, cls2 = out["cls1"], out["cls2"]
+    cls1.store.load_yaml(TUTORIAL / "nginx-service.yaml")
+    cls1.store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
+
+    def judging(cluster: Cluster) -> Settings:
+        settings = engine_settings(cluster, cloudmap)
+        return replace(
+            settings,
+            cloudmap=replace(settings.cloudmap, stale_after=1.5, stale_grace=1.0, evict_stale=True),
+        )
+
+    with ServerThread(judging(cls2)) as s2:
+        cls2.server = s2
+        s2.wait_serving()
+        assert s2.app is not None
+        importer = s2.app.controllers[1]
+        with ServerThread(judging(cls1)) as s1:
+            cls1.server = s1
+            s1.wait_serving()
+            export(cls1)
+            wait_for(lambda: cls2.answer() == [cls2.vip()], timeout=15, what="the import in cls2")
+            wait_for(lambda: "cls1" in importer.staleness.ages(), what="cls1's heartbeat to be read")
+
+            cloudmap.stop()  # a partition: neither the beats nor the reads get through
+            try:
+                deadline = time.monotonic() + 4
+                while time.monotonic() < deadline:
+                    assert importer.staleness.stale() == {} and importer.evicted == frozenset()
+                    time.sleep(0.2)
+            finally:
+                cloudmap.start()
+            start = importer.cycles
+            wait_for(lambda: importer.cycles >= start + 5, what="five cycles after the partition")
+            assert importer.staleness.stale() == {} and cls2.answer() == [cls2.vip()], "nothing evicted"
+        # cls1's engine is gone (its instances stay in Cloud Map: nobody unexported them).
+        wait_for(lambda: "cls1" in importer.staleness.stale(), timeout=10, what="cls1 reported stale")
+
+        def stale_condition() -> tuple[str, str] | None:
+            found = cls2.store.find("serviceimports", "nginx-hello", namespace="demo") or {}
+            for c in (found.get("status") or {}).get("conditions", []):
+                if c["type"] == "mcsdns.io/StaleClusters":
+                    return c["status"], c["reason"]
+            return None
+
+        wait_for(lambda: stale_condition() == ("True", "HeartbeatStopped"), what="the import's condition")
+        registry = make_registry(s2.app)  # type: ignore[arg-type]
+        stale = [s.value for f in registry.collect() for s in f.samples if s.name == "mcsdns_stale_clusters"]
+        assert stale == [1.0]
+        wait_for(lambda: importer.evicted == {"cls1"}, timeout=10, what="cls1 evicted after the grace period")
+        wait_for(lambda: query(s2, NAME).rcode() == dns.rcode.NXDOMAIN, what="the import of cls1 alone to go")
+        assert len(instances(cloudmap)) == 3, "cls1's instances stay in Cloud Map: not ours to delete"
