@@ -181,9 +181,8 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             store.subscribe(state.published)
             stack.push_async_callback(state.flush)
         prefer = settings.identity.cluster_id if settings.zone.prefer_local_cluster else None
-        engine = SyncEngine(
-            store=store, builder=ZoneBuilder(settings.zone, local_cluster=prefer), sources=chosen
-        )
+        builder = ZoneBuilder(settings.zone, local_cluster=prefer)
+        engine = SyncEngine(store=store, builder=builder, sources=chosen)
         if settings.server.dns:
             responder, forwarder, listeners = await serving(
                 settings, store, stack, reuse_port=settings.server.workers > 1
@@ -213,6 +212,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
             rejected=_rejected_objects(chosen),
             controllers=controllers,
             workers=workers,
+            ptr_addresses=(lambda: builder.ptr_addresses) if settings.zone.ptr else None,
         )
         if settings.http is not None:
             with named_setting("--http"):

@@ -68,6 +68,7 @@ class Observed:
     forwarder: Forwarder | None = None
     metrics_names: str = "mcsdns"  # "coredns": also CoreDNS's names for the cache and forward families
     rejected: Callable[[], Sequence[str]] | None = None  # manifest objects not served as written
+    ptr_addresses: Callable[[], int] | None = None  # --ptr: how many addresses answer PTR
     controllers: tuple[Any, ...] = ()
     workers: Any = None  # workers.Workers: the other serving processes (--workers)
     stopping_at: float = 0.0  # monotonic time the lame-duck period ends, once SIGTERM came
@@ -113,6 +114,13 @@ class Observed:
             return []
         more = [f"... and {len(rejected) - shown} more"] if len(rejected) > shown else []
         return [f"rejected: {len(rejected)} manifest objects", *rejected[:shown], *more]
+
+    def ptr_lines(self) -> list[str]:
+        """``--ptr``: the reverse zones answered, and for how many of the zone's addresses."""
+        if self.ptr_addresses is None:
+            return []
+        count = self.ptr_addresses()
+        return [f"ptr: in-addr.arpa and ip6.arpa for {count} addresses; other reverse names fall through"]
 
     def alive(self) -> bool:
         return self.task is None or not self.task.done()
@@ -616,7 +624,12 @@ class HealthServer:
             if not reasons:
                 # Still ready while a source is down: pulling every replica out of its Service would be worse
                 # than the last good zone. The body says what is going stale.
-                lines = ["ready", *self._observed.stale(), *self._observed.rejected_lines()]
+                lines = [
+                    "ready",
+                    *self._observed.stale(),
+                    *self._observed.rejected_lines(),
+                    *self._observed.ptr_lines(),
+                ]
                 return 200, "text/plain", ("\n".join(lines) + "\n").encode()
             return 503, "text/plain", ("\n".join(reasons) + "\n").encode()
         if path == "/metrics":

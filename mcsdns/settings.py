@@ -446,6 +446,15 @@ class ZoneSettings:
     """Lighthouse's local-first: a headless service's name and SRV answer only the endpoints of this
     cluster (``--cluster-id``, or its ClusterProperty) while it has ready ones, else every cluster's.
     ClusterSetIP answers and the per-cluster names are unchanged."""
+    ptr: bool = setting(
+        "--ptr",
+        parse_bool,
+        "BOOL",
+        "answer PTR for the ClusterSetIPs and headless endpoint addresses of the zone's services",
+        default="false",
+    )
+    """Reverse names (``in-addr.arpa``/``ip6.arpa``) of the zone's own addresses answer PTR with their
+    names; any other reverse name falls through (forwarded, or REFUSED), as CoreDNS's ``fallthrough``."""
     name: Name = field(init=False, repr=False, compare=False)
     """The zone as labels, computed once from ``zone`` (not a setting of its own)."""
     wire: bytes = field(init=False, repr=False, compare=False)

@@ -13,8 +13,9 @@ passes the SOA serial).
 from __future__ import annotations
 
 import collections
+import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from immutables import Map, MapMutation
 
@@ -54,6 +55,7 @@ class Fragment:
     namespace: str
     answers: Mapping[bytes, Answer]
     names: frozenset[bytes]
+    ptr: Mapping[str, frozenset[Name]] = field(default_factory=dict)  # address → its names (``--ptr``)
 
 
 def rendered_from(service: ImportedService) -> ImportedService | ServiceImport:
@@ -184,8 +186,35 @@ def _any_answer(preferred: Answer) -> Answer:
     )
 
 
+def reverse_name(address: str) -> Name:
+    """RFC 1035 §3.5 / RFC 3596 §2.5: ``10.0.0.1`` → ``1.0.0.10.in-addr.arpa.``, nibbles for IPv6."""
+    return tuple(label.encode() for label in ipaddress.ip_address(address).reverse_pointer.split("."))
+
+
+def ptr_targets(nodes: Mapping[Name, Node], base: Name) -> dict[str, frozenset[Name]]:
+    """``--ptr``: each address of the service's names → the names that hold it. An endpoint with a name of
+    its own (``<host>.<cluster>.<svc>``, spec §2.4.1) is named by that; any other address (a ClusterSetIP,
+    an endpoint without a cluster label) by the service."""
+
+    def addresses(node: Node) -> Iterable[str]:
+        for rtype in (QType.A, QType.AAAA):
+            for rdata in node[rtype].rdatas if rtype in node else ():
+                assert isinstance(rdata, bytes)
+                yield str(ipaddress.ip_address(rdata))
+
+    out: dict[str, set[Name]] = collections.defaultdict(set)
+    for name, node in nodes.items():
+        if name != base:
+            for address in addresses(node):
+                out[address].add(name)
+    for address in addresses(nodes.get(base, {})):
+        if address not in out:
+            out[address].add(base)
+    return {address: frozenset(names) for address, names in out.items()}
+
+
 def render_service(
-    apex: Name, service: ImportedService, ttl: int, local: ClusterId | None = None
+    apex: Name, service: ImportedService, ttl: int, local: ClusterId | None = None, *, ptr: bool = False
 ) -> Fragment | None:
     nodes = service_nodes(apex, service, ttl, local)
     if not nodes:
@@ -197,6 +226,7 @@ def render_service(
         namespace=service.key.namespace.lower(),
         answers=render_nodes(nodes),
         names=frozenset(name_to_wire(name) for name in names),
+        ptr=ptr_targets(nodes, base) if ptr else {},
     )
 
 
@@ -208,6 +238,9 @@ class ZoneBuilder:
         self._apex_wire = settings.wire
         self._ttl = settings.ttl
         self._local = ClusterId(local_cluster) if local_cluster else None
+        self._ptr = settings.ptr
+        # ``--ptr``: who names each address; an address two services share answers both names.
+        self._ptr_owners: dict[str, dict[ServiceKey, frozenset[Name]]] = collections.defaultdict(dict)
         self._stale: set[ServiceKey] = set()  # rendered with settings since changed: render again
         self._dns_version = settings.dns_version
         self._fragments: dict[ServiceKey, Fragment] = {}
@@ -243,6 +276,7 @@ class ZoneBuilder:
         answers, names = self._answers.mutate(), self._names.mutate()
         touched_answers: set[bytes] = set()
         touched_names: set[bytes] = set()
+        touched_addresses: set[str] = set()
         for key, service in changes.items():
             old = self._fragments.get(key)
             stale = key in self._stale
@@ -258,8 +292,13 @@ class ZoneBuilder:
                 for name in old.names:
                     names.pop(name, None)
                 touched_names.add(self._count_namespace(old.namespace, -1, names))
+                for address in old.ptr:
+                    self._ptr_owners[address].pop(key, None)
+                touched_addresses.update(old.ptr)
             fragment = (
-                render_service(self._apex, service, self._ttl, self._local) if service is not None else None
+                render_service(self._apex, service, self._ttl, self._local, ptr=self._ptr)
+                if service is not None
+                else None
             )
             if fragment is not None:
                 touched_answers.update(fragment.answers)
@@ -268,6 +307,11 @@ class ZoneBuilder:
                 names.update(dict.fromkeys(fragment.names))
                 touched_names.add(self._count_namespace(fragment.namespace, +1, names))
                 self._fragments[key] = fragment
+                for address, owners in fragment.ptr.items():
+                    self._ptr_owners[address][key] = owners
+                touched_addresses.update(fragment.ptr)
+        for address in touched_addresses:
+            touched_answers.update(self._render_ptr(address, answers))
         apex = self._apex
         soa = Soa((b"ns", b"dns", *apex), (b"hostmaster", *apex), serial, *SOA_TIMERS, self._ttl)
         static = self._static_answers(RRset(apex, QType.SOA, self._ttl, (soa,)))
@@ -289,6 +333,27 @@ class ZoneBuilder:
             soa=(soa.mname, soa.rname, soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum),
             touched=None if base is None else (base, frozenset(touched_answers), frozenset(touched_names)),
         )
+
+    @property
+    def ptr_addresses(self) -> int:
+        """How many addresses answer PTR (``--ptr``)."""
+        return len(self._ptr_owners)
+
+    def _render_ptr(self, address: str, answers: MapMutation[bytes, Answer]) -> tuple[bytes, ...]:
+        """The PTR answer of one address from every service that names it now (RFC 2181 §10.2 allows
+        several); gone when none does. Returns the answer keys written or removed."""
+        reverse = reverse_name(address)
+        keys = (question_key(reverse, QType.PTR), question_key(reverse, QType.ANY))
+        targets = sorted({t for names in self._ptr_owners.get(address, {}).values() for t in names})
+        if not targets:
+            self._ptr_owners.pop(address, None)
+            for key in keys:
+                answers.pop(key, None)
+            return keys
+        rrset = RRset(reverse, QType.PTR, self._ttl, tuple(name_to_wire(t) for t in targets))
+        answers[keys[0]] = render_answer(reverse, qtype=QType.PTR, answer=(rrset,))
+        answers[keys[1]] = _any_answer(answers[keys[0]])
+        return keys
 
     def _count_namespace(self, namespace: str, delta: int, names: MapMutation[bytes, None]) -> bytes:
         """<ns>.svc.Z is an empty non-terminal while the namespace has a service with records; returns it."""

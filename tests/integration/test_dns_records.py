@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -10,12 +11,13 @@ import dns.message
 import dns.rcode
 import pytest
 
-from mcsdns.settings import IdentitySettings, ZoneSettings
+from mcsdns.settings import IdentitySettings, ListenAddress, ZoneSettings
 from tests.support import (
     ServerThread,
     dig,
     endpoint,
     endpoint_slice,
+    free_port,
     query,
     rrset_texts,
     service_import,
@@ -375,3 +377,22 @@ def test_prefer_local_cluster_over_the_wire(tmp_path: Path) -> None:
         write_manifests(tmp_path, "db.yaml", objects)
         server.wait_new_serial(before)
         assert rrset_texts(query(server, f"db.prod.svc.{Z}").answer) == [f"db.prod.svc.{Z} 5 in a 10.2.0.1"]
+
+
+def test_ptr_answers_dig_x_for_the_zones_addresses_and_lets_others_fall_through(tmp_path: Path) -> None:
+    """--ptr, as a user checks it: ``dig -x`` of a ClusterSetIP (IPv4 and IPv6) names the service; a
+    reverse name the zone does not hold is not ours (REFUSED here, without forwarding); /readyz says so."""
+    write_manifests(tmp_path, "fixture.yaml", FIXTURE)
+    settings = replace(
+        settings_for(tmp_path, zone=ZoneSettings(ptr=True)),
+        http=ListenAddress("127.0.0.1", free_port()),
+    )
+    with ServerThread(settings) as server:
+        server.wait_serving()
+        assert dig(server, "-x", "10.0.0.1", "+short").split() == [f"web.prod.svc.{Z}"]
+        assert dig(server, "-x", "fd00::1", "+short").split() == [f"web.prod.svc.{Z}"]
+        assert "status: REFUSED" in dig(server, "-x", "192.0.2.7")
+        assert settings.http is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.http.port}/readyz", timeout=5) as response:
+            body = response.read().decode()
+        assert "ptr: in-addr.arpa and ip6.arpa for" in body and "other reverse names fall through" in body

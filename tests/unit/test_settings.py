@@ -102,6 +102,7 @@ SAMPLES = {
     "ttl": "30",
     "dns_version": "1.1.0",
     "prefer_local_cluster": "true",
+    "ptr": "true",
     "dns": "false",
     "workers": "3",
     "lameduck": "10s",

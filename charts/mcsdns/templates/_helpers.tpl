@@ -123,6 +123,7 @@ environment). Every pair is (variable, value); values.yaml names the variable of
   (list "MCSDNS_TTL" .Values.ttl)
   (list "MCSDNS_DNS_VERSION" .Values.dnsVersion)
   (list "MCSDNS_PREFER_LOCAL_CLUSTER" (ternary "true" "" (.Values.preferLocalCluster | default false)))
+  (list "MCSDNS_PTR" (ternary "true" "" (.Values.ptr | default false)))
   (list "MCSDNS_FORWARD" .Values.forwarders)
   (list "MCSDNS_FORWARD_ALLOW" .Values.forwardAllow)
   (list "MCSDNS_FORWARD_CACHE_SIZE" .Values.forwardCacheSize)

@@ -221,3 +221,38 @@ def test_retune_renders_every_service_again() -> None:
     third = builder.build({ServiceKey("ns", "s0"): clusterset_ip("ns", "s0", "10.9.9.9")}, serial=3)
     s2 = key("s2.ns.svc.clusterset.local", QType.A)
     assert third.answers[s2] is second.answers[s2]
+
+
+def test_ptr_names_each_address_by_its_own_name_and_only_when_asked() -> None:
+    """--ptr: a ClusterSetIP by the service, a headless endpoint by <host>.<cluster>.<svc> (spec §2.4.1),
+    an IPv6 address by its nibbles (RFC 3596 §2.5)."""
+    web, db = ServiceKey("ns", "web"), ServiceKey("ns", "db")
+    v6 = ImportedService(
+        spec=ServiceImport(key=web, type=ServiceType.CLUSTERSET_IP, ips=("10.0.0.1", "fd00::1"), ports=())
+    )
+    snapshot = ZoneBuilder(ZoneSettings(ptr=True)).build({web: v6, db: two_clusters(True)}, serial=1)
+    assert answer_texts(snapshot, "1.0.0.10.in-addr.arpa", QType.PTR) == ["web.ns.svc.clusterset.local."]
+    nibbles = ".".join("1" + "0" * 27 + "00df") + ".ip6.arpa"  # fd00::1, nibbles from the last
+    assert answer_texts(snapshot, nibbles, QType.PTR) == ["web.ns.svc.clusterset.local."]
+    assert answer_texts(snapshot, "1.0.2.10.in-addr.arpa", QType.PTR) == [
+        "c2-0.c2.db.ns.svc.clusterset.local."
+    ]
+    assert find_answer(snapshot, key("9.9.9.10.in-addr.arpa", QType.PTR)) is None, "others fall through"
+    assert find_answer(snapshot, key("1.0.0.10.in-addr.arpa", QType.A)) is None
+    off = ZoneBuilder(ZoneSettings()).build({web: v6}, serial=1)
+    assert key("1.0.0.10.in-addr.arpa", QType.PTR) not in off.answers
+
+
+def test_an_address_two_services_share_answers_both_until_one_goes() -> None:
+    a, b = ServiceKey("ns", "a"), ServiceKey("ns", "b")
+    builder = ZoneBuilder(ZoneSettings(ptr=True))
+    both = builder.build({a: headless("ns", "a", "10.9.0.1"), b: headless("ns", "b", "10.9.0.1")}, serial=1)
+    reverse = "1.0.9.10.in-addr.arpa"
+    assert answer_texts(both, reverse, QType.PTR) == [
+        "10-9-0-1.c1.a.ns.svc.clusterset.local.",
+        "10-9-0-1.c1.b.ns.svc.clusterset.local.",
+    ], "no hostname: the dashed address is the endpoint's name (spec §2.4.1)"
+    one = builder.build({a: None}, serial=2)
+    assert answer_texts(one, reverse, QType.PTR) == ["10-9-0-1.c1.b.ns.svc.clusterset.local."]
+    none = builder.build({b: None}, serial=3)
+    assert key(reverse, QType.PTR) not in none.answers and builder.ptr_addresses == 0
