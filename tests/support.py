@@ -65,6 +65,29 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port below the ephemeral range")
 
 
+class Repeating:
+    """Calls ``step`` over and over, ``pause`` seconds apart, on a thread of its own: from the start of a
+    ``with`` block to its end (which bounds the loop)."""
+
+    def __init__(self, step: Callable[[], object], pause: float) -> None:
+        self._step, self._pause = step, pause
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._step()
+            time.sleep(self._pause)
+
+    def __enter__(self) -> Repeating:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float = DEADLINE, what: str = "condition") -> Any:
     """Poll ``predicate`` every 10 ms until it is truthy; fail after ``timeout`` seconds."""
     end = time.monotonic() + timeout

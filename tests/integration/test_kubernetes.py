@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,6 +23,7 @@ from mcsdns.settings import IdentitySettings, KubernetesSettings, LeaseSettings,
 from tests.controlplane import ControlPlane, Objects
 from tests.realkube import NAMESPACE
 from tests.support import (
+    Repeating,
     ServerThread,
     endpoint,
     endpoint_slice,
@@ -240,27 +240,15 @@ def _elector(server: ServerThread) -> LeaderElector:
     return server.app.elector
 
 
-class OneWriter:
+class OneWriter(Repeating):
     """Samples every 10 ms that at most one replica may write."""
 
     def __init__(self, electors: list[LeaderElector]) -> None:
         self.violations = 0
-        self._electors = electors
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        super().__init__(lambda: self._sample(electors), 0.01)
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.violations += sum(e.may_write() for e in self._electors) > 1
-            time.sleep(0.01)
-
-    def __enter__(self) -> OneWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def _sample(self, electors: list[LeaderElector]) -> None:
+        self.violations += sum(e.may_write() for e in electors) > 1
 
 
 def test_two_replicas_elect_one_leader_and_a_stuck_leader_fails_over(

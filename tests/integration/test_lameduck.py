@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +18,7 @@ import pytest
 from tests.controlplane import ControlPlane
 from tests.integration.test_workers import address_of
 from tests.realkube import NAMESPACE, chart_kubeconfig_of
-from tests.support import free_port, service_import, wait_for
+from tests.support import Repeating, free_port, service_import, wait_for
 
 WEB = "web.prod.svc.clusterset.local."
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clusterset"
@@ -117,7 +116,7 @@ class Replica:
         return readyz(self.http_port)[0] == 200
 
 
-class KubeProxy:
+class KubeProxy(Repeating):
     """Queries in flight all the time, each to the next ready endpoint of the Service, as kube-proxy sends
     them. Endpoints come and go the way Kubernetes moves them in a rolling update: a new pod once its
     readiness probe passes; a deleted pod is marked terminating as soon as it is deleted, and kube-proxy
@@ -130,31 +129,17 @@ class KubeProxy:
         self.endpoints: list[Replica] = []
         self.sent = 0
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(self._send, 0.005)
 
-    def _run(self) -> None:
-        index = 0
-        while not self._stop.is_set():
-            endpoints = list(self.endpoints)
-            if not endpoints:
-                time.sleep(0.01)
-                continue
-            replica = endpoints[index % len(endpoints)]
-            index += 1
-            self.sent += 1
-            got = address_of(replica.dns_port, NGINX)
-            if got != NGINX_VIP:
-                self.failures.append(f"query {self.sent} to {replica.name}: {got or 'no answer'}")
-            time.sleep(0.005)
-
-    def __enter__(self) -> KubeProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def _send(self) -> None:
+        endpoints = list(self.endpoints)
+        if not endpoints:
+            return
+        replica = endpoints[self.sent % len(endpoints)]
+        self.sent += 1
+        got = address_of(replica.dns_port, NGINX)
+        if got != NGINX_VIP:
+            self.failures.append(f"query {self.sent} to {replica.name}: {got or 'no answer'}")
 
 
 def test_a_rolling_update_of_two_replicas_loses_no_query(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from mcsdns.sources.state import ClusterSetState
 from mcsdns.wire import Malformed, scan_reply
 from mcsdns.zone.build import ZoneBuilder
 from mcsdns.zone.model import ServiceKey
+from tests.support import aws_controller_attributes
 
 # --- fuzz/manifests.py: PyYAML's constructors raise more than YAMLError ------------------------------------
 
@@ -180,19 +181,7 @@ def test_names_that_point_back_into_names_are_read() -> None:
 )
 def test_an_unreadable_property_reads_as_its_default_and_keeps_the_endpoint(key: str, value: str) -> None:
     attributes = {
-        "AWS_INSTANCE_IPV4": "10.1.0.10",
-        "AWS_INSTANCE_PORT": "8080",
-        "ENDPOINT_PORT_NAME": "http",
-        "ENDPOINT_PROTOCOL": "TCP",
-        "SERVICE_PORT_NAME": "http",
-        "SERVICE_PORT": "80",
-        "SERVICE_TARGET_PORT": "8080",
-        "SERVICE_PROTOCOL": "TCP",
-        "SERVICE_TYPE": "ClusterSetIP",
-        "CLUSTER_ID": "cls1",
-        "CLUSTERSET_ID": "clusterset1",
-        "SERVICE_EXPORT_CREATION_TIMESTAMP": "1700000000000",
-        "READY": "true",
+        **aws_controller_attributes(address="10.1.0.10", cluster="cls1", clusterset="clusterset1"),
         attrs.SESSION_AFFINITY: "ClientIP",
         key: value,
     }
