@@ -300,10 +300,12 @@ def _slice_endpoint(endpoint: ImportEndpoint) -> Obj:
 
 
 def differs(existing: Obj, desired: Obj, fields: Iterable[str]) -> bool:
-    """Whether any of ``fields`` (top-level, or ``metadata.labels``) differs; server defaults are ignored."""
+    """Whether any of ``fields`` (top-level, or ``metadata.labels``/``annotations``) differs; server
+    defaults are ignored."""
     for name in fields:
-        if name == "labels":
-            have, want = labels_of(existing), labels_of(desired)
+        if name in ("labels", "annotations"):  # ours must be there; others' may be too
+            have = (existing.get("metadata") or {}).get(name) or {}
+            want = (desired.get("metadata") or {}).get(name) or {}
             if any(have.get(k) != v for k, v in want.items()):
                 return True
         elif existing.get(name) != desired.get(name):

@@ -120,3 +120,17 @@ def test_slices_hold_at_most_100_endpoints_per_cluster_and_family() -> None:
     assert (spec["ips"], spec["ipFamilies"]) == (["172.20.0.9", "fd00:20::9"], ["IPv4", "IPv6"]), (
         "a VIP per family the export has"
     )
+
+
+def test_an_exported_annotation_that_is_missing_on_the_import_is_a_difference() -> None:
+    from mcsdns.mcs.import_ import differs
+
+    have = {"metadata": {"labels": {"a": "1"}, "annotations": {"kept": "by someone else"}}}
+    want = {"metadata": {"labels": {"a": "1"}, "annotations": {"owner": "pay@x"}}}
+    assert differs(have, want, ("annotations",))
+    assert not differs(
+        want | {"metadata": {**want["metadata"], "annotations": {"owner": "pay@x", "x": "y"}}},
+        want,
+        ("annotations",),
+    )
+    assert not differs(have, want, ("labels",))
