@@ -379,6 +379,8 @@ def test_outages_keep_serving_delete_nothing_and_converge(
     cls1, cls2 = clusters["cls1"], clusters["cls2"]
     export(cls1)
     wait_for(lambda: cls2.answer() == [cls2.vip()], what="the import")
+    # The exporting cluster imports too: both answer before the outage starts.
+    wait_for(lambda: cls1.vip() is not None and cls1.answer() == [cls1.vip()], what="cls1's own import")
     vip = cls2.vip()
     cloudmap.stop()
     cls2.plane.freeze()  # cls2's API server hangs, as in a partition
