@@ -315,6 +315,11 @@ class ExportController:
                     logger.warning("heartbeat: %s; trying again in %.0fs", exc, self._heartbeat_every)
                 except NotLeader:
                     pass  # leadership lost between the check and the write: the new leader beats
+                except Exception:
+                    # Unexpected data from Cloud Map: a missed beat, never a stopped export controller.
+                    logger.exception(
+                        "heartbeat failed unexpectedly; trying again in %.0fs", self._heartbeat_every
+                    )
             await asyncio.sleep(self._heartbeat_every)
 
     async def _beat(self, cluster_id: str, clusterset_id: str) -> None:

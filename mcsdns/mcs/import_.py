@@ -464,7 +464,12 @@ class ImportController:
     async def sync_once(self) -> None:
         """One poll: read Cloud Map for the local namespaces, then make the cluster match."""
         self.cycles += 1
-        await self._read_heartbeats()
+        try:
+            await self._read_heartbeats()
+        except Exception:
+            # Unexpected heartbeat data: nobody is judged from it, and the imports go on.
+            self.staleness.failed()
+            logger.exception("heartbeats could not be read; the imports go on without them")
         local = {key[1] for key in self.namespaces.objects}
         namespaces = await self._cloudmap.namespaces()
         desired: dict[Key, ImportModel] = {}
