@@ -122,9 +122,7 @@ def import_model(key: Key, instances: Iterable[Instance]) -> ImportModel | None:
     # the winning cluster's addresses together say which families it exports.
     families = dict.fromkeys(winner.properties.ip_families)
     families.update(
-        dict.fromkeys(
-            "IPv6" if ":" in e.address else "IPv4" for e in exported if e.cluster_id == winner.cluster_id
-        )
+        dict.fromkeys(attrs.family(e.address) for e in exported if e.cluster_id == winner.cluster_id)
     )
     return ImportModel(
         key=key,
@@ -150,7 +148,7 @@ def import_ips(model: ImportModel, service: Obj | None) -> tuple[list[str], list
         return [], []
     spec = service.get("spec") or {}
     cluster_ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip and ip != "None"]
-    pairs = [(ip, "IPv6" if ":" in ip else "IPv4") for ip in cluster_ips]
+    pairs = [(ip, attrs.family(ip)) for ip in cluster_ips]
     kept = [(ip, family) for ip, family in pairs if family in model.properties.ip_families][:2]
     return [ip for ip, _ in kept], [family for _, family in kept]
 

@@ -93,8 +93,14 @@ Pairs = tuple[tuple[str, str], ...]
 _TIMEOUT = re.compile(r"[0-9]{1,5}")
 
 
-def _family(address: str) -> str:
+def family(address: str) -> str:
+    """An address's Kubernetes IP family name (``IPv4``/``IPv6``)."""
     return "IPv6" if ":" in address else "IPv4"
+
+
+def _compact_json(pairs: Pairs) -> str:
+    """The map as written into an attribute: compact, sorted, so equal maps are equal strings."""
+    return json.dumps(dict(pairs), separators=(",", ":"), sort_keys=True)
 
 
 def _pairs(text: str | None) -> Pairs:
@@ -147,7 +153,7 @@ class ServiceProperties:
         """The non-default properties as Cloud Map attributes; a map too long for one value is left out
         (``too_long`` says which), the rest still exported."""
         out: dict[str, str] = {}
-        if self.ip_families != (_family(address),):
+        if self.ip_families != (family(address),):
             out[IP_FAMILIES] = ",".join(self.ip_families)
         if self.session_affinity != "None":
             out[SESSION_AFFINITY] = self.session_affinity
@@ -158,7 +164,7 @@ class ServiceProperties:
         if self.traffic_distribution:
             out[TRAFFIC_DISTRIBUTION] = self.traffic_distribution
         for key, pairs in ((EXPORTED_LABELS, self.labels), (EXPORTED_ANNOTATIONS, self.annotations)):
-            text = json.dumps(dict(pairs), separators=(",", ":"), sort_keys=True)
+            text = _compact_json(pairs)
             if pairs and len(text) <= MAX_ATTRIBUTE_VALUE:
                 out[key] = text
         return out
@@ -168,7 +174,7 @@ class ServiceProperties:
         return [
             name
             for name, pairs in (("exportedLabels", self.labels), ("exportedAnnotations", self.annotations))
-            if len(json.dumps(dict(pairs), separators=(",", ":"), sort_keys=True)) > MAX_ATTRIBUTE_VALUE
+            if len(_compact_json(pairs)) > MAX_ATTRIBUTE_VALUE
         ]
 
     @classmethod
@@ -176,7 +182,7 @@ class ServiceProperties:
         """Lenient: a property that does not parse reads as its default (it never drops the endpoint)."""
         families = tuple(
             f for f in (attributes.get(IP_FAMILIES) or "").split(",") if f in ("IPv4", "IPv6")
-        ) or (_family(address),)
+        ) or (family(address),)
         affinity = attributes.get(SESSION_AFFINITY) or "None"
         # ASCII digits, at most 5 (86400): str.isdigit() passes "²" and 5,000 digits, which int() refuses
         # (found by fuzz/cloudmap.py).
