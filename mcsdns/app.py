@@ -139,9 +139,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         cloudmap=cloudmap,
                         identity=identity,
                         elector=elector,
-                        heartbeat_every=heartbeat.interval(
-                            settings.cloudmap.stale_after or heartbeat.MAX_INTERVAL * 5
-                        ),
+                        heartbeat_every=heartbeat.interval(settings.cloudmap.stale_after),
                     )
                     importer = ImportController(
                         api=api,

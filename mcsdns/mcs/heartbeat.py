@@ -30,8 +30,11 @@ MIN_INTERVAL, MAX_INTERVAL = 0.2, 60.0
 
 
 def interval(stale_after: float) -> float:
-    """How often a leader beats: five beats per staleness window, at most once a minute (Cloud Map calls
-    are an account-wide quota: one RegisterInstance a minute per cluster, one read a minute per importer)."""
+    """How often a leader beats and an importer reads: five beats per staleness window, at most once a
+    minute (Cloud Map calls are an account-wide quota: one RegisterInstance a minute per cluster, one read
+    a minute per importer); once a minute when nobody judges here (0), for the clusters that do."""
+    if not stale_after:
+        return MAX_INTERVAL
     return min(max(stale_after / 5, MIN_INTERVAL), MAX_INTERVAL)
 
 

@@ -341,7 +341,7 @@ class ImportController:
         self._api = api
         # Clusters that are gone (mcs/heartbeat.py): judged from their heartbeats, read at a low rate.
         self.staleness = heartbeat.Staleness(stale_after, stale_grace)
-        self._heartbeat_every = heartbeat.interval(stale_after or heartbeat.MAX_INTERVAL * 5)
+        self._heartbeat_every = heartbeat.interval(stale_after)
         self._heartbeat_read_at = -float("inf")
         self._evict_stale = evict_stale
         self.evicted: frozenset[str] = frozenset()
@@ -437,16 +437,16 @@ class ImportController:
             _, found = await self._cloudmap.discover(
                 heartbeat.NAMESPACE, heartbeat.SERVICE, self._clusterset_id
             )
-        except CloudMapError as exc:
-            if exc.code not in ("NamespaceNotFound", "ServiceNotFound"):
+        except SourceError as exc:
+            nobody_beats = isinstance(exc, CloudMapError) and exc.code in (
+                "NamespaceNotFound",
+                "ServiceNotFound",
+            )
+            if not nobody_beats:
                 self.staleness.failed()
                 logger.warning("heartbeats: %s; no cluster is judged until they are read again", exc)
                 return
             found = []  # nobody beats yet
-        except SourceError as exc:
-            self.staleness.failed()
-            logger.warning("heartbeats: %s; no cluster is judged until they are read again", exc)
-            return
         self.staleness.read(now, heartbeat.beats(found, self._clusterset_id))
         evicted = self.staleness.evictable() if self._evict_stale else frozenset()
         if evicted != self.evicted:
@@ -529,15 +529,11 @@ class ImportController:
             )
         elif differs(existing, want, ("spec", "labels", "annotations")):
             self._guard()
-            metadata = {
-                **existing["metadata"],
-                "labels": {**labels_of(existing), **want["metadata"]["labels"]},
-            }
-            if "annotations" in want["metadata"]:
-                metadata["annotations"] = {
-                    **(existing["metadata"].get("annotations") or {}),
-                    **want["metadata"]["annotations"],
-                }
+            # Ours on top of what others put there (the same rule as ``differs``).
+            metadata = dict(existing["metadata"])
+            for kind in ("labels", "annotations"):
+                if kind in want["metadata"]:
+                    metadata[kind] = {**(metadata.get(kind) or {}), **want["metadata"][kind]}
             existing = await self._api.replace(
                 self.imports.resource,
                 namespace,
@@ -559,7 +555,10 @@ class ImportController:
         )
         want = {
             "clusters": [{"cluster": cluster} for cluster in model.clusters],
-            "endpointSliceObjects": "Present" if desired_slices(model) else "Absent",
+            # desired_slices makes a slice exactly for each cluster's endpoints: no need to render them again.
+            "endpointSliceObjects": "Present"
+            if any(c.endpoints for c in model.clusters.values())
+            else "Absent",
         }
         if all(status.get(k) == v for k, v in want.items()) and comparable(conditions) == comparable(
             status.get("conditions") or []
