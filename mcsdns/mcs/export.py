@@ -200,7 +200,7 @@ def conflict(ours: Iterable[attrs.ExportedEndpoint], others: Iterable[attrs.Expo
         whose = "this export's" if me is winner else f"cluster {winner.cluster_id}'s (the oldest export)"
         message = (
             f"the exports in {', '.join(f'cluster {c}' for c in sorted(found))} conflict "
-            f"({', '.join(sorted({r for rs in found.values() for r in rs}))}); the clusterset uses {whose}"
+            f"({', '.join(reasons)}); the clusterset uses {whose}"
         )
     return Condition("Conflict", True, ",".join(reasons), message)
 

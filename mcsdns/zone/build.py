@@ -36,7 +36,8 @@ from mcsdns.zone.snapshot import Answer, ZoneSnapshot
 
 DNS_VERSION_TTL = 28800  # spec §2.2 example: dns-version.clusterset.local. 28800 IN TXT "1.0.0"
 SOA_TIMERS = (7200, 1800, 86400)  # refresh, retry, expire: CoreDNS's values, unused without transfers
-ANY_PREFERENCE = (QType.A, QType.AAAA, QType.SRV, QType.TXT, QType.SOA, QType.NS)  # RFC 8482 §4.1: one set
+# RFC 8482 §4.1: one RRset for ANY, the first of these a name has (PTR: reverse names, ``--ptr``).
+ANY_PREFERENCE = (QType.A, QType.AAAA, QType.SRV, QType.TXT, QType.SOA, QType.NS, QType.PTR)
 CLASS_IN = U16.pack(1)
 
 Node = dict[int, RRset]
@@ -351,8 +352,7 @@ class ZoneBuilder:
                 answers.pop(key, None)
             return keys
         rrset = RRset(reverse, QType.PTR, self._ttl, tuple(name_to_wire(t) for t in targets))
-        answers[keys[0]] = render_answer(reverse, qtype=QType.PTR, answer=(rrset,))
-        answers[keys[1]] = _any_answer(answers[keys[0]])
+        answers.update(render_nodes({reverse: {QType.PTR: rrset}}))  # the PTR answer and ANY's
         return keys
 
     def _count_namespace(self, namespace: str, delta: int, names: MapMutation[bytes, None]) -> bytes:
