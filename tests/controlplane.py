@@ -645,6 +645,10 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(self.kubeconfig(user or admin), sort_keys=False))
         return path
 
+    def write_service_account_kubeconfig(self, path: Path, namespace: str, service_account: str) -> Path:
+        """A kubeconfig at ``path`` holding a token of that ServiceAccount, as the kubelet mounts one."""
+        return self.write_kubeconfig(path, {"token": self.token(namespace, service_account)})
+
     def token(self, namespace: str, service_account: str, *, seconds: int = 3600) -> str:
         """A ServiceAccount token from the TokenRequest API, as the kubelet mounts into the pod."""
         request = {
@@ -718,8 +722,8 @@ def main(argv: list[str]) -> int:
         cluster.start()
         install_chart(cluster)
         admin = cluster.write_kubeconfig(directory / "admin.kubeconfig")
-        chart = cluster.write_kubeconfig(
-            directory / "chart.kubeconfig", {"token": cluster.token(NAMESPACE, SERVICE_ACCOUNT)}
+        chart = cluster.write_service_account_kubeconfig(
+            directory / "chart.kubeconfig", NAMESPACE, SERVICE_ACCOUNT
         )
         print(f"kube-apiserver {cluster.url} (etcd {etcd.url}), RBAC on, the chart's CRDs and RBAC installed")
         print(f"  admin:                 --kubeconfig {admin}")

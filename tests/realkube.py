@@ -160,7 +160,7 @@ def admin_kubeconfig(real_cluster: ControlPlane, tmp_path: Path) -> Path:
 
 def chart_kubeconfig_of(cluster: ControlPlane, path: Path) -> Path:
     """A kubeconfig holding a token of the chart's ServiceAccount: mcsdns as the chart runs it."""
-    return cluster.write_kubeconfig(path, {"token": cluster.token(NAMESPACE, SERVICE_ACCOUNT)})
+    return cluster.write_service_account_kubeconfig(path, NAMESPACE, SERVICE_ACCOUNT)
 
 
 @pytest.fixture

