@@ -71,16 +71,23 @@ def cloudmap(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedCloudMap]:
         yield embedded
 
 
+def tutorial_clusters(planes: dict[str, ControlPlane], tmp_path: Path) -> dict[str, Cluster]:
+    """The tutorial's start: nginx-hello's Service and EndpointSlice in cls1, nothing exported yet; each
+    cluster with a kubeconfig of the chart's ServiceAccount for its engine."""
+    out = {
+        name: Cluster(name, plane, chart_kubeconfig_of(plane, tmp_path / f"{name}.kubeconfig"))
+        for name, plane in planes.items()
+    }
+    out["cls1"].store.load_yaml(TUTORIAL / "nginx-service.yaml")
+    out["cls1"].store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
+    return out
+
+
 @pytest.fixture
 def clusters(
     cloudmap: EmbeddedCloudMap, real_clusters: dict[str, ControlPlane], tmp_path: Path
 ) -> Iterator[dict[str, Cluster]]:
-    out = {
-        name: Cluster(name, plane, chart_kubeconfig_of(plane, tmp_path / f"{name}.kubeconfig"))
-        for name, plane in real_clusters.items()
-    }
-    out["cls1"].store.load_yaml(TUTORIAL / "nginx-service.yaml")
-    out["cls1"].store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
+    out = tutorial_clusters(real_clusters, tmp_path)
     with (
         ServerThread(engine_settings(out["cls1"], cloudmap)) as s1,
         ServerThread(engine_settings(out["cls2"], cloudmap)) as s2,
@@ -680,13 +687,8 @@ def test_a_cluster_that_is_gone_is_reported_then_evicted_but_a_partition_evicts_
     1 s later. Cloud Map unreachable for 4 s makes nobody stale (the importer had no fresh reads); cls1's
     engine gone for good makes cls1 stale in cls2 (metric and import condition), then evicted: the import,
     whose only exporter it was, goes."""
-    out = {
-        name: Cluster(name, plane, chart_kubeconfig_of(plane, tmp_path / f"{name}.kubeconfig"))
-        for name, plane in real_clusters.items()
-    }
+    out = tutorial_clusters(real_clusters, tmp_path)
     cls1, cls2 = out["cls1"], out["cls2"]
-    cls1.store.load_yaml(TUTORIAL / "nginx-service.yaml")
-    cls1.store.load_yaml(TUTORIAL / "nginx-endpoints.yaml")
 
     def judging(cluster: Cluster) -> Settings:
         settings = engine_settings(cluster, cloudmap)
