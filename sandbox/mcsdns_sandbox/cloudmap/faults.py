@@ -9,11 +9,13 @@ it would in production (throttling vs. server error), which is what retry and ba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -43,6 +45,7 @@ class ErrorReply:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    throttle: bool = False  # a throttling error (counted by the emulator's throttled-calls counter)
 
     @property
     def status_line(self) -> str:
@@ -53,13 +56,15 @@ def throttling_reply(code: str) -> ErrorReply:
     """The throttling response AWS sends for ``code`` (ThrottlingException or RequestLimitExceeded)."""
     if code == REQUEST_LIMIT_EXCEEDED:
         # A modeled Cloud Map error: plain __type, member "Message" (capital M, as in the model).
-        return json_reply(429, REQUEST_LIMIT_EXCEEDED, {"__type": code, "Message": "Rate exceeded"})
+        reply = json_reply(429, REQUEST_LIMIT_EXCEEDED, {"__type": code, "Message": "Rate exceeded"})
+        return dataclasses.replace(reply, throttle=True)
     if code == THROTTLING_EXCEPTION:
-        return json_reply(
+        reply = json_reply(
             400,
             f"{code}:http://internal.amazon.com/coral/{_CORAL_AVAILABILITY}/",
             {"__type": f"{_CORAL_AVAILABILITY}#{code}", "message": "Rate exceeded"},
         )
+        return dataclasses.replace(reply, throttle=True)
     raise ValueError(f"not a throttling code: {code!r} (use one of {THROTTLE_CODES})")
 
 
@@ -123,6 +128,36 @@ class _Rule:
         return throttling_reply(code)
 
 
+class Hold:
+    """A call held inside the state lock until :meth:`release` (or ``timeout`` seconds, so a forgotten hold
+    cannot hang the emulator). ``entered`` is set once a held call is inside the lock."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.entered = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait_entered(self, timeout: float = 5.0) -> bool:
+        return self.entered.wait(timeout)
+
+    def _pause(self) -> None:
+        self.entered.set()
+        self._released.wait(self.timeout)
+
+
+@dataclass
+class _Pause:
+    remaining: int
+    operations: frozenset[str] | None
+    pause: Callable[[], None]
+
+    def matches(self, operation: str) -> bool:
+        return self.remaining > 0 and (self.operations is None or operation in self.operations)
+
+
 class Faults:
     """Queued failures plus a per-operation call counter.
 
@@ -135,6 +170,7 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
+        self._pauses: list[_Pause] = []
         self._calls: Counter[str] = Counter()
 
     def throttle_next(self, n: int, operations: Iterable[str] | None = None, code: str | None = None) -> None:
@@ -155,15 +191,40 @@ class Faults:
         server_error_reply(status, code)
         self._add(_Rule(_count(n), _ops(operations), None, status, code))
 
+    def delay_next(self, n: int, seconds: float, operations: Iterable[str] | None = None) -> None:
+        """Make the next ``n`` calls of ``operations`` (all when None) take ``seconds`` longer, spent inside
+        the state lock as a slow backend would: a slow read delays writers, a slow write delays everyone."""
+        if not 0 <= seconds <= 60:
+            raise ValueError(f"seconds must be between 0 and 60, not {seconds}")
+        self._add_pause(_Pause(_count(n), _ops(operations), lambda: time.sleep(seconds)))
+
+    def hold_next(self, n: int = 1, operations: Iterable[str] | None = None, timeout: float = 30.0) -> Hold:
+        """Hold the next ``n`` calls of ``operations`` inside the state lock until the returned
+        :class:`Hold` is released: a deterministic way to have a call in flight while others arrive."""
+        hold = Hold(timeout)
+        self._add_pause(_Pause(_count(n), _ops(operations), hold._pause))
+        return hold
+
+    def pause(self, operation: str) -> Callable[[], None] | None:
+        """The pause queued for this call of ``operation``, if any (to run inside the state lock)."""
+        with self._lock:
+            for rule in self._pauses:
+                if rule.matches(operation):
+                    rule.remaining -= 1
+                    self._pauses = [r for r in self._pauses if r.remaining > 0]
+                    return rule.pause
+        return None
+
     def clear(self) -> None:
-        """Drop every queued failure."""
+        """Drop every queued failure and pause."""
         with self._lock:
             self._rules.clear()
+            self._pauses.clear()
 
     def pending(self) -> int:
-        """How many injected failures are still queued."""
+        """How many injected failures and pauses are still queued."""
         with self._lock:
-            return sum(rule.remaining for rule in self._rules)
+            return sum(rule.remaining for rule in self._rules) + sum(p.remaining for p in self._pauses)
 
     def take(self, operation: str) -> ErrorReply | None:
         """Count one call of ``operation`` and return the failure to send instead, if one is queued."""
@@ -190,6 +251,11 @@ class Faults:
         if rule.remaining:
             with self._lock:
                 self._rules.append(rule)
+
+    def _add_pause(self, rule: _Pause) -> None:
+        if rule.remaining:
+            with self._lock:
+                self._pauses.append(rule)
 
 
 def _count(n: int) -> int:

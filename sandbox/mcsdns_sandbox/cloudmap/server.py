@@ -1,30 +1,32 @@
 """EmbeddedCloudMap: the Cloud Map API answered from moto's servicediscovery state, served over HTTP on
 loopback in a background thread, plus fault hooks and an outage switch. Composes ``motoapi`` (behaviour, and
-the only import of moto), ``faults`` (what fails next) and ``wsgi`` (the request path).
+the only import of moto), ``faults`` (what fails next), ``quotas`` (token buckets), ``accounts`` (who calls),
+``locks`` (reads together, writes alone) and ``wsgi`` (the request path).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from . import motoapi
-from .faults import Faults
+from .accounts import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, Accounts, check_account_id, new_account_id
+from .faults import Faults, Hold
+from .locks import RWLock
+from .quotas import QuotaLimit, Quotas, ThrottledCounter
 from .wsgi import CloudMapWsgi
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_REGION", "FAKE_ACCESS_KEY_ID", "FAKE_SECRET_ACCESS_KEY", "EmbeddedCloudMap"]
+
 DEFAULT_REGION = "us-west-2"
-# Fake, but shaped like real keys: botocore signs every request and moto does not check signatures.
-FAKE_ACCESS_KEY_ID = "AKIAMCSDNSSANDBOX000"
-FAKE_SECRET_ACCESS_KEY = "mcsdns-sandbox-not-a-secret"
 
 
 class _QuietHandler(motoapi.RequestHandler):
@@ -49,6 +51,23 @@ class EmbeddedCloudMap:
 
     ``stop()``/``start()`` take the endpoint down and up again on the same port (connections are refused in
     between) while keeping every namespace, service and instance.
+
+    Scale features (all off or neutral by default, so existing users see no change):
+
+    - Concurrency: reads (Discover*, List*, Get*) are answered together, writes alone (``locks.RWLock``);
+      :meth:`hold_next` and :meth:`delay_next` keep calls inside the lock, to test what waits for what.
+    - Quotas: ``enforce_quotas=True`` throttles as AWS does, with token buckets per account shared by every
+      client (``quotas.DEFAULT_LIMITS``: DiscoverInstances 1,000/s burst 2,000 and RequestLimitExceeded as
+      documented; the rest partly assumed, see ``quotas``). ``quota_scale`` multiplies every rate and burst
+      (0.01: DiscoverInstances 10/s burst 20); ``quota_limits`` overrides buckets; ``quota_clock`` (integer
+      nanoseconds) replaces the monotonic clock. :meth:`set_quotas` changes them later,
+      :meth:`throttled` counts the calls answered with throttling.
+    - Operations: every one is kept for GetOperation/ListOperations unless ``operation_retention`` (seconds)
+      is given; then older ones are forgotten, oldest first.
+    - Accounts: :meth:`add_account` adds an account, told apart by the access key of :meth:`env` for it;
+      :meth:`share_namespace` shares a namespace with another account as AWS RAM does. moto keeps state per
+      account id for the whole process, so two emulators in one process must not use the same account id
+      (the default ids are random).
     """
 
     def __init__(
@@ -60,17 +79,29 @@ class EmbeddedCloudMap:
         account_id: str | None = None,
         seed: int | None = None,
         verbose: bool = False,
+        enforce_quotas: bool = False,
+        quota_scale: float = 1.0,
+        quota_limits: Mapping[str, QuotaLimit] | None = None,
+        quota_clock: Callable[[], int] | None = None,
+        operation_retention: float | None = None,
     ) -> None:
         motoapi.check_moto()
         if seed is not None:
             motoapi.seed(seed)
         self.host = host
         self.region = region
-        self.account_id = account_id or f"{secrets.randbelow(10**12):012d}"
+        self.account_id = check_account_id(account_id) if account_id else new_account_id()
         self.faults = Faults()
+        quota_args: dict[str, Any] = {} if quota_clock is None else {"clock": quota_clock}
+        self.quotas = Quotas(enabled=enforce_quotas, scale=quota_scale, limits=quota_limits, **quota_args)
+        self._throttled = ThrottledCounter()
+        self._accounts = Accounts(self.account_id)
+        self._tenancy = motoapi.Tenancy(region, operation_retention)
         self._port = port
         self._verbose = verbose
-        self._state_lock = threading.Lock()
+        self._state_lock = RWLock()
+        with self._state_lock.write():
+            self._tenancy.add_account(self.account_id)
         self._lifecycle_lock = threading.RLock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -78,11 +109,16 @@ class EmbeddedCloudMap:
         self._app = CloudMapWsgi(
             motoapi.moto_app(),
             faults=self.faults,
-            account_id=self.account_id,
+            accounts=self._accounts,
+            tenancy=self._tenancy,
+            quotas=self.quotas,
+            throttled=self._throttled,
             region=self.region,
             state_lock=self._state_lock,
             reset=self.reset,
             outage=self.outage,
+            add_account=self.add_account,
+            env=self.env,
         )
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -157,7 +193,7 @@ class EmbeddedCloudMap:
         return thread
 
     def close(self) -> None:
-        """Stop for good and forget this emulator's account."""
+        """Stop for good and forget this emulator's accounts."""
         self._closed.set()
         self.stop()
         self.reset()
@@ -183,8 +219,9 @@ class EmbeddedCloudMap:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def env(self) -> dict[str, str]:
-        """What a boto3/botocore client in another process needs in its environment to use this endpoint.
+    def env(self, account_id: str | None = None) -> dict[str, str]:
+        """What a boto3/botocore client in another process needs in its environment to use this endpoint, as
+        ``account_id`` (default: the first account, :attr:`account_id`).
 
         AWS_DISABLE_HOST_PREFIX_INJECTION: DiscoverInstances and DiscoverInstancesRevision are modeled with
         the host prefix ``data-``, so botocore would send them to ``data-127.0.0.1``; the variable turns the
@@ -194,16 +231,44 @@ class EmbeddedCloudMap:
             "AWS_ENDPOINT_URL_SERVICEDISCOVERY": self.endpoint_url,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+            "AWS_ACCESS_KEY_ID": self._accounts.access_key(account_id or self.account_id),
             "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
             "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
         }
 
+    # --- accounts -------------------------------------------------------------------------------------------
+    @property
+    def accounts(self) -> list[str]:
+        """This emulator's account ids, the first (:attr:`account_id`) first."""
+        return self._accounts.ids()
+
+    def add_account(self, account_id: str | None = None) -> str:
+        """Serve another account (12 digits; random when None) and return its id. Its clients sign with the
+        access key of ``env(account_id)``; any key the emulator did not hand out is the first account's."""
+        account_id = check_account_id(account_id) if account_id else new_account_id()
+        with self._state_lock.write():
+            self._accounts.add(account_id)
+            self._tenancy.add_account(account_id)
+        return account_id
+
+    def share_namespace(self, namespace_id: str, with_account: str, owner_account: str | None = None) -> str:
+        """Share a namespace with another account of this emulator, as an AWS RAM resource share does, and
+        return its ARN. ``namespace_id`` is an ID of ``owner_account`` (default: the first account) or an
+        ARN. The consumer then sees it in ListNamespaces (ResourceOwner: the owner), creates services in it by
+        its ARN, registers instances by service ARN and discovers with OwnerAccount."""
+        with self._state_lock.write():
+            return self._tenancy.share(namespace_id, with_account, owner_account)
+
+    def unshare_namespace(self, namespace_arn: str, with_account: str) -> None:
+        """Stop sharing; what the consumer created in the namespace stays (with the namespace)."""
+        with self._state_lock.write():
+            self._tenancy.unshare(namespace_arn, with_account)
+
     # --- state ----------------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget every namespace, service, instance and operation of this emulator's account."""
-        with self._state_lock:
-            motoapi.forget_account(self.account_id)
+        """Forget every namespace, service, instance, operation and share of this emulator's accounts."""
+        with self._state_lock.write():
+            self._tenancy.forget()
 
     # --- faults ---------------------------------------------------------------------------------------------
     def throttle_next(self, n: int, operations: Iterable[str] | None = None, code: str | None = None) -> None:
@@ -219,9 +284,35 @@ class EmbeddedCloudMap:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def delay_next(self, n: int, seconds: float, operations: Iterable[str] | None = None) -> None:
+        """Make the next ``n`` matching calls ``seconds`` slower, inside the state lock."""
+        self.faults.delay_next(n, seconds, operations)
+
+    def hold_next(self, n: int = 1, operations: Iterable[str] | None = None, timeout: float = 30.0) -> Hold:
+        """Hold the next ``n`` matching calls inside the state lock until ``.release()`` on the result."""
+        return self.faults.hold_next(n, operations, timeout)
+
     def calls(self) -> dict[str, int]:
         """API calls per operation (e.g. ``{"DiscoverInstances": 4}``), counting failed attempts too."""
         return self.faults.calls()
 
+    def throttled(self) -> dict[str, int]:
+        """Calls per operation answered with a throttling error, by a quota or an injected fault."""
+        return self._throttled.counts()
+
     def reset_calls(self) -> None:
+        """Zero the call and throttled counters."""
         self.faults.reset_calls()
+        self._throttled.reset()
+
+    # --- quotas ---------------------------------------------------------------------------------------------
+    def set_quotas(
+        self,
+        enabled: bool | None = None,
+        *,
+        scale: float | None = None,
+        limits: Mapping[str, QuotaLimit] | None = None,
+    ) -> None:
+        """Turn quota enforcement on or off, rescale it or override buckets (None keeps a setting); every
+        bucket starts full again."""
+        self.quotas.configure(enabled=enabled, scale=scale, limits=limits)
