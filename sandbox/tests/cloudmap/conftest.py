@@ -3,7 +3,7 @@ Each test gets its own emulator (its own moto account), so no state leaks betwee
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,4 +25,20 @@ def sd(cloudmap: EmbeddedCloudMap) -> Iterator[Any]:
     try:
         yield client
     finally:
+        client.close()
+
+
+@pytest.fixture
+def new_client() -> Iterator[Callable[..., Any]]:
+    """``new_client(emulator, account_id=None)``: more boto3 clients, each closed after the test (an open one
+    would leave its socket to the garbage collector, a ResourceWarning)."""
+    made: list[Any] = []
+
+    def make(emulator: EmbeddedCloudMap, **kwargs: Any) -> Any:
+        client = make_client(emulator, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
         client.close()

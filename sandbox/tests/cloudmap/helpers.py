@@ -20,9 +20,12 @@ NO_RETRIES = {"total_max_attempts": 1}  # note: botocore's "max_attempts" counts
 _SESSION = boto3.session.Session()
 
 
-def make_client(cloudmap: EmbeddedCloudMap, *, retries: dict[str, Any] | None = None) -> Any:
-    """A servicediscovery client bound to ``cloudmap``; by default it makes exactly one attempt per call."""
-    env = cloudmap.env()
+def make_client(
+    cloudmap: EmbeddedCloudMap, *, retries: dict[str, Any] | None = None, account_id: str | None = None
+) -> Any:
+    """A servicediscovery client bound to ``cloudmap`` as ``account_id`` (default: its first account); by
+    default it makes exactly one attempt per call."""
+    env = cloudmap.env(account_id)
     return _SESSION.client(
         "servicediscovery",
         endpoint_url=cloudmap.endpoint_url,

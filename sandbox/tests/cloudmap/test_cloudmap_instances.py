@@ -29,7 +29,8 @@ def test_register_existing_id_replaces_attributes_without_a_twin(sd: Any, svc: s
 
     assert discovered(sd, "demo", "nginx") == {"i1": {"AWS_INSTANCE_IPV4": "10.0.0.2"}}
     listed = sd.list_instances(ServiceId=svc)["Instances"]
-    # InstanceSummary.CreatedByAccount: "The ID of the Amazon Web Services account that registered the instance."
+    # InstanceSummary.CreatedByAccount (also listed): "The ID of the Amazon Web Services account that
+    # registered the instance."
     assert [(i["Id"], i["Attributes"]) for i in listed] == [("i1", {"AWS_INSTANCE_IPV4": "10.0.0.2"})]
     assert sd.get_instance(ServiceId=svc, InstanceId="i1")["Instance"]["Attributes"] == {
         "AWS_INSTANCE_IPV4": "10.0.0.2"
