@@ -28,6 +28,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--account-id", default=None, help="12-digit account id (default: random)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--enforce-quotas",
+        action="store_true",
+        help='throttle as AWS does, per account (also: POST /_mcsdns/quotas {"enabled": true})',
+    )
+    parser.add_argument(
+        "--quota-scale",
+        type=float,
+        default=1.0,
+        help="multiply every quota rate and burst, e.g. 0.01 (default 1)",
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -44,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             region=args.region,
             account_id=args.account_id,
             verbose=args.verbose,
+            enforce_quotas=args.enforce_quotas,
+            quota_scale=args.quota_scale,
         )
         cloudmap.start()
     except OSError as exc:

@@ -171,6 +171,7 @@ class Faults:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
         self._pauses: list[_Pause] = []
+        self._holds: list[Hold] = []
         self._calls: Counter[str] = Counter()
 
     def throttle_next(self, n: int, operations: Iterable[str] | None = None, code: str | None = None) -> None:
@@ -203,6 +204,8 @@ class Faults:
         :class:`Hold` is released: a deterministic way to have a call in flight while others arrive."""
         hold = Hold(timeout)
         self._add_pause(_Pause(_count(n), _ops(operations), hold._pause))
+        with self._lock:
+            self._holds.append(hold)
         return hold
 
     def pause(self, operation: str) -> Callable[[], None] | None:
@@ -216,10 +219,13 @@ class Faults:
         return None
 
     def clear(self) -> None:
-        """Drop every queued failure and pause."""
+        """Drop every queued failure and pause, and let every held call go on."""
         with self._lock:
             self._rules.clear()
             self._pauses.clear()
+            holds, self._holds = self._holds, []
+        for hold in holds:
+            hold.release()
 
     def pending(self) -> int:
         """How many injected failures and pauses are still queued."""

@@ -195,6 +195,7 @@ class EmbeddedCloudMap:
     def close(self) -> None:
         """Stop for good and forget this emulator's accounts."""
         self._closed.set()
+        self.faults.clear()  # a call still held would keep the state lock, and reset() waits for it
         self.stop()
         self.reset()
 

@@ -8,7 +8,9 @@ queues behind a slow call that need not; CPU-bound work is still one thread at a
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -123,9 +125,6 @@ def test_slow_reads_of_many_clients_overlap_and_slow_writes_do_not(
 
 
 def test_the_delay_admin_path_slows_the_next_call(cloudmap: EmbeddedCloudMap, sd: Any) -> None:
-    import json
-    import urllib.request
-
     request = urllib.request.Request(
         f"{cloudmap.endpoint_url}/_mcsdns/delay",
         data=json.dumps({"n": 1, "seconds": 0.2, "operations": ["ListNamespaces"]}).encode(),
@@ -136,3 +135,12 @@ def test_the_delay_admin_path_slows_the_next_call(cloudmap: EmbeddedCloudMap, sd
     _, slow = timed(sd.list_namespaces)
     _, fast = timed(sd.list_namespaces)
     assert slow >= 0.2 > fast
+
+
+def test_clearing_faults_lets_a_held_call_go_on(cloudmap: EmbeddedCloudMap, sd: Any) -> None:
+    hold = cloudmap.hold_next(1, operations=["ListNamespaces"], timeout=10)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(sd.list_namespaces)
+        assert hold.wait_entered(5)
+        cloudmap.clear_faults()
+        assert held.result(2)["Namespaces"] == []
