@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from mcsdns import __version__
 from mcsdns.errors import ConfigError, McsDnsError
+from mcsdns.ops import commands as ops_commands
 from mcsdns.settings import SETTINGS, LogSettings, Settings, load_config_file, parse_bool, resolve
 
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--once", action="store_true", help="print the tutorial's results and exit")
     commands.add_parser("version", help="print the version")
+    ops_commands.add_commands(commands)
     return parser
 
 
@@ -152,6 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         try:
             return int(demo.run_demo(port=args.port, once=args.once))
+        except McsDnsError as exc:
+            return _fail(exc, 1)
+        except KeyboardInterrupt:
+            return 130
+    if args.command in ops_commands.COMMANDS:
+        try:
+            return ops_commands.run(args, dict(os.environ))
+        except ConfigError as exc:
+            return _fail(exc, 2)
         except McsDnsError as exc:
             return _fail(exc, 1)
         except KeyboardInterrupt:
