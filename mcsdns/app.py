@@ -24,7 +24,14 @@ from mcsdns.errors import ConfigError, McsDnsError, named_setting
 from mcsdns.health import HealthServer, Observed
 from mcsdns.mcs.identity import ClusterIdentity, cluster_properties
 from mcsdns.mcs.leader import LeaderElector
-from mcsdns.settings import IN_CLUSTER, LeaseSettings, ListenAddress, Settings, available_cpus
+from mcsdns.settings import (
+    IN_CLUSTER,
+    CloudMapSettings,
+    LeaseSettings,
+    ListenAddress,
+    Settings,
+    available_cpus,
+)
 from mcsdns.sources.engine import SyncEngine
 from mcsdns.sources.events import Source
 from mcsdns.sources.manifests import ManifestSource
@@ -63,6 +70,19 @@ def check_sources(settings: Settings) -> None:
     if not settings.server.dns and not (settings.kubernetes.kubeconfig and settings.cloudmap.enabled):
         raise ConfigError(
             "--dns=false leaves only the controller, which needs --kubeconfig PATH and --cloudmap"
+        )
+
+
+def cloudmap_client(settings: CloudMapSettings) -> CloudMapClient:
+    """The process's one Cloud Map client: its rate budget is shared by export, import and the zone source."""
+    from mcsdns.clients.budget import RateBudget
+    from mcsdns.clients.cloudmap import CloudMapClient
+
+    with named_setting("--cloudmap"):
+        return CloudMapClient(
+            region=settings.region,
+            budget=RateBudget(settings.rate),
+            owner_account=settings.owner_account,
         )
 
 
@@ -124,12 +144,10 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                 if settings.cloudmap.enabled:
                     # With a cluster, Cloud Map feeds the cluster (the MCS controller), not the zone directly:
                     # the zone follows the ServiceImports and EndpointSlices the controller writes.
-                    from mcsdns.clients.cloudmap import CloudMapClient
                     from mcsdns.mcs.export import ExportController
                     from mcsdns.mcs.import_ import ImportController
 
-                    with named_setting("--cloudmap"):
-                        cloudmap = CloudMapClient(region=settings.cloudmap.region)
+                    cloudmap = cloudmap_client(settings.cloudmap)
                     logger.info("exporting to and importing from Cloud Map at %s", cloudmap.endpoint)
                     from mcsdns.mcs import heartbeat
 
@@ -140,6 +158,7 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         identity=identity,
                         elector=elector,
                         heartbeat_every=heartbeat.interval(settings.cloudmap.stale_after),
+                        resync=settings.cloudmap.max_staleness,
                     )
                     importer = ImportController(
                         api=api,
@@ -152,22 +171,22 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         stale_after=settings.cloudmap.stale_after,
                         stale_grace=settings.cloudmap.stale_grace,
                         evict_stale=settings.cloudmap.evict_stale,
+                        max_staleness=settings.cloudmap.max_staleness,
                     )
                     controllers = (exporter, importer)
                     loops.extend(controller.run for controller in controllers)
                 loops.append(informers.run)
             elif settings.cloudmap.enabled:
-                from mcsdns.clients.cloudmap import CloudMapClient
                 from mcsdns.sources.cloudmap import CloudMapZoneSource
 
-                with named_setting("--cloudmap"):
-                    cloudmap = CloudMapClient(region=settings.cloudmap.region)
+                cloudmap = cloudmap_client(settings.cloudmap)
                 logger.info("reading Cloud Map at %s", cloudmap.endpoint)
                 chosen.append(
                     CloudMapZoneSource(
                         cloudmap,
                         clusterset_id=settings.identity.clusterset_id,
                         poll_interval=settings.cloudmap.poll,
+                        max_staleness=settings.cloudmap.max_staleness,
                     )
                 )
         store = ZoneStore()

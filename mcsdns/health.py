@@ -234,15 +234,35 @@ class _Collector(Collector):
             master.add_metric([o.elector.lease_name], int(o.elector.may_write()))
             yield master
         if o.cloudmap is not None:
-            calls = CounterMetricFamily("mcsdns_cloudmap_calls", "Cloud Map API calls", labels=["operation"])
+            calls = CounterMetricFamily(
+                "mcsdns_cloudmap_calls",
+                "Cloud Map API calls by outcome (success, throttled, error)",
+                labels=["operation", "outcome"],
+            )
             throttles = CounterMetricFamily(
                 "mcsdns_cloudmap_throttles", "Throttled Cloud Map calls", labels=["operation"]
             )
-            for operation, count in sorted(o.cloudmap.calls.items()):
-                calls.add_metric([operation], count)
+            for (operation, outcome), count in sorted(o.cloudmap.outcomes.items()):
+                calls.add_metric([operation, outcome], count)
             for operation, count in sorted(o.cloudmap.throttles.items()):
                 throttles.add_metric([operation], count)
             yield from (calls, throttles)
+            budget = o.cloudmap.budget
+            yield GaugeMetricFamily(
+                "mcsdns_cloudmap_rate_budget",
+                "Cloud Map calls per second this process may make (--cloudmap-rate)",
+                value=budget.limit,
+            )
+            yield GaugeMetricFamily(
+                "mcsdns_cloudmap_rate_allowed",
+                "Cloud Map calls per second allowed now: the budget, lowered after throttling (AIMD)",
+                value=budget.allowed,
+            )
+            yield GaugeMetricFamily(
+                "mcsdns_cloudmap_waiting_calls",
+                "Cloud Map calls waiting for the rate budget",
+                value=budget.waiting,
+            )
             yield _histogram(
                 "mcsdns_cloudmap_call_duration_seconds",
                 "Time of each Cloud Map API call, answered or failed, by operation",

@@ -185,6 +185,25 @@ def parse_region(text: str) -> str:
         raise ValueError(f"{text!r} is not an AWS region name like us-west-2") from None
 
 
+def parse_rate(text: str) -> float:
+    """Calls per second: a positive number, at most 10,000 (Cloud Map's largest quota is 3,000/s)."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of calls per second") from None
+    if not 0 < value <= 10_000:
+        raise ValueError(f"{text!r} must be more than 0 and at most 10000 calls per second")
+    return value
+
+
+def parse_account(text: str) -> str:
+    """An AWS account id: twelve digits."""
+    raw = str(text).strip()
+    if len(raw) != 12 or not raw.isdigit():
+        raise ValueError(f"{text!r} is not an AWS account id (12 digits)")
+    return raw
+
+
 def parse_network(text: str) -> Network:
     try:
         return ipaddress.ip_network(str(text).strip(), strict=False)
@@ -546,6 +565,34 @@ class CloudMapSettings:
         "how long a cluster stays stale before --evict-stale-clusters drops it",
         default="10m",
     )
+    rate: float = setting(
+        "--cloudmap-rate",
+        parse_rate,
+        "N",
+        "Cloud Map calls per second this process may make, all operations together"
+        " (docs/cloudmap-scale.md sizes it)",
+        default="50",
+    )
+    """One budget for export, import and the Cloud Map zone source (``clients/budget.py``); halved while
+    Cloud Map throttles, and back within about 20 s."""
+    max_staleness: float = setting(
+        "--cloudmap-max-staleness",
+        parse_seconds,
+        "DURATION",
+        "every import's Cloud Map revision is checked at least this often, and every export reconciled",
+        default="5m",
+    )
+    """The slow sweep's bound (``mcs/changes.py``): changes announced by mcsdns clusters' beacons arrive
+    within a poll; others (the AWS controller's clusters) within this."""
+    owner_account: str | None = setting(
+        "--cloudmap-owner-account",
+        parse_account,
+        "ACCOUNT",
+        "use the Cloud Map namespaces this AWS account owns and shares with this one (AWS RAM)",
+        shown="this account's own",
+    )
+    """Clustersets across accounts: namespaces shared through AWS RAM are used with their ARNs and
+    ``OwnerAccount``; with this set, only that account's namespaces are the clusterset's."""
     region: str | None = setting(
         "--aws-region",
         parse_region,

@@ -25,6 +25,7 @@ import botocore.exceptions
 import cachetools
 
 from mcsdns.clients.backoff import Backoff
+from mcsdns.clients.budget import Priority, RateBudget
 from mcsdns.errors import SourceError, StartupError
 from mcsdns.histogram import CALL_BUCKETS, Histogram
 
@@ -36,26 +37,27 @@ THROTTLE_CODES = frozenset(
 )
 THROTTLE_ATTEMPTS = 6
 THROTTLE_START, THROTTLE_CAP = 0.1, 10.0  # seconds: the shared backoff (clients/backoff.py)
-SERVICE_LIST_MAX_AGE = 60.0  # a namespace's service list is read again at least this often
+DEFAULT_RATE = 50.0  # calls per second per process: docs/cloudmap-scale.md has the arithmetic
+SERVICE_LIST_MIN_AGE = 30.0  # a service list is read again at most this often when its count moved
+SERVICE_LIST_MAX_AGE = 1800.0  # ... and at least this often when it does not
 OPERATION_POLL = 0.5
 OPERATION_TIMEOUT = 60.0  # the AWS controller's poller gives operations one minute too
 DISCOVER_MAX = 1000  # DiscoverInstances has no paging: 1000 is the most it returns (and a service's quota)
 
-# Client-side limits (per second, burst): the AWS controller's values (reference §2.2) for writes and
-# operations; DiscoverInstances and its revision a little under the published 1,000/s and 3,000/s account
-# quotas. The lists run once per import cycle (every 2 s by default) instead of being cached for 10 s as
-# the AWS controller does, so a new namespace or service is seen within one cycle.
-RATE_LIMITS: Mapping[str, tuple[float, int]] = {
-    "ListNamespaces": (1.0, 5),
-    "ListServices": (25.0, 50),
-    "DiscoverInstances": (500.0, 1000),
-    "DiscoverInstancesRevision": (1000.0, 2000),
-    "GetOperation": (100.0, 200),
-    "CreateHttpNamespace": (0.5, 5),
-    "CreateService": (5.0, 50),
-    "RegisterInstance": (50.0, 100),
-    "DeregisterInstance": (50.0, 100),
+# Limits inside the process's budget (clients/budget.py) for the calls that create things, whose quotas AWS
+# does not publish: a burst of new exports creates services at this pace, and namespaces far slower (there
+# are 50 per Region by default). Every other call is limited by the budget alone.
+OPERATION_LIMITS: Mapping[str, tuple[float, int]] = {
+    "CreateHttpNamespace": (1.0, 5),
+    "CreateService": (20.0, 50),
 }
+# Budget priorities by operation, unless the caller says otherwise: writes and their operation polls first.
+WRITES = frozenset(
+    {"CreateHttpNamespace", "CreateService", "RegisterInstance", "DeregisterInstance", "GetOperation"}
+)
+# botocore's "standard" retry mode treats these HTTP statuses as throttling or a service that sheds load,
+# which is what they are when no error code says otherwise.
+THROTTLE_STATUSES = frozenset({429, 503})
 
 
 NO_CREDENTIALS = (
@@ -66,9 +68,10 @@ NO_REGION = "no AWS region (give --aws-region, or set AWS_REGION or a region in 
 
 
 class CloudMapError(SourceError):
-    def __init__(self, message: str, *, code: str = "") -> None:
+    def __init__(self, message: str, *, code: str = "", members: Mapping[str, Any] | None = None) -> None:
         super().__init__(message, source=SOURCE)
         self.code = code
+        self.members: Mapping[str, Any] = members or {}  # the error's other members (ServiceId, ...)
 
 
 class TokenBucket:
@@ -93,6 +96,14 @@ class Namespace:
     name: str
     type: str
     service_count: int | None = None  # NamespaceSummary.ServiceCount, when the service reports it
+    arn: str = ""
+    owner: str = ""  # NamespaceSummary.ResourceOwner: another account's when it is shared with us (AWS RAM)
+
+    @property
+    def ref(self) -> str:
+        """What CreateService takes as NamespaceId: the ARN when known ("For namespaces shared with your
+        account, specify the namespace ARN", API reference; "the ID or ARN" for our own), else the id."""
+        return self.arn or self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +113,14 @@ class Instance:
 
 
 class CloudMapClient:
-    def __init__(self, *, region: str | None = None, cache_ttl: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        cache_ttl: float = 1.0,
+        budget: RateBudget | None = None,
+        owner_account: str | None = None,
+    ) -> None:
         config = botocore.config.Config(
             retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15
         )
@@ -118,15 +136,20 @@ class CloudMapClient:
             raise StartupError(f"cannot create a Cloud Map client: {exc}") from exc
         if credentials is None:
             raise StartupError(NO_CREDENTIALS)
-        self._buckets = {op: TokenBucket(*limit) for op, limit in RATE_LIMITS.items()}
+        self.budget = budget or RateBudget(DEFAULT_RATE)
+        self._buckets = {op: TokenBucket(*limit) for op, limit in OPERATION_LIMITS.items()}
+        # Namespaces shared with this account by another (AWS RAM): with an owner given, the clusterset's
+        # namespaces are that account's; without, this account's own, else a shared one of that name.
+        self.owner_account = owner_account
         self._cache_ttl = cache_ttl
         self._namespaces: cachetools.TTLCache[str, dict[str, Namespace]] = cachetools.TTLCache(1, cache_ttl)
         # Service lists per namespace, with the namespace's ServiceCount and when they were read. A filtered
         # ListServices pages over every service of the account ("Cloud Map gets MaxResults services and then
         # filters them"), so one namespace costs ceil(all services / 100) calls: a list is read again only
-        # when the namespace's ServiceCount moved, or after SERVICE_LIST_MAX_AGE.
+        # when the namespace's ServiceCount moved (at most every ``SERVICE_LIST_MIN_AGE``), or after
+        # ``SERVICE_LIST_MAX_AGE``.
         self._services: dict[str, tuple[int | None, float, dict[str, str]]] = {}
-        self.calls: collections.Counter[str] = collections.Counter()
+        self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.throttles: collections.Counter[str] = collections.Counter()
         self.durations: dict[str, Histogram] = {}  # per operation: each call's time, answered or failed
 
@@ -134,86 +157,143 @@ class CloudMapClient:
     def endpoint(self) -> str:
         return str(self._client.meta.endpoint_url)
 
-    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+    async def _call(self, operation: str, priority: Priority | None = None, **params: Any) -> dict[str, Any]:
         method = getattr(self._client, _snake(operation))
         backoff = Backoff(THROTTLE_START, THROTTLE_CAP)
+        if priority is None:
+            priority = Priority.WRITE if operation in WRITES else Priority.CHANGE
         for attempt in range(THROTTLE_ATTEMPTS):
-            await self._buckets[operation].take()
-            self.calls[operation] += 1
+            bucket = self._buckets.get(operation)
+            if bucket is not None:
+                await bucket.take()
+            await self.budget.take(priority)
             started = time.monotonic()
+            outcome = "error"
             try:
                 result: dict[str, Any] = await asyncio.to_thread(method, **params)
+                outcome = "success"
                 return result
             except botocore.exceptions.ClientError as exc:
                 error = exc.response.get("Error", {})
                 code = str(error.get("Code", ""))
-                if code in THROTTLE_CODES and attempt + 1 < THROTTLE_ATTEMPTS:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code in THROTTLE_CODES or status in THROTTLE_STATUSES:
+                    # Slow the whole process down, not only this call: the quota is the account's.
+                    outcome = "throttled"
                     self.throttles[operation] += 1
-                    await backoff.sleep()
-                    continue
-                raise CloudMapError(f"{operation}: {code}: {error.get('Message', '')}", code=code) from None
+                    self.budget.throttled()
+                    if attempt + 1 < THROTTLE_ATTEMPTS:
+                        await backoff.sleep()
+                        continue
+                raise CloudMapError(
+                    f"{operation}: {code or status}: {error.get('Message', '')}",
+                    code=code,
+                    members={k: v for k, v in exc.response.items() if k not in ("Error", "ResponseMetadata")},
+                ) from None
             except botocore.exceptions.NoCredentialsError:
                 raise CloudMapError(f"{operation}: {NO_CREDENTIALS}") from None
             except botocore.exceptions.BotoCoreError as exc:
                 raise CloudMapError(f"{operation}: {exc}") from None
             finally:
+                self.outcomes[operation, outcome] += 1
                 self.durations.setdefault(operation, Histogram(CALL_BUCKETS)).observe(
                     time.monotonic() - started
                 )
         raise AssertionError("unreachable")
 
-    async def _paginate(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    async def _paginate(
+        self, operation: str, key: str, priority: Priority | None = None, **params: Any
+    ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page = await self._call(operation, **params, **({"NextToken": token} if token else {}))
+            page = await self._call(operation, priority, **params, **({"NextToken": token} if token else {}))
             items.extend(page.get(key) or [])
             token = page.get("NextToken")
             if not token:
                 return items
 
     async def namespaces(self) -> dict[str, Namespace]:
-        """HTTP and DNS_PRIVATE namespaces by name (the AWS controller skips DNS_PUBLIC too)."""
+        """HTTP and DNS_PRIVATE namespaces by name (the AWS controller skips DNS_PUBLIC too): this account's
+        own and those other accounts share with it (AWS RAM), or only ``owner_account``'s when it is given.
+        Names are the clusterset's keys, so one namespace must hold each: a name two accounts' namespaces
+        have is skipped, with a warning, until ``owner_account`` says whose."""
         cached = self._namespaces.get("all")
         if cached is not None:
             return cached
-        found = {
-            item["Name"]: Namespace(item["Id"], item["Name"], item.get("Type", ""), item.get("ServiceCount"))
-            for item in await self._paginate("ListNamespaces", "Namespaces")
-            if item.get("Type") in ("HTTP", "DNS_PRIVATE")
-        }
+        found: dict[str, Namespace] = {}
+        twice: set[str] = set()
+        for item in await self._paginate("ListNamespaces", "Namespaces"):
+            owner = str(item.get("ResourceOwner") or "")
+            if item.get("Type") not in ("HTTP", "DNS_PRIVATE"):
+                continue
+            if self.owner_account and owner and owner != self.owner_account:
+                continue
+            if item["Name"] in found:
+                twice.add(item["Name"])
+            found[item["Name"]] = Namespace(
+                item["Id"],
+                item["Name"],
+                item.get("Type", ""),
+                item.get("ServiceCount"),
+                str(item.get("Arn") or ""),
+                owner,
+            )
+        for name in sorted(twice):
+            logger.warning(
+                "Cloud Map namespace %s exists in several accounts; give --cloudmap-owner-account to use one",
+                name,
+            )
+            del found[name]
         self._namespaces["all"] = found
         return found
 
-    async def services(self, namespace: Namespace) -> dict[str, str]:
-        """Service name → id in one namespace."""
+    def _owner(self, namespace: str) -> dict[str, str]:
+        """``OwnerAccount`` for Discover* on ``namespace``: "For instances associated with namespaces that
+        are shared with your account, you must specify an OwnerAccount" (API reference). Named whenever
+        the namespace list reported its owner (our own account is the owner of our own namespaces)."""
+        known = (self._namespaces.get("all") or {}).get(namespace)
+        owner = (known.owner if known is not None else "") or self.owner_account
+        return {"OwnerAccount": owner} if owner else {}
+
+    async def services(self, namespace: Namespace, priority: Priority | None = None) -> dict[str, str]:
+        """Service name → what instance calls take as ServiceId in one namespace: the ARN when listed
+        ("For services created in a shared namespace, specify the service ARN"; ours take it too), else the
+        id."""
         cached = self._services.get(namespace.id)
         now = time.monotonic()
         if cached is not None:
             count, read_at, found = cached
-            fresh = now - read_at < self._cache_ttl
-            unchanged = (
-                count is not None
-                and count == namespace.service_count
-                and now - read_at < SERVICE_LIST_MAX_AGE
-            )
-            if fresh or unchanged:
+            age = now - read_at
+            unchanged = count is not None and count == namespace.service_count
+            if age < self._cache_ttl or age < (SERVICE_LIST_MAX_AGE if unchanged else SERVICE_LIST_MIN_AGE):
                 return found
         items = await self._paginate(
             "ListServices",
             "Services",
+            priority,
             Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace.id], "Condition": "EQ"}],
         )
-        found = {item["Name"]: item["Id"] for item in items}
+        found = {item["Name"]: str(item.get("Arn") or item["Id"]) for item in items}
         self._services[namespace.id] = (namespace.service_count, now, found)
         return found
 
-    async def revision(self, namespace: str, service: str) -> int:
-        result = await self._call("DiscoverInstancesRevision", NamespaceName=namespace, ServiceName=service)
+    def forget_services(self, namespace: Namespace) -> None:
+        """Read ``namespace``'s service list at the next ``services()``."""
+        self._services.pop(namespace.id, None)
+
+    async def revision(self, namespace: str, service: str, priority: Priority | None = None) -> int:
+        result = await self._call(
+            "DiscoverInstancesRevision",
+            priority,
+            NamespaceName=namespace,
+            ServiceName=service,
+            **self._owner(namespace),
+        )
         return int(result.get("InstancesRevision") or 0)
 
     async def discover(
-        self, namespace: str, service: str, clusterset_id: str | None
+        self, namespace: str, service: str, clusterset_id: str | None, priority: Priority | None = None
     ) -> tuple[int, list[Instance]]:
         """Every instance (healthy or not) of one service in the clusterset, and the revision seen."""
         params: dict[str, Any] = {
@@ -221,27 +301,33 @@ class CloudMapClient:
             "ServiceName": service,
             "HealthStatus": "ALL",
             "MaxResults": DISCOVER_MAX,
+            **self._owner(namespace),
         }
         if clusterset_id:
             params["QueryParameters"] = {"CLUSTERSET_ID": clusterset_id}
-        result = await self._call("DiscoverInstances", **params)
+        result = await self._call("DiscoverInstances", priority, **params)
         instances = [
             Instance(item["InstanceId"], dict(item.get("Attributes") or {}))
             for item in result.get("Instances") or []
         ]
         return int(result.get("InstancesRevision") or 0), instances
 
-    async def create_namespace(self, name: str) -> str:
-        """Create an HTTP namespace (the AWS controller's choice) and return its id.
+    async def create_namespace(self, name: str) -> Namespace:
+        """Create an HTTP namespace (the AWS controller's choice) in this account and return it.
 
         Two clusters exporting into a new namespace race to create it: the loser (told at once, or by the
-        operation) reads the winner's id instead of failing until its cache expires.
+        operation) reads the winner's instead of failing until its cache expires.
         """
+        if self.owner_account:
+            raise CloudMapError(
+                f"namespace {name} does not exist in account {self.owner_account}, or is not shared with"
+                " this account: create it there and share it (AWS RAM), or export from that account",
+                code="NamespaceNotFound",
+            )
         self._namespaces.clear()
         try:
             result = await self._call("CreateHttpNamespace", Name=name)
-            operation = await self._wait(result["OperationId"])
-            return str(operation.get("Targets", {}).get("NAMESPACE", ""))
+            await self._wait(result["OperationId"])
         except CloudMapError as exc:
             if exc.code != "NamespaceAlreadyExists":
                 raise
@@ -252,29 +338,33 @@ class CloudMapClient:
             raise CloudMapError(
                 f"namespace {name} exists but is not HTTP or DNS_PRIVATE", code="InvalidInput"
             )
-        return existing.id
+        return existing
 
-    async def create_service(self, namespace_id: str, name: str) -> str:
+    async def create_service(self, namespace: Namespace, name: str) -> str:
+        """Create a service and return what instance calls take as its ServiceId. An existing service's
+        comes back too (ServiceAlreadyExists carries its id and ARN), so this is one call either way."""
         try:
-            result = await self._call("CreateService", Name=name, NamespaceId=namespace_id)
+            result = await self._call("CreateService", Name=name, NamespaceId=namespace.ref)
+            created = result["Service"]
+            service_ref = str(created.get("Arn") or created["Id"])
         except CloudMapError as exc:
             if exc.code != "ServiceAlreadyExists":
                 raise
-        else:
-            service_id = str(result["Service"]["Id"])
-            # Add it to the namespace's list; with no ServiceCount to check the list against, it is read
-            # again once its cache time is over.
-            cached = self._services.get(namespace_id)
-            known = cached[2] if cached else {}
-            self._services[namespace_id] = (None, time.monotonic(), {**known, name: service_id})
-            return service_id
-        self._services.pop(namespace_id, None)
-        existing = (await self.services(Namespace(namespace_id, "", ""))).get(name)
-        if existing is None:
-            raise CloudMapError(
-                f"service {name} was reported to exist but is not listed", code="ServiceNotFound"
-            )
-        return existing
+            found = exc.members.get("ServiceArn") or exc.members.get("ServiceId")
+            if not found:  # an endpoint that does not say: its list does
+                self.forget_services(namespace)
+                listed = (await self.services(namespace)).get(name)
+                if listed is None:
+                    raise CloudMapError(
+                        f"service {name} was reported to exist but is not listed", code="ServiceNotFound"
+                    ) from None
+                return listed
+            service_ref = str(found)
+        # Add it to the namespace's list, whose count is then one behind ours at most until read again.
+        cached = self._services.get(namespace.id)
+        if cached is not None:
+            self._services[namespace.id] = (cached[0], cached[1], {**cached[2], name: service_ref})
+        return service_ref
 
     async def register(self, service_id: str, instance_id: str, attributes: Mapping[str, str]) -> None:
         result = await self._call(
