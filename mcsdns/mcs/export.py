@@ -21,16 +21,17 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mcsdns.clients.backoff import Backoff
-from mcsdns.clients.cloudmap import CloudMapClient, Instance, Namespace
+from mcsdns.clients.cloudmap import CloudMapClient, CloudMapError, Instance
 from mcsdns.clients.kube import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES, Informers, Key, KubeApi, key_of
 from mcsdns.errors import SourceError
-from mcsdns.mcs import heartbeat
+from mcsdns.mcs import changes, heartbeat
 from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.conditions import Condition, comparable, merge_conditions
 from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.labels import labels_of
 from mcsdns.mcs.leader import LeaderElector
 from mcsdns.mcs.reconcile import ReconcileStats
+from mcsdns.mcs.workqueue import FairQueue
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,10 @@ Obj = dict[str, Any]
 FINALIZER = "mcsdns.io/cloudmap-export"
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-RESYNC = 60.0  # every export is reconciled again this often, so Cloud Map drift is repaired
+RESYNC = 300.0  # every export is reconciled again this often (--cloudmap-max-staleness): drift is repaired
+RESYNC_TICK = 1.0  # resyncs are queued a few at a time, evenly over the period, never all at once
+BEACON_EVERY = 0.5  # seconds between two beacons while exports change (mcs/changes.py)
+BEACON_BATCH = 30  # services announced per beacon at most; the rest go in the next one
 LATE_RENEWAL_RETRY = 0.5  # seconds before a change that arrived while the lease renewal was late is retried
 RETRY_START, RETRY_CAP = 0.5, 60.0
 REGISTER_CONCURRENCY = 16
@@ -254,8 +258,15 @@ class ExportController:
         self._elector = elector
         self._resync = resync
         self._clock = clock
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
+        self._queue: FairQueue[Key] = FairQueue()
+        self._reconciled: dict[Key, float] = {}  # when each export was last reconciled (for the resync)
+        self._service_refs: dict[Key, str] = {}  # Cloud Map service id (or ARN) per exported service
+        # The change beacon (mcs/changes.py); services whose instances changed here, not yet announced.
+        self._beacon = changes.BeaconLog()
+        self._beacon_service: str | None = None
+        self._beacon_adopted = False
+        self._unannounced: dict[Key, None] = {}
+        self.beacons = 0
         self._retries: dict[Key, Backoff] = {}  # per export that failed, until it succeeds
         self._active: set[Key] = set()  # being reconciled by a worker
         self._dirty: set[Key] = set()  # changed while being reconciled
@@ -278,6 +289,7 @@ class ExportController:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._resync_loop())
             group.create_task(self._heartbeat_loop())
+            group.create_task(self._beacon_loop())
             # A few workers, so one slow export (Cloud Map operations take seconds on AWS) does not hold up
             # the others; a service is never reconciled by two workers at once.
             for _ in range(WORKERS - 1):
@@ -295,6 +307,14 @@ class ExportController:
         )
         yield CounterMetricFamily(
             "mcsdns_export_errors", "Export reconciles that failed and were retried", value=self.errors
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_export_queue_depth", "Exports waiting to be reconciled", value=len(self._queue)
+        )
+        yield CounterMetricFamily(
+            "mcsdns_change_beacons",
+            "Change beacons this cluster wrote to Cloud Map (mcs/changes.py)",
+            value=self.beacons,
         )
         yield CounterMetricFamily(
             "mcsdns_heartbeats",
@@ -324,11 +344,7 @@ class ExportController:
 
     async def _beat(self, cluster_id: str, clusterset_id: str) -> None:
         if self._heartbeat_service is None:
-            namespace = (await self._cloudmap.namespaces()).get(heartbeat.NAMESPACE)
-            namespace_id = (
-                namespace.id if namespace else await self._cloudmap.create_namespace(heartbeat.NAMESPACE)
-            )
-            self._heartbeat_service = await self._cloudmap.create_service(namespace_id, heartbeat.SERVICE)
+            self._heartbeat_service = await self._own_service(heartbeat.SERVICE)
         self._guard()
         # The beat only has to move: the writer's clock in ms (importers never compare it with theirs).
         attributes = heartbeat.beat_attributes(cluster_id, clusterset_id, int(time.time() * 1000))
@@ -341,14 +357,62 @@ class ExportController:
             raise
         self._beats += 1
 
+    async def _beacon_loop(self) -> None:
+        """While leading, announce the services whose instances this cluster changed (mcs/changes.py), at
+        most one beacon every ``BEACON_EVERY`` s. A failed write keeps them for the next one."""
+        while True:
+            await asyncio.sleep(BEACON_EVERY)
+            cluster_id, clusterset_id = self._identity.cluster_id, self._identity.clusterset_id
+            if not (self._unannounced and cluster_id and clusterset_id and self._may_write()):
+                continue
+            batch = list(self._unannounced)[:BEACON_BATCH]
+            try:
+                await self._announce(batch, cluster_id, clusterset_id)
+            except (SourceError, NotLeader) as exc:
+                logger.debug("change beacon: %s; announcing again in %.1fs", exc, BEACON_EVERY)
+            except Exception:
+                logger.exception("change beacon failed unexpectedly; announcing again")
+            else:
+                for key in batch:
+                    self._unannounced.pop(key, None)
+
+    async def _announce(self, batch: list[Key], cluster_id: str, clusterset_id: str) -> None:
+        instance_id = heartbeat.instance_id(cluster_id, clusterset_id)
+        if self._beacon_service is None:
+            self._beacon_service = await self._own_service(changes.SERVICE)
+        if not self._beacon_adopted:
+            # Continue this cluster's log where the previous leader (or process) left it, so importers
+            # that read it never see a gap and check everything (mcs/changes.py).
+            _, found = await self._cloudmap.discover(heartbeat.NAMESPACE, changes.SERVICE, clusterset_id)
+            for instance in found:
+                beacon = changes.read_beacon(instance.attributes, clusterset_id)
+                if instance.id == instance_id and beacon is not None:
+                    self._beacon.adopt(beacon)
+            self._beacon_adopted = True
+        self._guard()
+        self._beacon.announce(batch, int(time.time() * 1000))
+        try:
+            await self._cloudmap.register(
+                self._beacon_service, instance_id, self._beacon.attributes(cluster_id, clusterset_id)
+            )
+        except SourceError:
+            self._beacon_service = None  # deleted by hand? look it up again next time
+            raise
+        self.beacons += 1
+
+    async def _own_service(self, name: str) -> str:
+        """A service of mcsdns's own namespace (heartbeats, beacons), made if needed."""
+        namespace = (await self._cloudmap.namespaces()).get(
+            heartbeat.NAMESPACE
+        ) or await self._cloudmap.create_namespace(heartbeat.NAMESPACE)
+        return await self._cloudmap.create_service(namespace, name)
+
     def _may_write(self) -> bool:
         return self._elector is None or self._elector.may_write()
 
-    def _enqueue(self, keys: set[Key]) -> None:
+    def _enqueue(self, keys: set[Key], *, resync: bool = False) -> None:
         for key in keys:
-            if key not in self._queued:
-                self._queued.add(key)
-                self._queue.put_nowait(key)
+            self._queue.put(key, resync=resync)
 
     def _enqueue_slices(self, keys: set[Key]) -> None:
         names = set()
@@ -371,17 +435,27 @@ class ExportController:
         self._enqueue(set(self.exports.objects))
 
     async def _resync_loop(self) -> None:
+        """Reconcile every export again once per ``resync`` period (drift repair: an instance deleted by
+        hand, a lost write), a few each tick and oldest first, so the calls are spread evenly and a resync
+        never delays a change (it queues behind them)."""
         while True:
-            await asyncio.sleep(self._resync)
-            self._enqueue_all()
+            await asyncio.sleep(RESYNC_TICK)
+            now = time.monotonic()
+            due = {
+                key for key in self.exports.objects if now - self._reconciled.get(key, now) >= self._resync
+            }
+            for key in due:
+                self._reconciled[key] = now  # queued once per period, even while it waits
+            self._enqueue(due, resync=True)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             key = await self._queue.get()
-            self._queued.discard(key)
             if key not in self.exports.objects:
+                self._reconciled.pop(key, None)
                 continue  # not exported: a Service or slice without export
+            self._reconciled.setdefault(key, time.monotonic())
             if not self._may_write():
                 if self._elector is not None and self._elector.leading:
                     # Still the leader, but its last renewal is late (a busy process): this change must
@@ -395,6 +469,7 @@ class ExportController:
             started = time.monotonic()
             try:
                 await self.reconcile(key)
+                self._reconciled[key] = time.monotonic()
                 self._retries.pop(key, None)
                 self.reconciles.done(started, failed=False)
             except NotLeader:
@@ -481,7 +556,15 @@ class ExportController:
         current = {i.id: i for i in found if i.attributes.get(attrs.CLUSTER_ID) == cluster_id}
         others = [_parse(i) for i in found if i.attributes.get(attrs.CLUSTER_ID) != cluster_id]
         plan = plan_instances(current, desired)
-        await self._apply(service_id, plan)
+        try:
+            await self._apply(service_id, plan)
+        except CloudMapError as exc:
+            if exc.code == "ServiceNotFound":
+                self._service_refs.pop(key, None)  # deleted in Cloud Map: made again at the retry
+            raise
+        finally:
+            if plan:
+                self._unannounced[key] = None  # even half applied: importers should look
         self._exported[key] = len(desired)
         if plan:
             logger.info(
@@ -502,15 +585,20 @@ class ExportController:
         )
 
     async def _ensure_service(self, key: Key) -> str:
+        """The Cloud Map service of ``key``, made if needed: one CreateService the first time (it returns
+        an existing service's id too), none after. Listing instead would page over every service of the
+        account (ListServices filters after it pages), which a burst of new exports cannot afford."""
+        known = self._service_refs.get(key)
+        if known is not None:
+            return known
         namespace = (await self._cloudmap.namespaces()).get(key[0])
         if namespace is None:
             self._guard()
-            namespace = Namespace(await self._cloudmap.create_namespace(key[0]), key[0], "HTTP")
-        services = await self._cloudmap.services(namespace)
-        if key[1] in services:
-            return services[key[1]]
+            namespace = await self._cloudmap.create_namespace(key[0])
         self._guard()
-        return await self._cloudmap.create_service(namespace.id, key[1])
+        service_ref = await self._cloudmap.create_service(namespace, key[1])
+        self._service_refs[key] = service_ref
+        return service_ref
 
     async def _apply(self, service_id: str, plan: InstancePlan) -> None:
         semaphore = asyncio.Semaphore(REGISTER_CONCURRENCY)
@@ -534,12 +622,22 @@ class ExportController:
         namespace = (await self._cloudmap.namespaces()).get(key[0])
         if namespace is None:
             return 0
-        service_id = (await self._cloudmap.services(namespace)).get(key[1])
+        try:
+            _, found = await self._cloudmap.discover(key[0], key[1], clusterset_id)
+        except CloudMapError as exc:
+            if exc.code == "ServiceNotFound":
+                return 0
+            raise
+        mine = tuple(sorted(i.id for i in found if i.attributes.get(attrs.CLUSTER_ID) == cluster_id))
+        if not mine:
+            return 0
+        service_id = self._service_refs.get(key) or (await self._cloudmap.services(namespace)).get(key[1])
         if service_id is None:
             return 0
-        _, found = await self._cloudmap.discover(key[0], key[1], clusterset_id)
-        mine = tuple(sorted(i.id for i in found if i.attributes.get(attrs.CLUSTER_ID) == cluster_id))
-        await self._apply(service_id, InstancePlan({}, mine))
+        try:
+            await self._apply(service_id, InstancePlan({}, mine))
+        finally:
+            self._unannounced[key] = None
         return len(mine)
 
     async def _remove_finalizer(self, export: Obj) -> None:

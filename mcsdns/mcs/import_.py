@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from mcsdns.clients.budget import Priority
 from mcsdns.clients.cloudmap import CloudMapClient, CloudMapError, Instance
 from mcsdns.clients.kube import (
     ENDPOINT_SLICES,
@@ -35,7 +36,7 @@ from mcsdns.clients.kube import (
     KubeApi,
 )
 from mcsdns.errors import SourceError
-from mcsdns.mcs import heartbeat
+from mcsdns.mcs import changes, heartbeat
 from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.conditions import Condition, comparable, merge_conditions
 from mcsdns.mcs.identity import ClusterIdentity
@@ -52,6 +53,7 @@ MANAGER = "mcsdns"
 SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 MAX_SLICE_ENDPOINTS = 100  # the EndpointSlice controller's default, and the AWS controller's
 CONCURRENCY = 32  # Cloud Map reads in flight at once during a poll
+ENSURE_ALL_EVERY = 30.0  # seconds: every import is compared with the cluster again (drift repair)
 STALE_CONDITION = "mcsdns.io/StaleClusters"  # a metav1.Condition type of mcsdns's own (prefixed)
 
 
@@ -337,8 +339,19 @@ class ImportController:
         stale_after: float = 0.0,
         stale_grace: float = 0.0,
         evict_stale: bool = False,
+        max_staleness: float = 300.0,
     ) -> None:
         self._api = api
+        # What changed (mcs/changes.py): the beacons' revision and what each cluster's beacon said last,
+        # when each import's revision was last checked, and the sweep's pace.
+        self._sweep = changes.Sweep(max_staleness)
+        self._beacons = changes.BeaconReader(cloudmap)
+        self._verified: dict[Key, float] = {}
+        self._last_cycle: float | None = None
+        self._ensured_at = -float("inf")
+        self._ensured_stale: frozenset[str] = frozenset()
+        self._unsettled: set[Key] = set()  # imports whose cluster objects changed since they were ensured
+        self.full_checks = 0  # polls that checked every revision (a beacon gap)
         # Clusters that are gone (mcs/heartbeat.py): judged from their heartbeats, read at a low rate.
         self.staleness = heartbeat.Staleness(stale_after, stale_grace)
         self._heartbeat_every = heartbeat.interval(stale_after)
@@ -357,9 +370,13 @@ class ImportController:
         # Views of the process's shared informers: the zone source and the export controller read the same
         # watches (one list and watch per resource per replica).
         self.namespaces = informers.view(NAMESPACES)
-        self.imports = informers.view(SERVICE_IMPORTS)
-        self.services = informers.view(SERVICES, selector=f"{MANAGED_LABEL}={MANAGER}")
-        self.slices = informers.view(ENDPOINT_SLICES, selector=f"{SLICE_MANAGED_LABEL}={MANAGER}")
+        self.imports = informers.view(SERVICE_IMPORTS, on_change=self._unsettled.update)
+        self.services = informers.view(
+            SERVICES, selector=f"{MANAGED_LABEL}={MANAGER}", on_change=self._derived_changed
+        )
+        self.slices = informers.view(
+            ENDPOINT_SLICES, selector=f"{SLICE_MANAGED_LABEL}={MANAGER}", on_change=self._derived_changed
+        )
         self.cycles = 0
         self.errors = 0
         self.reconciles = ReconcileStats("mcsdns-import")
@@ -371,6 +388,7 @@ class ImportController:
             if self._identity.clusterset_id != self._clusterset_id:
                 self._clusterset_id = self._identity.clusterset_id
                 self._seen.clear()  # another clusterset: every service must be read again
+                self._beacons = changes.BeaconReader(self._cloudmap)
             started = asyncio.get_running_loop().time()
             if self._clusterset_id and (self._elector is None or self._elector.may_write()):
                 began = time.monotonic()
@@ -389,6 +407,23 @@ class ImportController:
             # A fixed rate: a cycle that took part of the period shortens the wait, not the other way.
             elapsed = asyncio.get_running_loop().time() - started
             await asyncio.sleep(max(self._poll_interval - elapsed, 0.05))
+
+    def _derived_changed(self, keys: set[Key]) -> None:
+        """A derived Service or slice changed (someone edited or deleted ours): its import is ensured again
+        at the next poll. A deleted one's labels are gone: its namespace's imports are."""
+        for key in keys:
+            obj = self.services.objects.get(key) or self.slices.objects.get(key)
+            name = labels_of(obj).get(SERVICE_NAME_LABEL) if obj is not None else None
+            if name:
+                self._unsettled.add((key[0], str(name)))
+            else:
+                self._unsettled.update(k for k in self.imports.objects if k[0] == key[0])
+
+    def oldest_unverified(self, now: float | None = None) -> float:
+        """Seconds since the import checked longest ago was checked (0 when there is none)."""
+        if not self._verified:
+            return 0.0
+        return max(0.0, (now if now is not None else time.monotonic()) - min(self._verified.values()))
 
     def metrics(self) -> Iterator[Metric]:
         managed = [obj for obj in self.imports.objects.values() if _managed(obj)]
@@ -415,6 +450,17 @@ class ImportController:
             "mcsdns_evicted_clusters",
             "Stale clusters whose endpoints no longer count",
             value=len(self.evicted),
+        )
+        yield GaugeMetricFamily(
+            "mcsdns_cloudmap_oldest_unverified_import_seconds",
+            "Age of the oldest check of an imported service's Cloud Map revision (bounded by"
+            " --cloudmap-max-staleness)",
+            value=self.oldest_unverified(),
+        )
+        yield CounterMetricFamily(
+            "mcsdns_import_full_checks",
+            "Import polls that checked every service's revision (a change beacon could not say what changed)",
+            value=self.full_checks,
         )
         yield CounterMetricFamily("mcsdns_import_cycles", "Cloud Map import polls", value=self.cycles)
         yield CounterMetricFamily("mcsdns_import_errors", "Import polls that failed", value=self.errors)
@@ -460,7 +506,7 @@ class ImportController:
             self._seen.clear()  # every model is made again without (or with) those clusters
 
     async def sync_once(self) -> None:
-        """One poll: read Cloud Map for the local namespaces, then make the cluster match."""
+        """One poll: learn what changed in Cloud Map for the local namespaces, then make the cluster match."""
         self.cycles += 1
         try:
             await self._read_heartbeats()
@@ -468,47 +514,98 @@ class ImportController:
             # Unexpected heartbeat data: nobody is judged from it, and the imports go on.
             self.staleness.failed()
             logger.exception("heartbeats could not be read; the imports go on without them")
+        now = time.monotonic()
+        period = self._poll_interval if self._last_cycle is None else now - self._last_cycle
+        self._last_cycle = now
         local = {key[1] for key in self.namespaces.objects}
         namespaces = await self._cloudmap.namespaces()
-        desired: dict[Key, ImportModel] = {}
+        assert self._clusterset_id is not None
+        named = await self._beacons.changed(self._clusterset_id)
+        if named is None:
+            self.full_checks += 1
+            logger.info("import: a change beacon has a gap; checking every service")
+        known: set[Key] = set()
         unknown: set[str] = set()  # namespaces we could not read: nothing in them is deleted
-        semaphore = asyncio.Semaphore(CONCURRENCY)
-
-        async def model_of(key: Key) -> ImportModel | None:
-            async with semaphore:
-                return await self._model(key)
-
         for name in sorted(local & namespaces.keys()):
             try:
-                keys = [
-                    (name, service) for service in sorted(await self._cloudmap.services(namespaces[name]))
-                ]
-                # Revision checks in parallel: each is a round trip, and there is one per service per poll.
-                models = await asyncio.gather(*(model_of(key) for key in keys))
+                listed = await self._cloudmap.services(namespaces[name], Priority.SWEEP)
             except SourceError as exc:
                 logger.warning("import: namespace %s: %s; its imports stay as they are", name, exc)
                 unknown.add(name)
                 continue
-            desired.update((key, model) for key, model in zip(keys, models, strict=True) if model is not None)
-        for model in desired.values():
-            await self._ensure(model)
+            known.update((name, service) for service in listed)
+        # A service a beacon named exists even when the list (read at a slow pace) does not have it yet.
+        known.update(key for key in named or () if key[0] in local and key[0] in namespaces)
+        fresh = {key for key in known if key not in self._seen}
+        direct = fresh | (named or set()) & known
+        if named is None:
+            checks = sorted(known - direct)
+            check_priority = Priority.CHANGE
+        else:
+            checks = self._sweep.pick(self._verified, known - direct, now=now, period=period)
+            check_priority = Priority.SWEEP
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+        moved: set[Key] = set()
+
+        async def read(key: Key, check_first: bool) -> None:
+            async with semaphore:
+                try:
+                    if await self._read(key, check_first, check_priority if check_first else Priority.CHANGE):
+                        moved.add(key)
+                except SourceError as exc:
+                    if key[0] not in unknown:
+                        logger.warning("import: %s/%s: %s; its namespace is kept", *key, exc)
+                    unknown.add(key[0])
+
+        await asyncio.gather(
+            *(read(key, False) for key in sorted(direct)),
+            *(read(key, True) for key in checks),
+        )
+        for key in list(self._verified):
+            if key not in known and key[0] not in unknown:
+                del self._verified[key]  # no longer listed: nothing to verify
+                self._seen.pop(key, None)
+        desired = {key: model for key in known if (model := self._seen.get(key, (0, None))[1]) is not None}
+        stale = frozenset(self.staleness.stale())
+        if now - self._ensured_at >= ENSURE_ALL_EVERY or stale != self._ensured_stale:
+            ensure = set(desired)
+            self._ensured_at, self._ensured_stale = now, stale
+        else:
+            missing = desired.keys() - self.imports.objects.keys()
+            ensure = (moved | self._unsettled | missing) & desired.keys()
+        self._unsettled.clear()
+        for key in sorted(ensure):
+            await self._ensure(desired[key])
         for key, existing in list(self.imports.objects.items()):
             if _managed(existing) and key not in desired and key[0] not in unknown:
                 await self._remove(key)
 
-    async def _model(self, key: Key) -> ImportModel | None:
-        revision = await self._cloudmap.revision(*key)
-        seen = self._seen.get(key)
-        if seen is not None and seen[0] == revision:
-            return seen[1]
-        revision, found = await self._cloudmap.discover(key[0], key[1], self._clusterset_id)
+    async def _read(self, key: Key, check_first: bool, priority: Priority) -> bool:
+        """Read one service's instances into its model (after a revision check, when ``check_first``);
+        True when the model changed. A service Cloud Map no longer has has no instances."""
+        try:
+            if check_first:
+                revision = await self._cloudmap.revision(*key, priority)
+                seen = self._seen.get(key)
+                if seen is not None and seen[0] == revision:
+                    self._verified[key] = time.monotonic()
+                    return False
+            revision, found = await self._cloudmap.discover(key[0], key[1], self._clusterset_id, priority)
+        except CloudMapError as exc:
+            if exc.code != "ServiceNotFound":
+                raise
+            revision, found = 0, []
+        self._verified[key] = time.monotonic()
         if self.evicted:
             found = [i for i in found if i.attributes.get(attrs.CLUSTER_ID) not in self.evicted]
         model = import_model(key, found)
+        previous = self._seen.get(key)
         self._seen[key] = (revision, model)
+        if previous is not None and previous[1] == model:
+            return False
         if self._on_change is not None:
             self._on_change(key)
-        return model
+        return True
 
     async def _ensure(self, model: ImportModel) -> None:
         namespace, name = model.key

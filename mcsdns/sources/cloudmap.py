@@ -1,19 +1,23 @@
 """Cloud Map as a zone source, for the standalone mode (``mcsdns serve --cloudmap``, no Kubernetes).
 
-Every poll: ListNamespaces, ListServices per namespace, DiscoverInstancesRevision per service, and
-DiscoverInstances only for services whose revision moved, so an idle clusterset costs one cheap call per
-service. With no cluster to give a VIP, every service answers the ready addresses of all clusters, as a
-headless service does; SRV records come from the port attributes. A failed poll keeps the last good
-records; a service disappears only when a successful listing no longer has it.
+Every poll: ListNamespaces, the service lists (re-read only when a namespace's count moved), the change
+beacons (mcs/changes.py), DiscoverInstances for the services they name and the new ones, and the sweep's
+share of revision checks (every service within --cloudmap-max-staleness): an idle clusterset costs a few
+calls a poll, not one per service. With no cluster to give a VIP, every service answers the ready
+addresses of all clusters, as a headless service does; SRV records come from the port attributes. A
+failed poll keeps the last good records; a service disappears only when a successful listing no longer has it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from mcsdns.clients.budget import Priority
 from mcsdns.clients.cloudmap import CloudMapClient, Instance
 from mcsdns.errors import SourceError
+from mcsdns.mcs import changes
 from mcsdns.mcs import instances as attrs
 from mcsdns.sources.events import Contact, Emit, Listed, SourceName
 from mcsdns.sources.objects import ObjectRef, Record
@@ -69,11 +73,22 @@ def service_records(key: ServiceKey, instances: list[Instance]) -> dict[ObjectRe
 
 
 class CloudMapZoneSource:
-    def __init__(self, client: CloudMapClient, *, clusterset_id: str | None, poll_interval: float) -> None:
+    def __init__(
+        self,
+        client: CloudMapClient,
+        *,
+        clusterset_id: str | None,
+        poll_interval: float,
+        max_staleness: float = 300.0,
+    ) -> None:
         self._client = client
         self._clusterset_id = clusterset_id
         self._poll_interval = poll_interval
+        self._sweep = changes.Sweep(max_staleness)
+        self._beacons = changes.BeaconReader(client)
         self._revisions: dict[ServiceKey, int] = {}
+        self._verified: dict[tuple[str, str], float] = {}
+        self._last_poll: float | None = None
         self._records: dict[ServiceKey, dict[ObjectRef, Record]] = {}
         self._dirty = True  # records changed since the last Listed (survives a cycle that failed halfway)
 
@@ -100,27 +115,46 @@ class CloudMapZoneSource:
 
     async def poll(self) -> None:
         """One cycle: read what changed in Cloud Map into the records."""
+        now = time.monotonic()
+        period = self._poll_interval if self._last_poll is None else now - self._last_poll
+        self._last_poll = now
         semaphore = asyncio.Semaphore(CONCURRENCY)
-        keys: list[ServiceKey] = []
+        keys: set[ServiceKey] = set()
         for namespace in (await self._client.namespaces()).values():
             if not is_label(namespace.name):
                 continue  # no <svc>.<ns>.svc.<zone> name can hold it (mcsdns.heartbeats among them)
-            keys.extend(ServiceKey(namespace.name, name) for name in await self._client.services(namespace))
+            listed = await self._client.services(namespace, Priority.SWEEP)
+            keys.update(ServiceKey(namespace.name, name) for name in listed)
+        named = await self._beacons.changed(self._clusterset_id) if self._clusterset_id else set()
+        by_pair = {(key.namespace, key.name): key for key in keys}
+        direct = {key for key in keys if key not in self._revisions}
+        direct |= {by_pair[pair] for pair in named or () if pair in by_pair}
+        others = {(key.namespace, key.name) for key in keys - direct}
+        if named is None:
+            checks = sorted(others)
+        else:
+            checks = self._sweep.pick(self._verified, others, now=now, period=period)
 
-        async def refresh(key: ServiceKey) -> None:
+        async def refresh(key: ServiceKey, check_first: bool) -> None:
             async with semaphore:
-                revision = await self._client.revision(key.namespace, key.name)
-                if self._revisions.get(key) == revision:
-                    return
+                if check_first:
+                    revision = await self._client.revision(key.namespace, key.name, Priority.SWEEP)
+                    if self._revisions.get(key) == revision:
+                        self._verified[key.namespace, key.name] = time.monotonic()
+                        return
                 revision, found = await self._client.discover(key.namespace, key.name, self._clusterset_id)
+            self._verified[key.namespace, key.name] = time.monotonic()
             records = service_records(key, found)
             if records != self._records.get(key):
                 self._dirty = True
             self._records[key], self._revisions[key] = records, revision
 
-        await asyncio.gather(*(refresh(key) for key in keys))
-        for key in self._records.keys() - set(keys):
+        await asyncio.gather(
+            *(refresh(key, False) for key in direct), *(refresh(by_pair[pair], True) for pair in checks)
+        )
+        for key in self._records.keys() - keys:
             # A successful listing no longer has it: the service was deleted in Cloud Map.
             del self._records[key]
             self._revisions.pop(key, None)
+            self._verified.pop((key.namespace, key.name), None)
             self._dirty = True

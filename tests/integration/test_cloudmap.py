@@ -493,7 +493,7 @@ def test_leader_failover_in_the_middle_of_an_export(
         assert not first.may_write()
 
 
-def test_idle_cycles_cost_one_revision_check_per_service_and_write_nothing(
+def test_idle_cycles_cost_one_beacon_check_and_write_nothing(
     clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
 ) -> None:
     cls1, cls2 = clusters["cls1"], clusters["cls2"]
@@ -513,8 +513,10 @@ def test_idle_cycles_cost_one_revision_check_per_service_and_write_nothing(
         for c in cls2.plane.audited(since=mark)
         if c.verb not in ("get", "list", "watch") and not c.resource.startswith("leases")
     ]
-    # Both engines import (exporting clusters import too): per engine and cycle one revision check of the one
-    # service and at most one ListNamespaces; the service list is reused while ServiceCount stays put.
+    # Both engines import (exporting clusters import too): per engine and cycle one revision check of the
+    # change beacons (mcs/changes.py), whatever the number of services (the sweep checks each service once
+    # per --cloudmap-max-staleness, 5 minutes here), and at most one ListNamespaces; the service list is
+    # reused while ServiceCount stays put.
     assert calls.get("DiscoverInstances", 0) == 0
     # Not one per namespace per cycle (that would be 6 here); a list read right after a change may remain.
     assert calls.get("ListServices", 0) <= 1

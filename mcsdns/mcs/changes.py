@@ -1,0 +1,225 @@
+"""How an importer learns what changed in Cloud Map without asking every service: change beacons, and a
+slow sweep as the safety net. Pure: encoding, decoding and choosing; the controllers do the calls.
+
+Cloud Map has no watch. Asking every imported service for its revision every poll costs clusters x services
+calls per poll against account-wide quotas (docs/cloudmap-scale.md). So:
+
+- **Beacons.** After an export changes anything (instances registered or deregistered), the exporting
+  leader re-registers its own instance of the service ``changes`` in namespace ``mcsdns.heartbeats`` (the
+  heartbeats' namespace, which nothing imports: a dot is in its name). The instance lists the services that
+  changed, each batch under a sequence number, newest first, as many as fit Cloud Map's attribute limits
+  ("up to 30 custom attributes", a value "up to 1,024 characters", keys and values "a total of 5,000
+  characters", API reference, RegisterInstance Attributes), and ``FROM``: every change after ``FROM`` is
+  listed. An importer asks one revision per poll (DiscoverInstancesRevision of ``changes``: the revision
+  moves when an instance is registered, API reference), reads the instances only when it moved, and reads
+  only the services named since the sequence it saw last. If it saw nothing since before ``FROM`` (it was
+  away, or a burst overflowed the list) it checks every service's revision once instead. The cost of an
+  idle poll is one call, whatever the number of services; the cost of a change is a few calls.
+- **The sweep.** Clusters run by the AWS controller do not write beacons, another account may write to a
+  shared namespace, state can be lost: every import's revision is also checked at least once per
+  ``--cloudmap-max-staleness``, oldest first, paced evenly so that the sweep costs services / staleness
+  calls per second and never comes in bursts.
+
+Only documented behaviour is used: RegisterInstance of an existing instance id updates it, and a
+registration moves the service's InstancesRevision. ListOperations was weighed and not used: it returns
+only ids and statuses (GetOperation per change gives the targets), it pages over the account's whole
+operation history before filtering ("Cloud Map gets MaxResults operations and then filters them"), and
+neither its order nor how long operations are kept is documented, so its cost is not bounded.
+
+Everything here is pure but ``BeaconReader``, which makes the two calls of a poll's beacon check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from mcsdns.clients.budget import Priority
+from mcsdns.clients.cloudmap import CloudMapClient, CloudMapError
+from mcsdns.mcs import instances as attrs
+from mcsdns.mcs.heartbeat import NAMESPACE
+
+Key = tuple[str, str]
+
+SERVICE = "changes"  # in the heartbeats' namespace, which nothing imports
+SEQ = "MCSDNS_SEQ"
+FROM = "MCSDNS_FROM"
+CHANGED = "MCSDNS_CHANGED_"  # + 0, 1, ...: "seq=ns/name,ns/name;seq=..." newest first
+MAX_VALUE = 1024  # characters of one attribute value
+MAX_LISTED = 4000  # characters of the changed lists together, under the 5,000 of every attribute
+SWEEP_SHARE = 0.8  # the sweep aims to check each import within this share of the staleness bound
+
+
+@dataclass(frozen=True, slots=True)
+class Beacon:
+    cluster: str
+    seq: int
+    since: int  # FROM: every change with a sequence after this is listed
+    changes: tuple[tuple[int, Key], ...]  # (sequence, service), newest first
+
+
+class BeaconLog:
+    """A writer's beacon: its sequence, its recent changes (what fits), and ``since``. A leader that finds
+    its cluster's beacon already in Cloud Map adopts it, so importers see one unbroken log across restarts
+    and leader changes; a cluster's first beacon starts at 0 (everything it ever announced is listed)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.since = 0
+        self.history: list[tuple[int, Key]] = []  # newest first
+
+    def adopt(self, beacon: Beacon) -> None:
+        if beacon.seq > self.seq:
+            self.seq, self.since, self.history = beacon.seq, beacon.since, list(beacon.changes)
+
+    def announce(self, keys: Iterable[Key], now_ms: int) -> None:
+        """One batch of changed services, under the next sequence; the oldest batches that no longer fit
+        drop out, and ``since`` moves past them."""
+        self.seq = next_seq(self.seq, now_ms)
+        self.history[:0] = [(self.seq, key) for key in sorted(set(keys))]
+        kept, _ = _fit(self.history)
+        if len(kept) < len(self.history):
+            self.since = self.history[len(kept)][0]  # the newest batch left out
+            self.history = kept
+
+    def attributes(self, cluster_id: str, clusterset_id: str) -> dict[str, str]:
+        _, values = _fit(self.history)
+        out = {
+            attrs.CLUSTER_ID: cluster_id,
+            attrs.CLUSTERSET_ID: clusterset_id,
+            SEQ: str(self.seq),
+            FROM: str(self.since),
+        }
+        out.update({f"{CHANGED}{index}": value for index, value in enumerate(values)})
+        return out
+
+
+def _fit(history: list[tuple[int, Key]]) -> tuple[list[tuple[int, Key]], list[str]]:
+    """The newest whole batches of ``history`` that fit the attribute limits, and their attribute values
+    (a batch may continue in the next value under the same sequence)."""
+    batches: dict[int, list[Key]] = {}
+    for number, key in history:
+        batches.setdefault(number, []).append(key)
+    values: list[str] = []
+    used = 0
+    kept: list[tuple[int, Key]] = []
+    for number in sorted(batches, reverse=True):
+        pieces: list[str] = []
+        for ns, name in sorted(set(batches[number])):
+            entry = f"{ns}/{name}"
+            if pieces and len(pieces[-1]) + 1 + len(entry) <= MAX_VALUE:
+                pieces[-1] += "," + entry
+            else:
+                pieces.append(f"{number}={entry}")
+        cost = sum(len(piece) + 1 for piece in pieces)
+        if used + cost > MAX_LISTED:
+            break
+        used += cost
+        for piece in pieces:
+            if values and len(values[-1]) + 1 + len(piece) <= MAX_VALUE:
+                values[-1] += ";" + piece
+            else:
+                values.append(piece)
+        kept.extend((number, key) for key in batches[number])
+    return kept, values
+
+
+def read_beacon(attributes: Mapping[str, str], clusterset_id: str) -> Beacon | None:
+    """A beacon of ``clusterset_id`` from its instance's attributes; None when it is not one (or is torn)."""
+    cluster = attributes.get(attrs.CLUSTER_ID)
+    if not cluster or attributes.get(attrs.CLUSTERSET_ID) != clusterset_id:
+        return None
+    try:
+        seq, since = int(attributes[SEQ]), int(attributes[FROM])
+        changes: list[tuple[int, Key]] = []
+        index = 0
+        while f"{CHANGED}{index}" in attributes:
+            for batch in attributes[f"{CHANGED}{index}"].split(";"):
+                number, _, keys = batch.partition("=")
+                for text in keys.split(","):
+                    namespace, _, name = text.partition("/")
+                    if namespace and name:
+                        changes.append((int(number), (namespace, name)))
+            index += 1
+    except (KeyError, ValueError):
+        return None
+    return Beacon(cluster, seq, since, tuple(changes))
+
+
+def named_since(beacon: Beacon, seen: int | None) -> set[Key] | None:
+    """The services ``beacon`` says changed after sequence ``seen``; None when it cannot say (``seen`` is
+    before what it lists, or unknown): then every service must be checked."""
+    if seen is None or seen < beacon.since:
+        return None
+    return {key for number, key in beacon.changes if number > seen}
+
+
+def next_seq(previous: int, now_ms: int) -> int:
+    """Sequences grow across restarts and leader changes: the writer's clock in ms, or one more."""
+    return max(previous + 1, now_ms)
+
+
+class Sweep:
+    """Which imports' revisions a poll checks: the overdue ones, and enough of the oldest others that each
+    is checked within ``SWEEP_SHARE`` of ``max_staleness`` at an even pace. The pace is kept as a credit of
+    checks (services x seconds since the last poll / window) so that a handful of services costs a check
+    now and then, not one every poll, and a clusterset read all at once is not checked all at once again.
+    Never-checked keys count as the oldest."""
+
+    def __init__(self, max_staleness: float) -> None:
+        self.window = max(max_staleness * SWEEP_SHARE, 1e-9)
+        self._credit = 0.0
+
+    def pick(
+        self, verified: Mapping[Key, float], keys: Iterable[Key], *, now: float, period: float
+    ) -> list[Key]:
+        ordered = sorted(keys, key=lambda k: verified.get(k, -math.inf))
+        if not ordered:
+            self._credit = 0.0
+            return []
+        self._credit = min(self._credit + len(ordered) * min(period, self.window) / self.window, len(ordered))
+        overdue = sum(1 for k in ordered if now - verified.get(k, -math.inf) >= self.window)
+        count = max(int(self._credit), overdue)
+        self._credit = max(0.0, self._credit - count)
+        return ordered[:count]
+
+
+class BeaconReader:
+    """What the clusterset's beacons named since the last ``changed()``: one revision call when nothing
+    moved, one DiscoverInstances more when something did."""
+
+    def __init__(self, cloudmap: CloudMapClient) -> None:
+        self._cloudmap = cloudmap
+        self._revision: int | None = None
+        self._seen: dict[str, int] = {}  # cluster → the beacon sequence read last
+
+    async def changed(self, clusterset_id: str) -> set[Key] | None:
+        """The services named since the last call, or None when every revision must be checked (a beacon's
+        list does not reach back to what was read last). The first call names nothing: a new reader reads
+        every service anyway."""
+        try:
+            revision = await self._cloudmap.revision(NAMESPACE, SERVICE, Priority.CHANGE)
+        except CloudMapError as exc:
+            if exc.code in ("NamespaceNotFound", "ServiceNotFound"):
+                return set()  # no mcsdns cluster announced anything yet: the sweep covers the others
+            raise
+        if revision == self._revision:
+            return set()
+        _, found = await self._cloudmap.discover(NAMESPACE, SERVICE, clusterset_id, Priority.CHANGE)
+        first = self._revision is None
+        named: set[Key] | None = set()
+        for instance in found:
+            beacon = read_beacon(instance.attributes, clusterset_id)
+            if beacon is None:
+                continue
+            # A cluster seen for the first time after the first read has announced everything since 0
+            # (a new cluster's log starts there).
+            since = named_since(beacon, beacon.seq if first else self._seen.get(beacon.cluster, 0))
+            if since is None:
+                named = None
+            elif named is not None:
+                named |= since
+            self._seen[beacon.cluster] = beacon.seq
+        self._revision = revision
+        return named
