@@ -1,0 +1,117 @@
+"""Change beacons and the sweep (mcs/changes.py): what a beacon says, what an importer reads from it, and
+the sweep's pace."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcsdns.mcs import changes
+from mcsdns.mcs import instances as attrs
+
+
+def beacon_of(log: changes.BeaconLog) -> changes.Beacon:
+    found = changes.read_beacon(log.attributes("cls1", "set1"), "set1")
+    assert found is not None
+    return found
+
+
+def test_a_beacon_round_trips_and_names_what_changed_since_a_sequence() -> None:
+    log = changes.BeaconLog()
+    log.announce([("demo", "a"), ("demo", "b")], now_ms=1000)
+    first = log.seq
+    log.announce([("prod", "c")], now_ms=1000)  # the same clock: still a new, larger sequence
+    beacon = beacon_of(log)
+    assert beacon.cluster == "cls1" and beacon.seq == first + 1 and beacon.since == 0
+    assert changes.named_since(beacon, 0) == {("demo", "a"), ("demo", "b"), ("prod", "c")}
+    assert changes.named_since(beacon, first) == {("prod", "c")}
+    assert changes.named_since(beacon, beacon.seq) == set()
+
+
+def test_attributes_stay_inside_cloud_maps_limits_and_old_batches_drop_out() -> None:
+    log = changes.BeaconLog()
+    long = "n" * 63
+    for batch in range(200):
+        log.announce([(long, f"{long[:50]}-{batch}-{i}") for i in range(3)], now_ms=batch)
+    values = log.attributes("cls1", "set1")
+    assert len(values) <= 30, "RegisterInstance: up to 30 custom attributes"
+    assert all(len(v) <= changes.MAX_VALUE for v in values.values()), "a value is at most 1,024 characters"
+    assert sum(len(k) + len(v) for k, v in values.items()) <= 5000, "5,000 characters in all"
+    beacon = beacon_of(log)
+    assert beacon.since > 0, "the oldest batches were dropped"
+    assert changes.named_since(beacon, beacon.since - 1) is None, "an importer that saw less must check all"
+    newest = {(long, f"{long[:50]}-199-{i}") for i in range(3)}
+    assert changes.named_since(beacon, beacon.seq - 1) == newest
+
+
+def test_a_batch_larger_than_one_value_is_split_under_the_same_sequence() -> None:
+    log = changes.BeaconLog()
+    keys = [("team", f"service-{i:03d}") for i in range(70)]  # about 1,200 characters
+    log.announce(keys, now_ms=5)
+    beacon = beacon_of(log)
+    assert changes.named_since(beacon, 0) == set(keys)
+    assert sum(1 for k in log.attributes("c", "s") if k.startswith(changes.CHANGED)) == 2
+
+
+def test_a_new_leader_continues_the_log_it_finds() -> None:
+    old = changes.BeaconLog()
+    old.announce([("demo", "a")], now_ms=10_000)
+    new = changes.BeaconLog()
+    new.adopt(beacon_of(old))
+    new.announce([("demo", "b")], now_ms=9_000)  # a clock behind the old leader's still moves forward
+    beacon = beacon_of(new)
+    assert beacon.seq > old.seq and beacon.since == 0
+    assert changes.named_since(beacon, old.seq) == {("demo", "b")}
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {attrs.CLUSTER_ID: "c", attrs.CLUSTERSET_ID: "other", changes.SEQ: "1", changes.FROM: "0"},
+        {attrs.CLUSTER_ID: "c", attrs.CLUSTERSET_ID: "set1", changes.SEQ: "x", changes.FROM: "0"},
+        {attrs.CLUSTER_ID: "c", attrs.CLUSTERSET_ID: "set1", changes.FROM: "0"},
+        {attrs.CLUSTERSET_ID: "set1", changes.SEQ: "1", changes.FROM: "0"},
+        {
+            attrs.CLUSTER_ID: "c",
+            attrs.CLUSTERSET_ID: "set1",
+            changes.SEQ: "2",
+            changes.FROM: "0",
+            f"{changes.CHANGED}0": "notanumber=demo/a",
+        },
+    ],
+)
+def test_what_is_not_a_beacon_of_this_clusterset_is_ignored(attributes: dict[str, str]) -> None:
+    assert changes.read_beacon(attributes, "set1") is None
+
+
+def test_the_sweep_checks_every_key_within_the_window_at_an_even_pace() -> None:
+    sweep = changes.Sweep(max_staleness=100.0)  # window 80 s
+    keys = [("ns", f"s{i}") for i in range(400)]
+    verified = dict.fromkeys(keys, 0.0)
+    now = 0.0
+    per_poll = []
+    while now < 80.0:
+        now += 2.0
+        picked = sweep.pick(verified, keys, now=now, period=2.0)
+        per_poll.append(len(picked))
+        verified.update(dict.fromkeys(picked, now))
+    assert max(per_poll) <= 11 and min(per_poll) >= 9, "400 keys x 2 s / 80 s = 10 a poll, evenly"
+    assert max(now - t for t in verified.values()) <= 80.0
+
+
+def test_a_few_keys_cost_a_check_now_and_then_not_every_poll() -> None:
+    sweep = changes.Sweep(max_staleness=300.0)  # window 240 s
+    keys = [("ns", "only")]
+    verified = {keys[0]: 0.0}
+    checks = 0
+    for poll in range(1, 126):  # 250 s of 2 s polls: one window and a bit
+        picked = sweep.pick(verified, keys, now=poll * 2.0, period=2.0)
+        checks += len(picked)
+        verified.update(dict.fromkeys(picked, poll * 2.0))
+    assert checks == 1
+
+
+def test_overdue_and_never_checked_keys_go_first() -> None:
+    sweep = changes.Sweep(max_staleness=10.0)
+    verified = {("ns", "fresh"): 99.0, ("ns", "old"): 50.0}
+    picked = sweep.pick(verified, [("ns", "fresh"), ("ns", "old"), ("ns", "new")], now=100.0, period=0.1)
+    assert picked == [("ns", "new"), ("ns", "old")]
