@@ -272,7 +272,8 @@ class CloudMapClient:
             "ListServices",
             "Services",
             priority,
-            Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace.id], "Condition": "EQ"}],
+            # "Specify the namespace ARN for namespaces that are shared with your account" (ServiceFilter).
+            Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace.ref], "Condition": "EQ"}],
         )
         found = {item["Name"]: str(item.get("Arn") or item["Id"]) for item in items}
         self._services[namespace.id] = (namespace.service_count, now, found)
@@ -370,7 +371,7 @@ class CloudMapClient:
         result = await self._call(
             "RegisterInstance", ServiceId=service_id, InstanceId=instance_id, Attributes=dict(attributes)
         )
-        await self._wait(result["OperationId"])
+        await self._wait(result["OperationId"], _arn_account(service_id))
 
     async def deregister(self, service_id: str, instance_id: str) -> None:
         try:
@@ -379,12 +380,18 @@ class CloudMapClient:
             if exc.code == "InstanceNotFound":
                 return  # already gone: what we wanted
             raise
-        await self._wait(result["OperationId"])
+        await self._wait(result["OperationId"], _arn_account(service_id))
 
-    async def _wait(self, operation_id: str) -> dict[str, Any]:
+    async def _wait(self, operation_id: str, owner: str = "") -> dict[str, Any]:
+        """Poll an operation until it ends. ``owner``: the account owning its namespace, which GetOperation
+        needs for a namespace shared with us ("For operations associated with namespaces that are shared
+        with your account, you must specify an OwnerAccount", API reference)."""
         deadline = time.monotonic() + OPERATION_TIMEOUT
+        extra = {"OwnerAccount": owner} if owner else {}
         while True:
-            operation = (await self._call("GetOperation", OperationId=operation_id))["Operation"]
+            operation = (await self._call("GetOperation", None, OperationId=operation_id, **extra))[
+                "Operation"
+            ]
             status = operation.get("Status")
             if status == "SUCCESS":
                 return dict(operation)
@@ -396,6 +403,12 @@ class CloudMapClient:
             if time.monotonic() > deadline:
                 raise CloudMapError(f"operation {operation_id} still {status} after {OPERATION_TIMEOUT:.0f}s")
             await asyncio.sleep(OPERATION_POLL)
+
+
+def _arn_account(reference: str) -> str:
+    """The account of an ARN (arn:aws:servicediscovery:<region>:<account>:service/<id>); "" for an id."""
+    parts = reference.split(":")
+    return parts[4] if len(parts) >= 6 and parts[0] == "arn" else ""
 
 
 def _snake(operation: str) -> str:

@@ -55,6 +55,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "stale-clusters-evicted": {
         "cloudmap": {"staleAfter": "2m", "evictStaleClusters": True, "staleGrace": "30m"}
     },
+    "cloudmap-at-scale": {"cloudmap": {"rate": 120, "maxStaleness": "10m", "ownerAccount": "111122223333"}},
 }
 scenarios = pytest.mark.parametrize("values", list(SCENARIOS.values()), ids=list(SCENARIOS))
 
@@ -294,6 +295,14 @@ def test_the_container_environment_parses_into_the_settings_the_values_ask_for(
     if all(merged["cloudmap"].get(k) == v for k, v in stale.items()):
         cloudmap = settings.cloudmap
         assert (cloudmap.stale_after, cloudmap.evict_stale, cloudmap.stale_grace) == (120.0, True, 1800.0)
+    scale = {"rate": 120, "maxStaleness": "10m", "ownerAccount": "111122223333"}
+    if all(merged["cloudmap"].get(k) == v for k, v in scale.items()):
+        cloudmap = settings.cloudmap
+        assert (cloudmap.rate, cloudmap.max_staleness, cloudmap.owner_account) == (
+            120.0,
+            600.0,
+            "111122223333",
+        )
     if settings.server.dns:
         assert [str(a) for a in settings.server.listen] == rendered.env["MCSDNS_LISTEN"].split(",")
 
