@@ -196,8 +196,7 @@ class BeaconReader:
 
     async def changed(self, clusterset_id: str) -> set[Key] | None:
         """The services named since the last call, or None when every revision must be checked (a beacon's
-        list does not reach back to what was read last). The first call names nothing: a new reader reads
-        every service anyway."""
+        list does not reach back to what was read last)."""
         try:
             revision = await self._cloudmap.revision(NAMESPACE, SERVICE, Priority.CHANGE)
         except CloudMapError as exc:
@@ -207,15 +206,15 @@ class BeaconReader:
         if revision == self._revision:
             return set()
         _, found = await self._cloudmap.discover(NAMESPACE, SERVICE, clusterset_id, Priority.CHANGE)
-        first = self._revision is None
         named: set[Key] | None = set()
         for instance in found:
             beacon = read_beacon(instance.attributes, clusterset_id)
             if beacon is None:
                 continue
-            # A cluster seen for the first time after the first read has announced everything since 0
-            # (a new cluster's log starts there).
-            since = named_since(beacon, beacon.seq if first else self._seen.get(beacon.cluster, 0))
+            # A cluster read for the first time is read from 0: its whole log if it still lists it, else
+            # every revision is checked. Not "from now": this reader may have read services before the
+            # beacons existed, and what was announced in between would wait for the sweep.
+            since = named_since(beacon, self._seen.get(beacon.cluster, 0))
             if since is None:
                 named = None
             elif named is not None:
