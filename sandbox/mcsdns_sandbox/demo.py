@@ -289,7 +289,8 @@ async def _print_cloudmap(region: str) -> None:
     namespace = (await client.namespaces())["demo"]
     _show("Cloud Map namespace", {"Name": namespace.name, "Id": namespace.id, "Type": namespace.type})
     services = await client.services(namespace)
-    _show("Cloud Map service", {"Name": "nginx-hello", "Id": services["nginx-hello"]})
+    # The client keeps a service's ARN (what instance calls take); the tutorial shows its id, the ARN's tail.
+    _show("Cloud Map service", {"Name": "nginx-hello", "Id": services["nginx-hello"].rpartition("/")[2]})
     _, found = await client.discover("demo", "nginx-hello", CLUSTERSET)
     _show(
         "Cloud Map instances",
