@@ -14,7 +14,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,6 +282,22 @@ class CloudMapClient:
     def forget_services(self, namespace: Namespace) -> None:
         """Read ``namespace``'s service list at the next ``services()``."""
         self._services.pop(namespace.id, None)
+
+    def note_services(self, namespace: Namespace, names: Iterable[str]) -> None:
+        """Services known to exist (a change beacon named them) join the namespace's cached list until it is
+        read again, so a list read before they were made does not hide them for ``SERVICE_LIST_MIN_AGE``.
+        Their reference is unknown ("") until a list or CreateService gives it."""
+        cached = self._services.get(namespace.id)
+        if cached is None:
+            return  # the first services() call lists the namespace anyway
+        missing = {name: "" for name in names if name not in cached[2]}
+        if missing:
+            self._services[namespace.id] = (cached[0], cached[1], {**cached[2], **missing})
+
+    def known_service(self, namespace: Namespace, name: str) -> str | None:
+        """The service's reference from the cached list, without a call; None when not known."""
+        cached = self._services.get(namespace.id)
+        return (cached[2].get(name) or None) if cached is not None else None
 
     async def revision(self, namespace: str, service: str, priority: Priority | None = None) -> int:
         result = await self._call(

@@ -595,8 +595,11 @@ class ExportController:
         if namespace is None:
             self._guard()
             namespace = await self._cloudmap.create_namespace(key[0])
-        self._guard()
-        service_ref = await self._cloudmap.create_service(namespace, key[1])
+        # A list the importer read already has it (a new leader's first reconciles): no call at all.
+        service_ref = self._cloudmap.known_service(namespace, key[1])
+        if service_ref is None:
+            self._guard()
+            service_ref = await self._cloudmap.create_service(namespace, key[1])
         self._service_refs[key] = service_ref
         return service_ref
 
@@ -632,8 +635,8 @@ class ExportController:
         if not mine:
             return 0
         service_id = self._service_refs.get(key) or (await self._cloudmap.services(namespace)).get(key[1])
-        if service_id is None:
-            return 0
+        if not service_id:  # not listed yet (only named by a beacon): the next resync deregisters
+            raise CloudMapError(f"service {key[0]}/{key[1]} is not listed yet", code="ServiceNotListed")
         try:
             await self._apply(service_id, InstancePlan({}, mine))
         finally:

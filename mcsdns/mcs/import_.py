@@ -527,6 +527,7 @@ class ImportController:
         known: set[Key] = set()
         unknown: set[str] = set()  # namespaces we could not read: nothing in them is deleted
         for name in sorted(local & namespaces.keys()):
+            self._cloudmap.note_services(namespaces[name], (k[1] for k in named or () if k[0] == name))
             try:
                 listed = await self._cloudmap.services(namespaces[name], Priority.SWEEP)
             except SourceError as exc:
@@ -534,8 +535,6 @@ class ImportController:
                 unknown.add(name)
                 continue
             known.update((name, service) for service in listed)
-        # A service a beacon named exists even when the list (read at a slow pace) does not have it yet.
-        known.update(key for key in named or () if key[0] in local and key[0] in namespaces)
         fresh = {key for key in known if key not in self._seen}
         direct = fresh | (named or set()) & known
         if named is None:

@@ -120,12 +120,14 @@ class CloudMapZoneSource:
         self._last_poll = now
         semaphore = asyncio.Semaphore(CONCURRENCY)
         keys: set[ServiceKey] = set()
+        named = await self._beacons.changed(self._clusterset_id) if self._clusterset_id else set()
         for namespace in (await self._client.namespaces()).values():
             if not is_label(namespace.name):
                 continue  # no <svc>.<ns>.svc.<zone> name can hold it (mcsdns.heartbeats among them)
+            # What a beacon named exists, though a list read before it was made lacks it.
+            self._client.note_services(namespace, (k[1] for k in named or () if k[0] == namespace.name))
             listed = await self._client.services(namespace, Priority.SWEEP)
             keys.update(ServiceKey(namespace.name, name) for name in listed)
-        named = await self._beacons.changed(self._clusterset_id) if self._clusterset_id else set()
         by_pair = {(key.namespace, key.name): key for key in keys}
         direct = {key for key in keys if key not in self._revisions}
         direct |= {by_pair[pair] for pair in named or () if pair in by_pair}

@@ -308,3 +308,27 @@ def test_a_cluster_in_another_account_imports_and_exports_through_a_shared_names
         "demo",
         "mcsdns.heartbeats",
     ], "account B made no namespace of its own"
+
+
+def test_a_new_service_in_a_namespace_already_listed_stays_imported(
+    planes: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+) -> None:
+    """The second service of a namespace is first known from cls1's beacon, while cls2's service list (read
+    again at most every 30 s) predates it: the import must stay, not come and go with each poll."""
+    cls1, cls2 = planes["cls1"], planes["cls2"]
+    with ServerThread(tuned(cls1, cloudmap)) as s1, ServerThread(tuned(cls2, cloudmap)) as s2:
+        cls1.server, cls2.server = s1, s2
+        export(cls1)
+        wait_for(lambda: imported_clusters(cls2) == ["cls1"], what="the first service imported")
+        cls1.store.load(_burst(1))
+        wait_for(
+            lambda: cls2.store.find("serviceimports", "burst-0000", namespace="demo") is not None,
+            what="the second service imported",
+        )
+        first = cls2.store.get("serviceimports", "burst-0000", namespace="demo")["metadata"]["uid"]
+        assert s2.app is not None
+        importer = s2.app.controllers[1]
+        cycles = importer.cycles
+        wait_for(lambda: importer.cycles >= cycles + 5, what="five more polls")
+        found = cls2.store.find("serviceimports", "burst-0000", namespace="demo")
+        assert found is not None and found["metadata"]["uid"] == first, "imported once, and kept"
