@@ -22,11 +22,11 @@ from .faults import Faults
 from .gc import GarbageCollector
 from .handlers import ApiApp, Request, WatchSettings
 from .ipalloc import IPAllocator, PortAllocator, parse_cidrs
-from .resources import DEFAULT_MCS_VERSIONS, ResourceRegistry, builtin_resources
+from .resources import DEFAULT_MCS_VERSIONS, ResourceRegistry, ResourceType, builtin_resources
 from .server import ApiHTTPServer
-from .storage import Storage
+from .storage import ADDED, DELETED, Event, Storage
 from .store import Store
-from .strategies import ServiceNetwork
+from .strategies import API_APPROVED, ServiceNetwork
 
 PAUSE_MODES: Final = ("hang", "refuse")
 _DEFAULT_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -56,6 +56,7 @@ class KubeApiEmulator:
         cluster_name: str = "emulator",
         cluster_id: str | None = None,
         clusterset_id: str | None = None,
+        crds: bool = False,
         seed: int | None = None,
     ) -> None:
         """
@@ -68,6 +69,11 @@ class KubeApiEmulator:
             ``default/kubernetes`` Service (first IP of the range) with its EndpointSlice.
         :param cluster_id: if set, create the ClusterProperty ``cluster.clusterset.k8s.io`` with this value
             (and ``clusterset.k8s.io`` from ``clusterset_id``), as an MCS cluster is expected to have.
+        :param crds: create the CustomResourceDefinitions of the CRD-backed kinds (ServiceExport,
+            ServiceImport, ClusterProperty) at start, and serve each kind only while its CRD exists: ``kubectl
+            delete crd`` makes it vanish from discovery and answer 404, as on a cluster, and applying the CRD
+            again brings it back. Its objects are kept meanwhile (a real API server deletes them). Off: the
+            kinds are served whatever CRDs say.
         :param seed: makes generated names, UIDs and allocated IPs reproducible.
         """
         rng = random.Random(seed)
@@ -110,6 +116,9 @@ class KubeApiEmulator:
         self._default_objects = default_objects
         self._cluster_id = cluster_id
         self._clusterset_id = clusterset_id
+        self._crds = crds
+        if crds:
+            self.storage.add_listener(self._follow_crds)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -122,6 +131,8 @@ class KubeApiEmulator:
             self._listen()
             if self._default_objects and self.storage.count(self.store.resource("namespaces")) == 0:
                 self._create_default_objects()
+            if self._crds:
+                self._create_crds()
             if self._cluster_id:
                 self._create_cluster_property("cluster.clusterset.k8s.io", self._cluster_id)
             if self._clusterset_id:
@@ -337,6 +348,56 @@ class KubeApiEmulator:
                 "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}],
             }
         )
+
+    def _crd_kinds(self) -> dict[str, ResourceType]:
+        return {rt.key: rt for rt in self.registry if rt.strategy.custom_resource}
+
+    def _create_crds(self) -> None:
+        for name, rt in self._crd_kinds().items():
+            self.store.create_or_replace(
+                {
+                    "apiVersion": "apiextensions.k8s.io/v1",
+                    "kind": "CustomResourceDefinition",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {API_APPROVED: "https://github.com/kubernetes/enhancements/pull/1645"},
+                    },
+                    "spec": {
+                        "group": rt.group,
+                        "scope": "Namespaced" if rt.namespaced else "Cluster",
+                        "names": {
+                            "plural": rt.plural,
+                            "singular": rt.singular,
+                            "kind": rt.kind,
+                            "listKind": rt.list_kind,
+                            "shortNames": list(rt.short_names),
+                        },
+                        "versions": [
+                            {
+                                "name": version,
+                                "served": True,
+                                "storage": version == rt.preferred_version,
+                                "schema": {
+                                    "openAPIV3Schema": {
+                                        "type": "object",
+                                        "x-kubernetes-preserve-unknown-fields": True,
+                                    }
+                                },
+                                **({"subresources": {"status": {}}} if rt.has_status else {}),
+                            }
+                            for version in rt.versions
+                        ],
+                    },
+                }
+            )
+
+    def _follow_crds(self, event: Event) -> None:
+        """A CRD-backed kind is served while its CRD exists (runs under the storage lock, on commit)."""
+        if event.resource.kind != "CustomResourceDefinition" or event.type not in (ADDED, DELETED):
+            return
+        rt = self._crd_kinds().get(str(event.obj.get("metadata", {}).get("name")))
+        if rt is not None:
+            self.registry.serve(rt, event.type == ADDED)
 
     def _create_cluster_property(self, name: str, value: str) -> None:
         self.store.create_or_replace(

@@ -456,6 +456,10 @@ class ApiApp:
             raise errors.path_not_found()
         self._representation(request)  # 406 before any write, not after
 
+        if rt.strategy.review:
+            if method != "POST" or route.name is not None or route.namespace is not None:
+                raise errors.method_not_allowed()
+            return json_response(201, self._review(rt, route.version, self._body(request), request))
         if route.subresource == "finalize" and method != "PUT":
             raise errors.method_not_allowed()
         collection = route.name is None
@@ -491,6 +495,69 @@ class ApiApp:
         if method == "DELETE":
             return self._delete(route, request)
         raise errors.method_not_allowed()
+
+    @staticmethod
+    def _review(rt: ResourceType, version: str, body: Any, request: Request) -> Obj:
+        """The answer to a review, computed as the API server computes it and stored nowhere. The emulator
+        authenticates no one and authorizes everything, and says so: a request is the anonymous user's (or
+        the one it impersonates, as ``kubectl --as`` asks), and every access review is allowed."""
+        api_version = rt.api_version(version)
+        if not isinstance(body, dict):
+            raise bad_request("the request body is not an object")
+        if body.get("kind", rt.kind) != rt.kind or body.get("apiVersion", api_version) != api_version:
+            raise bad_request(
+                f"the body is {body.get('apiVersion')}, Kind={body.get('kind')},"
+                f" not {api_version}, Kind={rt.kind}"
+            )
+        metadata = {**(body.get("metadata") or {}), "creationTimestamp": None}
+        head = {"kind": rt.kind, "apiVersion": api_version, "metadata": metadata}
+        if rt.kind == "SelfSubjectReview":
+            impersonated = request.headers.get("impersonate-user")
+            user: Obj = (
+                {"username": impersonated, "groups": ["system:authenticated"]}
+                if impersonated
+                else {"username": "system:anonymous", "groups": ["system:unauthenticated"]}
+            )
+            return {**head, "status": {"userInfo": user}}
+        spec = body.get("spec")
+        if not isinstance(spec, dict):
+            spec = {}
+        problems: list[FieldError] = []
+        resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        # ValidateSubjectAccessReviewSpec / ValidateSelfSubjectAccessReviewSpec.
+        if resource is None and non_resource is None:
+            problems.append(
+                errors.required(
+                    "spec.resourceAttributes",
+                    "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                )
+            )
+        elif resource is not None and non_resource is not None:
+            problems.append(
+                errors.invalid(
+                    "spec.nonResourceAttributes",
+                    non_resource,
+                    "cannot be specified in combination with resourceAttributes",
+                )
+            )
+        if (
+            rt.kind == "SubjectAccessReview"
+            and not spec.get("user")
+            and not spec.get("groups")
+            and not spec.get("uid")
+        ):
+            problems.append(
+                errors.invalid(
+                    "spec.user", spec.get("user", ""), "at least one of user or group must be specified"
+                )
+            )
+        if problems:
+            raise errors.invalid_object(rt.kind, rt.group, "", problems)
+        status = {
+            "allowed": True,
+            "reason": "the Kubernetes API emulator has no RBAC: every request is allowed",
+        }
+        return {**head, "spec": spec, "status": status}
 
     @staticmethod
     def _dry_run(query: dict[str, str]) -> bool:

@@ -17,10 +17,13 @@ from .errors import Obj
 from .selectors import FieldGetter
 from .strategies import (
     ClusterPropertyStrategy,
+    ConfigMapStrategy,
     CustomResourceDefinitionStrategy,
     EndpointSliceStrategy,
     LeaseStrategy,
     NamespaceStrategy,
+    ReviewStrategy,
+    ServiceAccountStrategy,
     ServiceExportStrategy,
     ServiceImportStrategy,
     ServiceStrategy,
@@ -32,6 +35,8 @@ ABOUT_GROUP: Final = "about.k8s.io"
 DEFAULT_MCS_VERSIONS: Final = ("v1alpha1", "v1beta1")
 
 _VERBS: Final = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+AUTHORIZATION_GROUP: Final = "authorization.k8s.io"
+AUTHENTICATION_GROUP: Final = "authentication.k8s.io"
 
 
 def _name(obj: Obj) -> str | None:
@@ -125,6 +130,26 @@ def builtin_resources(mcs_versions: tuple[str, ...] = DEFAULT_MCS_VERSIONS) -> l
             subresources=("status",),
         ),
         ResourceType(
+            "",
+            ("v1",),
+            "configmaps",
+            "configmap",
+            "ConfigMap",
+            True,
+            ConfigMapStrategy(),
+            short_names=("cm",),
+        ),
+        ResourceType(
+            "",
+            ("v1",),
+            "serviceaccounts",
+            "serviceaccount",
+            "ServiceAccount",
+            True,
+            ServiceAccountStrategy(),
+            short_names=("sa",),
+        ),
+        ResourceType(
             "discovery.k8s.io",
             ("v1",),
             "endpointslices",
@@ -180,6 +205,18 @@ def builtin_resources(mcs_versions: tuple[str, ...] = DEFAULT_MCS_VERSIONS) -> l
             categories=("api-extensions",),
             subresources=("status",),
         ),
+        # Reviews, which every API server serves: create-only, answered from the request, never stored.
+        # The emulator has no authentication and no RBAC; handlers.ApiApp says so in the answers.
+        *(
+            ResourceType(
+                group, ("v1",), plural, plural[:-1], kind, False, ReviewStrategy(), verbs=("create",)
+            )
+            for group, plural, kind in (
+                (AUTHORIZATION_GROUP, "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+                (AUTHORIZATION_GROUP, "subjectaccessreviews", "SubjectAccessReview"),
+                (AUTHENTICATION_GROUP, "selfsubjectreviews", "SelfSubjectReview"),
+            )
+        ),
     ]
 
 
@@ -199,6 +236,8 @@ class ResourceRegistry:
 
     def __init__(self, resources: list[ResourceType]) -> None:
         self._resources = list(resources)
+        # Kinds whose CRD was deleted (``KubeApiEmulator(crds=True)``): stored, but neither served nor listed.
+        self._unserved: set[ResourceType] = set()
         self._by_url = {(rt.group, v, rt.plural): rt for rt in resources for v in rt.versions}
         self._by_kind = {(rt.group, rt.kind): rt for rt in resources}
         self._by_name: dict[str, ResourceType] = {}
@@ -209,26 +248,40 @@ class ResourceRegistry:
     def __iter__(self) -> Iterator[ResourceType]:
         return iter(self._resources)
 
+    def serve(self, rt: ResourceType, served: bool) -> None:
+        """Serve ``rt`` or stop: its CRD was created or deleted."""
+        if served:
+            self._unserved.discard(rt)
+        else:
+            self._unserved.add(rt)
+
+    def _served(self, rt: ResourceType | None) -> ResourceType | None:
+        return None if rt is None or rt in self._unserved else rt
+
     def groups(self) -> list[tuple[str, tuple[str, ...]]]:
         """(group, versions) in the order discovery lists them, core group first."""
         seen: dict[str, tuple[str, ...]] = {}
         for rt in self._resources:
-            if rt.group not in seen:
+            if rt.group not in seen and rt not in self._unserved:
                 seen[rt.group] = rt.versions
         return list(seen.items())
 
     def in_group_version(self, group: str, version: str) -> list[ResourceType]:
-        return [rt for rt in self._resources if rt.group == group and version in rt.versions]
+        return [
+            rt
+            for rt in self._resources
+            if rt.group == group and version in rt.versions and rt not in self._unserved
+        ]
 
     def by_url(self, group: str, version: str, plural: str) -> ResourceType | None:
-        return self._by_url.get((group, version, plural))
+        return self._served(self._by_url.get((group, version, plural)))
 
     def by_api_version_kind(self, api_version: str, kind: str) -> tuple[ResourceType, str] | None:
         group, _, version = api_version.rpartition("/")
-        rt = self._by_kind.get((group, kind))
+        rt = self._served(self._by_kind.get((group, kind)))
         if rt is None or version not in rt.versions:
             return None
         return rt, version
 
     def by_name(self, name: str) -> ResourceType | None:
-        return self._by_name.get(name) or self._by_name.get(name.lower())
+        return self._served(self._by_name.get(name) or self._by_name.get(name.lower()))

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import select
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -37,6 +38,15 @@ class ApiHTTPServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets its connection (a killed process, a closed keep-alive socket with unread
+        data, ``mcsdns demo`` stopping) is no error of the server's: one debug line, as werkzeug says it,
+        instead of socketserver's traceback on stderr. Any other exception still prints that traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("connection from %s dropped: %s", client_address, sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)
 
     def track(self, conn: socket.socket) -> None:
         with self._conn_lock:

@@ -90,6 +90,8 @@ class Strategy:
     """Defaults shared by every kind; subclasses override what differs."""
 
     custom_resource: ClassVar[bool] = False
+    review: ClassVar[bool] = False
+    """A review (SubjectAccessReview, SelfSubjectReview, ...): POST answers it, nothing is stored."""
     """CRD-backed: no strategic merge patch, resourceVersion required on update, unknown top-level fields
     pruned, status dropped on create."""
     tracks_generation: ClassVar[bool] = False
@@ -584,6 +586,52 @@ class EndpointSliceStrategy(Strategy):
         if hostname is not None:
             errors += validation.check(f"{path}.hostname", str(hostname), validation.dns1123_label)
         return errors
+
+
+# --- core/v1 ConfigMap and ServiceAccount ----------------------------------------------------------------
+
+
+class ConfigMapStrategy(Strategy):
+    """Kept as given, keys and values checked as ValidateConfigMap does (CoreDNS's Corefile lives in one)."""
+
+    def validate(self, obj: Obj, version: str) -> list[FieldError]:
+        errors: list[FieldError] = []
+        seen: set[str] = set()
+        for section in ("data", "binaryData"):
+            values = obj.get(section)
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                errors.append(invalid(section, values, "must be an object"))
+                continue
+            for key, value in values.items():
+                if not validation.CONFIG_MAP_KEY.fullmatch(str(key)):
+                    errors.append(
+                        invalid(
+                            f"{section}[{key}]",
+                            key,
+                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                        )
+                    )
+                if key in seen:
+                    errors.append(duplicate(f"{section}[{key}]", key))
+                seen.add(key)
+                if not isinstance(value, str):
+                    errors.append(invalid(f"{section}[{key}]", value, "must be a string"))
+        return errors
+
+
+class ServiceAccountStrategy(Strategy):
+    """No token controller: a ServiceAccount is stored as given (clusters >= 1.24 create no token Secret)."""
+
+
+# --- authorization.k8s.io and authentication.k8s.io reviews -----------------------------------------------
+
+
+class ReviewStrategy(Strategy):
+    """A review kind: create-only, answered and not stored (``handlers.ApiApp`` computes the status)."""
+
+    review: ClassVar[bool] = True
 
 
 # --- coordination.k8s.io/v1 Lease ------------------------------------------------------------------------

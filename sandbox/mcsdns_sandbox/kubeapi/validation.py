@@ -25,6 +25,7 @@ _DNS1123_SUBDOMAIN_RE: Final = re.compile(f"^{_DNS1123_SUBDOMAIN}$")
 _DNS1035_LABEL_RE: Final = re.compile(f"^{_DNS1035_LABEL}$")
 _QUALIFIED_NAME_RE: Final = re.compile(f"^{_QUALIFIED_NAME_PART}$")
 _LABEL_VALUE_RE: Final = re.compile(f"^{_LABEL_VALUE}$")
+CONFIG_MAP_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")  # IsConfigMapKey
 
 NameValidator = Callable[[str], list[str]]
 """Returns the reasons a name is invalid (empty when valid), like apimachinery's ``IsDNS1123Label``."""
