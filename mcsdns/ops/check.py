@@ -55,7 +55,7 @@ def render(results: Iterable[Result]) -> str:
     lines = []
     for r in results:
         text = f"{MARKS[r.status]} {r.name}: " + ("skipped: " if r.status == SKIP else "") + r.summary
-        if r.status == FAIL and r.fix:
+        if r.status != OK and r.fix:
             text += f" — fix: {r.fix}"
         lines.append(text)
     return "\n".join(lines) + "\n"
@@ -96,9 +96,11 @@ def judge_crd(
     needed: str,
     namespace: str,
     release: str,
+    unread: str = "this user may not read CRDs",
 ) -> Result:
     """One CRD: installed, the versions it serves (and stores, when the CRD itself could be read), and
-    not older than mcsdns expects. ``crd`` None and ``served`` given: only discovery could be read."""
+    not older than mcsdns expects. ``crd`` None and ``served`` given: only discovery could be read
+    (``unread`` says why the CRD itself was not)."""
     title = f"CRD {name}"
     fix = (
         f"helm template {release} {CHART} --namespace {namespace} --show-only templates/crds/{template}"
@@ -112,7 +114,7 @@ def judge_crd(
         found = f"served {','.join(versions) or 'none'}, stored {','.join(stored) or 'none'}"
     else:
         versions = list(served or [])
-        found = f"served {','.join(versions) or 'none'} (stored version unknown: this user may not read CRDs)"
+        found = f"served {','.join(versions) or 'none'} (stored version unknown: {unread})"
     if not versions:
         if not needed:
             return Result(title, SKIP, "not installed, and not needed with these flags")
@@ -212,6 +214,18 @@ def judge_rbac(
         FAIL,
         f"{who} may not: {listed}{note}",
         rbac_fix(missing, namespace=namespace, release=release, lease_name=lease_name),
+    )
+
+
+def rbac_unchecked(why: str, account: str) -> Result:
+    """The API server cannot answer access reviews (authorization.k8s.io not served, or refused): RBAC is
+    unknown, not wrong, so the line is skipped, with how to look by hand."""
+    return Result(
+        "RBAC",
+        SKIP,
+        f"cannot be checked: the API server does not answer access reviews ({why})",
+        f"compare `kubectl auth can-i --list --as={account}` with the chart's ClusterRole and Role"
+        " (kubectl get clusterrole,role -A -l app.kubernetes.io/name=mcsdns -o yaml)",
     )
 
 
@@ -347,6 +361,8 @@ def cloudmap_failure(exc: McsDnsError, environ: Mapping[str, str], region: str |
             fix = "--aws-region REGION (or export AWS_REGION=REGION)"
         else:
             fix = "fix the AWS configuration named above (AWS_PROFILE, ~/.aws/config)"
+        # No AWS settings at all is most often a new shell: `mcsdns demo` prints the line that sets them.
+        fix += "; for mcsdns demo's Cloud Map, run the `export AWS_...` line the demo prints"
     elif "AccessDenied" in code or "AccessDenied" in text or "UnrecognizedClient" in text:
         fix = (
             "give these credentials Cloud Map access: aws iam attach-role-policy --role-name ROLE"
@@ -757,7 +773,8 @@ async def _cluster_checks(
     cloudmap = settings.cloudmap.enabled
 
     # CRDs: read the objects when this user may (served and stored versions), else discovery (served only).
-    may_read_crds = await kube.allowed("get", "apiextensions.k8s.io", "customresourcedefinitions")
+    # ``may`` is None when the authorization API cannot say: then the read itself tells.
+    may_read_crds = await kube.may("get", "apiextensions.k8s.io", "customresourcedefinitions")
     crd_resource = reader.resource(
         "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False
     )
@@ -769,7 +786,14 @@ async def _cluster_checks(
     served_by_crd: dict[str, list[str]] = {}
     for crd_name, template in CRDS:
         plural, _, group = crd_name.partition(".")
-        crd = await kube.get(crd_resource, None, crd_name) if may_read_crds else None
+        crd, unread = None, "this user may not read CRDs"
+        if may_read_crds is not False:
+            try:
+                crd = await kube.get(crd_resource, None, crd_name)
+            except ApiStatusError as exc:
+                unread = " ".join(str(exc).split())
+            else:
+                unread = "no CustomResourceDefinition object, yet the API serves it"
         served: list[str] = []
         if crd is not None:
             served = [str(v.get("name")) for v in crd["spec"].get("versions") or [] if v.get("served")]
@@ -779,7 +803,14 @@ async def _cluster_checks(
                 if any(r.get("name") == plural for r in await _resources(kube, group, version)):
                     served.append(version)
         result = judge_crd(
-            crd_name, template, crd, served, needed=needs[crd_name], namespace=namespace, release=release
+            crd_name,
+            template,
+            crd,
+            served,
+            needed=needs[crd_name],
+            namespace=namespace,
+            release=release,
+            unread=unread,
         )
         served_by_crd[crd_name] = served
         results.append(result)
@@ -789,7 +820,7 @@ async def _cluster_checks(
     unreadable = ""
     if not served_by_crd["clusterproperties.about.k8s.io"]:
         properties, unreadable = {}, "the ClusterProperty CRD is not installed"
-    elif await kube.allowed("list", "about.k8s.io", "clusterproperties"):
+    elif await kube.may("list", "about.k8s.io", "clusterproperties") is not False:
         try:
             items = await kube.list_all(CLUSTER_PROPERTIES)
             properties = cluster_properties({i: obj for i, obj in enumerate(items)})
@@ -813,9 +844,12 @@ async def _cluster_checks(
     why = ""
     if not served_by_crd["serviceexports.multicluster.x-k8s.io"]:
         why = "the ServiceExport CRD is not installed"
-    elif await kube.allowed("list", "multicluster.x-k8s.io", "serviceexports"):
-        items = await kube.list_all(SERVICE_EXPORTS)
-        exported = {(str(o["metadata"].get("namespace")), str(o["metadata"].get("name"))) for o in items}
+    elif await kube.may("list", "multicluster.x-k8s.io", "serviceexports") is not False:
+        try:
+            items = await kube.list_all(SERVICE_EXPORTS)
+            exported = {(str(o["metadata"].get("namespace")), str(o["metadata"].get("name"))) for o in items}
+        except ApiStatusError as exc:
+            why = " ".join(str(exc).split())
     else:
         why = f"{user or 'this user'} may not list ServiceExports"
     return results, properties, exported, why
@@ -840,7 +874,9 @@ async def _rbac(options: Options, kube: KubeReader, user: str | None) -> Result:
     if user and user.startswith("system:serviceaccount:"):
         who = user  # running as a ServiceAccount (in the pod, or its token): it checks itself
         namespace = user.split(":")[2]
-    elif await kube.allowed("create", "authorization.k8s.io", "subjectaccessreviews"):
+    elif (may_ask := await kube.may("create", "authorization.k8s.io", "subjectaccessreviews")) is None:
+        return rbac_unchecked(kube.unanswered or "", account)
+    elif may_ask:
         who = account
         subject = (
             account,
@@ -867,7 +903,10 @@ async def _rbac(options: Options, kube: KubeReader, user: str | None) -> Result:
             subject=subject,
         )
 
-    answers = await asyncio.gather(*(ask(p) for p in needed))
+    try:
+        answers = await asyncio.gather(*(ask(p) for p in needed))
+    except SourceError as exc:
+        return rbac_unchecked(" ".join(str(exc).split()), who if subject is None else account)
     missing = [p for p, ok in zip(needed, answers, strict=True) if not ok]
     return judge_rbac(
         who,
@@ -885,24 +924,38 @@ async def _coredns(options: Options, kube: KubeReader, user: str | None) -> Resu
 
     settings = options.settings
     controller_only = not settings.server.dns
-    if not await kube.allowed("get", "", "configmaps", namespace="kube-system", name="coredns"):
-        return Result(
-            "CoreDNS",
-            SKIP,
-            f"{user or 'this user'} may not read ConfigMap kube-system/coredns;"
-            " run check with a kubeconfig that may",
-        )
-    configmap = await kube.get(reader.resource("", "v1", "configmaps"), "kube-system", "coredns")
+    from mcsdns.clients.kube import ApiStatusError
+
+    refused = Result(
+        "CoreDNS",
+        SKIP,
+        f"{user or 'this user'} may not read ConfigMap kube-system/coredns;"
+        " run check with a kubeconfig that may",
+    )
+    if await kube.may("get", "", "configmaps", namespace="kube-system", name="coredns") is False:
+        return refused
+    try:
+        configmap = await kube.get(reader.resource("", "v1", "configmaps"), "kube-system", "coredns")
+    except ApiStatusError as exc:
+        if exc.code == 403:  # asked first when the authorization API answers; here it could not
+            return refused
+        raise
     text = None if configmap is None else str((configmap.get("data") or {}).get("Corefile") or "")
     ips: list[str] = []
     port = 53
     service_ns, service_name = options.mcsdns_service
     if not controller_only and text is not None:
-        if not await kube.allowed("get", "", "services", namespace=service_ns, name=service_name):
-            return Result(
-                "CoreDNS", SKIP, f"{user or 'this user'} may not read Service {service_ns}/{service_name}"
-            )
-        service = await kube.get(reader.resource("", "v1", "services"), service_ns, service_name)
+        service_refused = Result(
+            "CoreDNS", SKIP, f"{user or 'this user'} may not read Service {service_ns}/{service_name}"
+        )
+        if await kube.may("get", "", "services", namespace=service_ns, name=service_name) is False:
+            return service_refused
+        try:
+            service = await kube.get(reader.resource("", "v1", "services"), service_ns, service_name)
+        except ApiStatusError as exc:
+            if exc.code == 403:
+                return service_refused
+            raise
         if service is not None:
             spec = service.get("spec") or {}
             ips = [str(ip) for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip and ip != "None"]

@@ -74,6 +74,9 @@ class KubeReader:
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
+        # Why the authorization API could not answer (not served, refused, failed), the first time it did
+        # not: callers read anyway, and say so once.
+        self.unanswered: str | None = None
 
     async def call(
         self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None
@@ -164,6 +167,26 @@ class KubeReader:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": kind, "spec": spec}
         found = await self.call("POST", f"/apis/authorization.k8s.io/v1/{plural_kind}", body=review)
         return bool((found.get("status") or {}).get("allowed"))
+
+    async def may(
+        self,
+        verb: str,
+        group: str,
+        plural: str,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        subject: tuple[str, list[str]] | None = None,
+    ) -> bool | None:
+        """``allowed``, or None when the authorization API does not answer: an API server without
+        authorization.k8s.io (404), one that refuses the review (403), or a failed request. The question is
+        a courtesy before a read, so the caller reads anyway; ``unanswered`` keeps the first reason."""
+        try:
+            return await self.allowed(verb, group, plural, namespace=namespace, name=name, subject=subject)
+        except SourceError as exc:
+            if self.unanswered is None:
+                self.unanswered = " ".join(str(exc).split())
+            return None
 
     async def served_versions(self, group: str) -> list[str]:
         from mcsdns.clients.kube import NotFound

@@ -295,10 +295,12 @@ async def gather(
             async def listed(what: str, resources: Any, **options: Any) -> list[Obj]:
                 plural = (resources[0] if isinstance(resources, tuple) else resources).plural
                 group = (resources[0] if isinstance(resources, tuple) else resources).group
+                # Asked first so that a refusal reads as one plain note; when the authorization API
+                # cannot answer, the list itself says whether it is allowed.
+                if await kube.may("list", group, plural) is False:
+                    notes.append(f"{what}: this user may not list them")
+                    return []
                 try:
-                    if not await kube.allowed("list", group, plural):
-                        notes.append(f"{what}: this user may not list them")
-                        return []
                     return await kube.list_all(resources, **options)
                 except SourceError as exc:
                     notes.append(f"{what}: {' '.join(str(exc).split())}")
@@ -322,6 +324,8 @@ async def gather(
                 slices = await listed(
                     "EndpointSlices", ENDPOINT_SLICES, namespace=ns, label_selector=SOURCE_CLUSTER_LABEL
                 )
+                if kube.unanswered:
+                    notes.append(f"permissions not asked first, read anyway: {kube.unanswered}")
     view: CloudMapView | None = None
     try:
         client = reader.cloudmap_client(region)

@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
+import socket
 import tempfile
 import time
 import urllib.request
@@ -44,6 +46,78 @@ NAME = "nginx-hello.demo.svc.clusterset.local"
 CLUSTERSET = "clusterset-demo"
 CLUSTERS = (("cls1", "10.100.0.0/16"), ("cls2", "172.20.0.0/16"))
 WAIT = 30.0
+
+
+COREFILE = """\
+.:53 {
+    errors
+    health
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+    cache 30
+    reload
+}
+"""  # a kubeadm cluster's CoreDNS, before the chart's NOTES add the clusterset block
+
+
+def _installed(api: KubeApiEmulator) -> None:
+    """What ``helm install mcsdns charts/mcsdns -n mcsdns-system`` and the cluster's CoreDNS leave in a
+    cluster, so that ``mcsdns check`` finds on the demo what it finds on a real one: the release's
+    ServiceAccount and Service (its ClusterIP from the cluster's range), and the ``coredns`` ConfigMap with
+    the server block the chart's NOTES tell users to add, forwarding the zone to that ClusterIP. The CRDs and
+    the ClusterProperties come from the emulator itself (``KubeApiEmulator(crds=True, cluster_id=...)``)."""
+    labels = {"app.kubernetes.io/name": "mcsdns", "app.kubernetes.io/instance": "mcsdns"}
+    store = api.store
+    store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mcsdns-system"}})
+    meta = {"name": "mcsdns", "namespace": "mcsdns-system", "labels": labels}
+    store.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta})
+    service = store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "selector": labels,
+                "ports": [
+                    {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "targetPort": "dns-tcp", "protocol": "TCP"},
+                    {"name": "metrics", "port": 9153, "targetPort": "http", "protocol": "TCP"},
+                ],
+            },
+        }
+    )
+    ip = service["spec"]["clusterIP"]
+    store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "data": {"Corefile": COREFILE + f"clusterset.local:53 {{\n    errors\n    forward . {ip}\n}}\n"},
+        }
+    )
+
+
+def _free_port() -> int:
+    """A port for an engine's --http: the engine does not report the port it bound for port 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ops_commands(env: dict[str, str], kubeconfig: Path, app: App, http: ListenAddress) -> list[str]:
+    """``mcsdns status`` and ``mcsdns check`` for one cluster, ready to paste into another shell: the
+    environment that points them at the embedded Cloud Map, and the engine's DNS and --http addresses."""
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k != "AWS_DEFAULT_REGION")
+    server = app.addresses[0]
+    return [
+        f"export {exports}",
+        f"mcsdns status --kubeconfig {kubeconfig}",
+        f"mcsdns check --kubeconfig {kubeconfig} --cloudmap"
+        f" --server {server.host}:{server.port} --http {http}",
+    ]
 
 
 def _tutorial_file(name: str) -> Path:
@@ -197,12 +271,17 @@ async def _tutorial(port: int, once: bool, serving: asyncio.Event) -> None:
         clusters = {
             name: stack.enter_context(
                 KubeApiEmulator(
-                    cluster_name=name, cluster_id=name, clusterset_id=CLUSTERSET, service_cidr=cidr
+                    cluster_name=name,
+                    cluster_id=name,
+                    clusterset_id=CLUSTERSET,
+                    service_cidr=cidr,
+                    crds=True,
                 )
             )
             for name, cidr in CLUSTERS
         }
         for api in clusters.values():
+            _installed(api)
             api.store.load_yaml(_tutorial_file("namespace.yaml"))
         clusters["cls1"].store.load_yaml(_tutorial_file("nginx-service.yaml"))
         clusters["cls1"].store.load_yaml(_tutorial_file("nginx-endpoints.yaml"))
@@ -211,9 +290,12 @@ async def _tutorial(port: int, once: bool, serving: asyncio.Event) -> None:
         print("Two clusters, one Cloud Map, two mcsdns engines (each: DNS + export/import controller).")
         async with contextlib.AsyncExitStack() as engines:
             apps: dict[str, App] = {}
+            https: dict[str, ListenAddress] = {}
             for index, (name, api) in enumerate(clusters.items()):
+                https[name] = ListenAddress("127.0.0.1", _free_port())
                 settings = Settings(
                     server=ServerSettings(listen=(ListenAddress("127.0.0.1", port + index if port else 0),)),
+                    http=https[name],
                     kubernetes=KubernetesSettings(
                         kubeconfig=str(api.write_kubeconfig(workdir / f"{name}.kubeconfig"))
                     ),
@@ -277,9 +359,14 @@ async def _tutorial(port: int, once: bool, serving: asyncio.Event) -> None:
                 print(f"  dig @127.0.0.1 -p {app.addresses[0].port} {NAME}        # {name}")
             print(
                 f"  kubectl --kubeconfig {workdir}/cls2.kubeconfig"
-                " get serviceimports,svc,endpointslices -n demo" + _kubectl_note(clusters["cls2"].url),
-                flush=True,
+                " get serviceimports,svc,endpointslices -n demo" + _kubectl_note(clusters["cls2"].url)
             )
+            print("\nThe clusterset at a glance, and the preflight, from cls2 (paste into another shell):")
+            for line in _ops_commands(
+                cloudmap.env(), workdir / "cls2.kubeconfig", apps["cls2"], https["cls2"]
+            ):
+                print(f"  {line}")
+            print(flush=True)
             serving.set()
             await asyncio.Event().wait()  # until a signal cancels the demo (_demo)
 

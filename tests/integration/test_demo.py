@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, "-m", "mcsdns", "demo", "--port", "0"]
@@ -211,3 +213,77 @@ def test_a_demo_stopped_while_it_starts_leaves_nothing(signum: signal.Signals, t
     assert demo.process.returncode == 128 + signum, err
     assert "Traceback" not in err and "never awaited" not in err, err
     assert not list((tmp_path / "temp").iterdir()), "the demo removes its temporary directory when stopped"
+
+
+def test_the_printed_status_and_check_commands_work_on_the_serving_demo(tmp_path: Path) -> None:
+    """What a new user does next: paste the `export AWS_...`, `mcsdns status` and `mcsdns check` lines the
+    demo prints into another shell. check passes line by line; status shows the tutorial's service exported
+    by cls1 and imported in cls2, with both clusters; a CRD deleted fails exactly its line."""
+    process = subprocess.Popen(
+        DEMO,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        demo = _Running(process)
+        out = demo.until("and the preflight, from cls2", more=3)
+        exports, status_line, check_line = (line.strip() for line in out[-3:])
+        assert exports.startswith("export AWS_ENDPOINT_URL_SERVICEDISCOVERY=http://127.0.0.1:"), out[-4:]
+        environment = dict(item.split("=", 1) for item in shlex.split(exports)[1:])
+        assert {"AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(environment)
+        assert environment["AWS_DISABLE_HOST_PREFIX_INJECTION"] == "true"
+        # A shell of its own: none of this process's AWS settings, only what the demo printed.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | environment
+        env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+
+        def run(line: str) -> subprocess.CompletedProcess[str]:
+            assert line.startswith("mcsdns "), line
+            return subprocess.run(
+                shlex.split(line),
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        check = run(check_line)
+        assert check.returncode == 0, check.stdout + check.stderr
+        results = check.stdout.splitlines()
+        assert len(results) == 13 and all(line.startswith("✔") for line in results), check.stdout
+        assert "✔ CoreDNS: `clusterset.local:53`" in check.stdout
+        assert "✔ RBAC: system:serviceaccount:mcsdns-system:mcsdns may do all" in check.stdout
+
+        status = run(status_line)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("clusterset clusterset-demo, seen from cluster cls2"), status.stdout
+        assert "note:" not in status.stdout, status.stdout
+        rows = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line.strip()}
+        assert "cls1" in rows and rows["cls2"][1] == "(this)", status.stdout
+        service = rows["demo/nginx-hello"]
+        assert service[1] == "ClusterSetIP" and service[2].startswith("172.20.") and service[3] == "cls1"
+        assert service[-1] != "-", "imported in cls2: its ServiceImport has an age"
+
+        # Break one prerequisite: the ServiceExport CRD deleted (as kubectl delete crd does).
+        server = yaml.safe_load(Path(shlex.split(check_line)[3]).read_text())["clusters"][0]["cluster"][
+            "server"
+        ]
+        crd = "serviceexports.multicluster.x-k8s.io"
+        request = urllib.request.Request(
+            f"{server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}", method="DELETE"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        broken = run(check_line)
+        failed = [line for line in broken.stdout.splitlines() if line.startswith("✘")]
+        assert broken.returncode == 1 and len(failed) == 1, broken.stdout
+        assert failed[0].startswith(f"✘ CRD {crd}: not installed"), broken.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "Exception occurred" not in err, err

@@ -360,3 +360,39 @@ def test_status_shows_the_tutorial_from_the_importing_cluster(
     # From the exporting cluster with no kubeconfig at all: Cloud Map alone.
     alone = mcsdns("status", "--clusterset-id", CLUSTERSET)
     assert alone.returncode == 0 and "demo/nginx-hello" in alone.stdout and "cls1:3/3" in alone.stdout
+
+
+def test_an_api_server_that_answers_no_access_reviews_still_shows_its_cluster(
+    cloudmap: EmbeddedCloudMap, tmp_path: Path
+) -> None:
+    """An API server without authorization.k8s.io (404 to every review, as an emulated one had): status
+    reads anyway and says so once; check's RBAC line says it cannot be checked, and the rest still passes."""
+    from mcsdns_sandbox.kubeapi import KubeApiEmulator
+
+    with KubeApiEmulator(cluster_id="cls2", clusterset_id=CLUSTERSET) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        api.store.load_yaml(ROOT / "examples" / "tutorial" / "namespace.yaml")
+        api.store.create(
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1beta1",
+                "kind": "ServiceImport",
+                "metadata": {"name": "nginx-hello", "namespace": "demo"},
+                "spec": {"type": "ClusterSetIP", "ips": ["172.20.0.9"], "ports": [{"port": 80}]},
+            }
+        )
+        api.fail_next(1000, code=404, path_contains="/apis/authorization.k8s.io/")
+        status = mcsdns("status", "--kubeconfig", str(kubeconfig))
+        assert status.returncode == 0, status.stderr
+        notes = [line for line in status.stdout.splitlines() if line.startswith("note: ")]
+        permission_notes = [n for n in notes if "authorization.k8s.io" in n]
+        assert len(permission_notes) == 1 and "read anyway" in permission_notes[0], status.stdout
+        assert status.stdout.startswith(f"clusterset {CLUSTERSET}, seen from cluster cls2")
+        assert "demo/nginx-hello" in status.stdout and "172.20.0.9" in status.stdout
+
+        check = mcsdns("check", "--kubeconfig", str(kubeconfig))
+        found = lines(check)
+        assert found["kubernetes API"].startswith("✔"), check.stdout
+        assert found["cluster identity"].startswith("✔"), check.stdout
+        assert found["RBAC"].startswith("- RBAC: skipped: cannot be checked:"), check.stdout
+        assert "kubectl auth can-i --list --as=system:serviceaccount:mcsdns-system:mcsdns" in found["RBAC"]
+        assert [name for name in failing(check)] == ["CoreDNS"], check.stdout  # no coredns ConfigMap here
