@@ -134,6 +134,11 @@ class CloudMapClient:
             raise StartupError(NO_REGION) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise StartupError(f"cannot create a Cloud Map client: {exc}") from exc
+        except ValueError as exc:
+            # An empty AWS_REGION makes botocore build "servicediscovery..amazonaws.com" and refuse it.
+            if not session.region_name:
+                raise StartupError(NO_REGION) from exc
+            raise StartupError(f"cannot create a Cloud Map client: {exc}") from exc
         if credentials is None:
             raise StartupError(NO_CREDENTIALS)
         self.budget = budget or RateBudget(DEFAULT_RATE)

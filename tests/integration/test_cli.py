@@ -334,6 +334,18 @@ FAILURES = {
     "cloudmap-no-region": Failure(
         (*SERVE, "--cloudmap", "true"), 1, ("--cloudmap: no AWS region (give --aws-region",), env=NO_AWS
     ),
+    "cloudmap-empty-region": Failure(
+        ("status",),
+        1,
+        ("Cloud Map not read: --cloudmap: no AWS region (give --aws-region",),
+        env={
+            **NO_AWS,
+            "AWS_REGION": "",
+            "AWS_DEFAULT_REGION": "",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+        },
+    ),
     "cloudmap-no-credentials": Failure(
         CLOUDMAP,
         1,
