@@ -270,7 +270,10 @@ class CloudMapClient:
         if cached is not None:
             count, read_at, found = cached
             age = now - read_at
-            unchanged = count is not None and count == namespace.service_count
+            # Unchanged: the count is the one the list was read at, or the count of what we know is there
+            # (the list plus the services beacons named, note_services): then nobody made a service that
+            # no beacon announced, and paging the account's services again would tell nothing new.
+            unchanged = namespace.service_count is not None and namespace.service_count in (count, len(found))
             if age < self._cache_ttl or age < (SERVICE_LIST_MAX_AGE if unchanged else SERVICE_LIST_MIN_AGE):
                 return found
         items = await self._paginate(

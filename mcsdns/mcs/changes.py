@@ -165,14 +165,20 @@ class Sweep:
     is checked within ``SWEEP_SHARE`` of ``max_staleness`` at an even pace. The pace is kept as a credit of
     checks (services x seconds since the last poll / window) so that a handful of services costs a check
     now and then, not one every poll, and a clusterset read all at once is not checked all at once again.
-    Never-checked keys count as the oldest."""
+    Never-checked keys count as the oldest; ``most`` caps a pick (the budget's share of one poll)."""
 
     def __init__(self, max_staleness: float) -> None:
         self.window = max(max_staleness * SWEEP_SHARE, 1e-9)
         self._credit = 0.0
 
     def pick(
-        self, verified: Mapping[Key, float], keys: Iterable[Key], *, now: float, period: float
+        self,
+        verified: Mapping[Key, float],
+        keys: Iterable[Key],
+        *,
+        now: float,
+        period: float,
+        most: int | None = None,
     ) -> list[Key]:
         ordered = sorted(keys, key=lambda k: verified.get(k, -math.inf))
         if not ordered:
@@ -181,6 +187,8 @@ class Sweep:
         self._credit = min(self._credit + len(ordered) * min(period, self.window) / self.window, len(ordered))
         overdue = sum(1 for k in ordered if now - verified.get(k, -math.inf) >= self.window)
         count = max(int(self._credit), overdue)
+        if most is not None:
+            count = max(0, min(count, most))  # the rest stay due: picked first next time
         self._credit = max(0.0, self._credit - count)
         return ordered[:count]
 

@@ -43,6 +43,7 @@ from mcsdns.mcs.identity import ClusterIdentity
 from mcsdns.mcs.labels import MCS_GROUP, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL, labels_of
 from mcsdns.mcs.leader import LeaderElector
 from mcsdns.mcs.reconcile import ReconcileStats
+from mcsdns.mcs.workqueue import FairQueue
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +346,7 @@ class ImportController:
         # What changed (mcs/changes.py): the beacons' revision and what each cluster's beacon said last,
         # when each import's revision was last checked, and the sweep's pace.
         self._sweep = changes.Sweep(max_staleness)
+        self._pending: FairQueue[Key] = FairQueue()  # services to read, by namespace turn
         self._beacons = changes.BeaconReader(cloudmap)
         self._verified: dict[Key, float] = {}
         self._last_cycle: float | None = None
@@ -535,31 +537,42 @@ class ImportController:
                 unknown.add(name)
                 continue
             known.update((name, service) for service in listed)
-        fresh = {key for key in known if key not in self._seen}
-        direct = fresh | (named or set()) & known
+        # Reads wait in a queue fair across namespaces, and a poll takes only what the budget can serve in
+        # about one period: a burst of 500 new services in one team's namespaces is imported over several
+        # polls, while another namespace's new service is read at its next turn, not after all of them.
+        for key in sorted(key for key in known if key not in self._seen or key in (named or ())):
+            self._pending.put(key)
         if named is None:
-            checks = sorted(known - direct)
-            check_priority = Priority.CHANGE
-        else:
-            checks = self._sweep.pick(self._verified, known - direct, now=now, period=period)
-            check_priority = Priority.SWEEP
+            for key in known:
+                self._verified.pop(key, None)  # every revision is due: checked oldest first, within the limit
+        limit = max(CONCURRENCY, int(self._cloudmap.budget.allowed * self._poll_interval))
+        direct: list[Key] = []
+        while len(direct) < limit and (turn := self._pending.get_nowait()) is not None:
+            if turn in known:
+                direct.append(turn)
+        checks = self._sweep.pick(
+            self._verified,
+            known - set(direct) - set(self._pending),
+            now=now,
+            period=period,
+            most=limit - len(direct),
+        )
         semaphore = asyncio.Semaphore(CONCURRENCY)
         moved: set[Key] = set()
 
         async def read(key: Key, check_first: bool) -> None:
             async with semaphore:
                 try:
-                    if await self._read(key, check_first, check_priority if check_first else Priority.CHANGE):
+                    if await self._read(key, check_first, Priority.SWEEP if check_first else Priority.CHANGE):
                         moved.add(key)
                 except SourceError as exc:
                     if key[0] not in unknown:
                         logger.warning("import: %s/%s: %s; its namespace is kept", *key, exc)
                     unknown.add(key[0])
+                    if not check_first:
+                        self._pending.put(key)  # read again at its next turn
 
-        await asyncio.gather(
-            *(read(key, False) for key in sorted(direct)),
-            *(read(key, True) for key in checks),
-        )
+        await asyncio.gather(*(read(key, False) for key in direct), *(read(key, True) for key in checks))
         for key in list(self._verified):
             if key not in known and key[0] not in unknown:
                 del self._verified[key]  # no longer listed: nothing to verify
@@ -576,6 +589,8 @@ class ImportController:
         for key in sorted(ensure):
             await self._ensure(desired[key])
         for key, existing in list(self.imports.objects.items()):
+            if key in known and key not in self._seen:
+                continue  # not read yet (waiting for its turn): nothing is known against it
             if _managed(existing) and key not in desired and key[0] not in unknown:
                 await self._remove(key)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=tuple[str, str])
@@ -34,6 +34,9 @@ class FairQueue(Generic[K]):
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._queued
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._queued))
 
     def put(self, key: K, *, resync: bool = False) -> None:
         wanted = RESYNC if resync else CHANGE

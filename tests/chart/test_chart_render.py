@@ -185,7 +185,7 @@ def test_default_settings_reach_the_container_as_mcsdns_variables() -> None:
         "MCSDNS_TTL": "5",
         "MCSDNS_STATE_DIR": "/var/lib/mcsdns",
         "MCSDNS_CLOUDMAP": "true",
-        "MCSDNS_CLOUDMAP_POLL": "2s",
+        "MCSDNS_CLOUDMAP_POLL": "1s",
         "MCSDNS_LEADER_ELECT": "true",
         "MCSDNS_LEASE_NAME": "mcsdns-leader",
         "MCSDNS_LEADER_ID": "<metadata.name>",

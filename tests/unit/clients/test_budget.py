@@ -54,9 +54,11 @@ def test_the_rate_holds_then_climbs_back_linearly_to_the_budget() -> None:
     assert budget.allowed == 100, "never above the budget"
 
 
-def test_waiting_calls_go_by_priority_then_arrival() -> None:
+def waiting_order(calls: list[tuple[str, Priority]]) -> list[str]:
+    """The order in which ``calls``, all waiting for an empty budget, are granted."""
+
     async def main() -> list[str]:
-        budget = RateBudget(50)
+        budget = RateBudget(200)
         while budget.try_take():
             pass
         order: list[str] = []
@@ -65,16 +67,32 @@ def test_waiting_calls_go_by_priority_then_arrival() -> None:
             await budget.take(priority)
             order.append(name)
 
-        await asyncio.gather(
-            call("sweep-1", Priority.SWEEP),
-            call("change-1", Priority.CHANGE),
-            call("write-1", Priority.WRITE),
-            call("sweep-2", Priority.SWEEP),
-            call("write-2", Priority.WRITE),
-        )
+        await asyncio.gather(*(call(name, priority) for name, priority in calls))
         return order
 
-    assert asyncio.run(main()) == ["write-1", "write-2", "change-1", "sweep-1", "sweep-2"]
+    return asyncio.run(main())
+
+
+def test_waiting_calls_take_weighted_turns_by_class_then_arrival() -> None:
+    order = waiting_order(
+        [
+            ("sweep-1", Priority.SWEEP),
+            ("change-1", Priority.CHANGE),
+            ("write-1", Priority.WRITE),
+            ("sweep-2", Priority.SWEEP),
+            ("write-2", Priority.WRITE),
+        ]
+    )
+    assert order == ["write-1", "change-1", "write-2", "sweep-1", "sweep-2"]
+
+
+def test_a_flood_of_writes_leaves_reads_and_the_sweep_their_share() -> None:
+    calls = [(f"w{i}", Priority.WRITE) for i in range(60)]
+    calls += [(f"c{i}", Priority.CHANGE) for i in range(60)]
+    calls += [(f"s{i}", Priority.SWEEP) for i in range(60)]
+    first = waiting_order(calls)[:60]
+    counts = {kind: sum(1 for name in first if name[0] == kind) for kind in "wcs"}
+    assert counts == {"w": 30, "c": 20, "s": 10}, "3 : 2 : 1 while all three wait"
 
 
 def test_calls_are_paced_at_the_allowed_rate() -> None:
