@@ -253,11 +253,15 @@ class _Collector(Collector):
                 "Cloud Map calls per second this process may make (--cloudmap-rate)",
                 value=budget.limit,
             )
-            yield GaugeMetricFamily(
+            allowed = GaugeMetricFamily(
                 "mcsdns_cloudmap_rate_allowed",
-                "Cloud Map calls per second allowed now: the budget, lowered after throttling (AIMD)",
-                value=budget.allowed,
+                "Cloud Map calls per second allowed now per AWS quota: the budget, lowered after throttling"
+                " (AIMD)",
+                labels=["quota"],
             )
+            for group, quota in sorted(o.cloudmap.quotas.items()):
+                allowed.add_metric([group], quota.allowed)
+            yield allowed
             yield GaugeMetricFamily(
                 "mcsdns_cloudmap_waiting_calls",
                 "Cloud Map calls waiting for the rate budget",

@@ -55,6 +55,15 @@ OPERATION_LIMITS: Mapping[str, tuple[float, int]] = {
 WRITES = frozenset(
     {"CreateHttpNamespace", "CreateService", "RegisterInstance", "DeregisterInstance", "GetOperation"}
 )
+# AWS throttles per API: DiscoverInstances and DiscoverInstancesRevision each have a bucket of their own per
+# account and Region, the control-plane calls theirs ("Cloud Map API request throttling"). A throttle slows
+# only its own group here, so an account's writes running into their quota do not also slow this cluster's
+# reads of what the others export.
+QUOTA_GROUPS = {
+    "DiscoverInstances": "DiscoverInstances",
+    "DiscoverInstancesRevision": "DiscoverInstancesRevision",
+}
+CONTROL_PLANE = "control-plane"
 # botocore's "standard" retry mode treats these HTTP statuses as throttling or a service that sheds load,
 # which is what they are when no error code says otherwise.
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -142,6 +151,10 @@ class CloudMapClient:
         if credentials is None:
             raise StartupError(NO_CREDENTIALS)
         self.budget = budget or RateBudget(DEFAULT_RATE)
+        # Per quota group, the rate Cloud Map lets through lately: the budget's, halved while it throttles.
+        self.quotas = {
+            group: RateBudget(self.budget.limit) for group in {*QUOTA_GROUPS.values(), CONTROL_PLANE}
+        }
         self._buckets = {op: TokenBucket(*limit) for op, limit in OPERATION_LIMITS.items()}
         # Namespaces shared with this account by another (AWS RAM): with an owner given, the clusterset's
         # namespaces are that account's; without, this account's own, else a shared one of that name.
@@ -158,6 +171,14 @@ class CloudMapClient:
         self.throttles: collections.Counter[str] = collections.Counter()
         self.durations: dict[str, Histogram] = {}  # per operation: each call's time, answered or failed
 
+    def read_rate(self) -> float:
+        """Discover* calls per second this process may make now: a poll plans its reads by it."""
+        return min(
+            self.budget.allowed,
+            self.quotas["DiscoverInstances"].allowed,
+            self.quotas["DiscoverInstancesRevision"].allowed,
+        )
+
     @property
     def endpoint(self) -> str:
         return str(self._client.meta.endpoint_url)
@@ -171,6 +192,8 @@ class CloudMapClient:
             bucket = self._buckets.get(operation)
             if bucket is not None:
                 await bucket.take()
+            quota = self.quotas[QUOTA_GROUPS.get(operation, CONTROL_PLANE)]
+            await quota.take(priority)
             await self.budget.take(priority)
             started = time.monotonic()
             outcome = "error"
@@ -183,10 +206,10 @@ class CloudMapClient:
                 code = str(error.get("Code", ""))
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if code in THROTTLE_CODES or status in THROTTLE_STATUSES:
-                    # Slow the whole process down, not only this call: the quota is the account's.
+                    # Slow every call of this quota down, not only this one: the quota is the account's.
                     outcome = "throttled"
                     self.throttles[operation] += 1
-                    self.budget.throttled()
+                    quota.throttled()
                     if attempt + 1 < THROTTLE_ATTEMPTS:
                         await backoff.sleep()
                         continue

@@ -634,9 +634,15 @@ class ExportController:
         mine = tuple(sorted(i.id for i in found if i.attributes.get(attrs.CLUSTER_ID) == cluster_id))
         if not mine:
             return 0
-        service_id = self._service_refs.get(key) or (await self._cloudmap.services(namespace)).get(key[1])
-        if not service_id:  # not listed yet (only named by a beacon): the next resync deregisters
-            raise CloudMapError(f"service {key[0]}/{key[1]} is not listed yet", code="ServiceNotListed")
+        service_id = self._service_refs.get(key) or self._cloudmap.known_service(namespace, key[1])
+        if service_id is None:
+            # Known only by name (a beacon named it since the list was read): read the list for its id.
+            self._cloudmap.forget_services(namespace)
+            service_id = (await self._cloudmap.services(namespace)).get(key[1])
+        if not service_id:
+            raise CloudMapError(
+                f"service {key[0]}/{key[1]} has instances but is not listed", code="ServiceNotFound"
+            )
         try:
             await self._apply(service_id, InstancePlan({}, mine))
         finally:

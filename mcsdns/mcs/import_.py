@@ -545,7 +545,7 @@ class ImportController:
         if named is None:
             for key in known:
                 self._verified.pop(key, None)  # every revision is due: checked oldest first, within the limit
-        limit = max(CONCURRENCY, int(self._cloudmap.budget.allowed * self._poll_interval))
+        limit = max(CONCURRENCY, int(self._cloudmap.read_rate() * self._poll_interval))
         direct: list[Key] = []
         while len(direct) < limit and (turn := self._pending.get_nowait()) is not None:
             if turn in known:

@@ -20,6 +20,7 @@ from tests.integration.test_cloudmap import (
     export,
     imported_clusters,
     instances,
+    local_slice,
     sd_client,
     tutorial_clusters,
 )
@@ -98,12 +99,12 @@ def test_a_throttling_storm_keeps_answering_and_removes_nothing(
         cloudmap.throttle_next(100_000, code="RequestLimitExceeded", operations=["DiscoverInstances"])
         cloudmap.throttle_next(100_000, code="ThrottlingException")
         assert s2.app is not None and s2.app.cloudmap is not None
-        budget = s2.app.cloudmap.budget
+        quotas = s2.app.cloudmap.quotas
         deadline = time.monotonic() + 4.0
         while time.monotonic() < deadline:
             assert cls2.answer() == before[1], "DNS answers through the storm"
             time.sleep(0.2)
-        assert budget.allowed < budget.limit, "the budget backed off"
+        assert all(q.allowed < q.limit for q in quotas.values()), "every quota's rate backed off"
         assert cloudmap.throttled(), "Cloud Map refused calls"
         after = cls2.store.find("serviceimports", "nginx-hello", namespace="demo")
         assert after is not None and before[0] is not None
@@ -115,61 +116,32 @@ def test_a_throttling_storm_keeps_answering_and_removes_nothing(
         ), "its slices neither"
         cloudmap.clear_faults()
         # After the storm, changes flow again.
-        cls1.store.load(
-            [
-                {
-                    "apiVersion": "discovery.k8s.io/v1",
-                    "kind": "EndpointSlice",
-                    "metadata": {
-                        "name": "nginx-hello-extra",
-                        "namespace": "demo",
-                        "labels": {"kubernetes.io/service-name": "nginx-hello"},
-                    },
-                    "addressType": "IPv4",
-                    "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
-                    "endpoints": [{"addresses": ["10.10.66.6"], "conditions": {"ready": True}}],
-                }
-            ]
-        )
+        cls1.store.load([local_slice("nginx-hello-extra", "nginx-hello", "10.10.66.6")])
         wait_for(lambda: "tcp-10_10_66_6-80-cls1" in instances(cloudmap), timeout=30, what="the export after")
 
 
+def exported(name: str, address: str) -> list[dict[str, Any]]:
+    """A Service of one endpoint in namespace demo, its EndpointSlice, and its ServiceExport."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}]},
+        },
+        local_slice(f"{name}-1", name, address),
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1beta1",
+            "kind": "ServiceExport",
+            "metadata": {"name": name, "namespace": "demo"},
+        },
+    ]
+
+
 def _burst(count: int) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for i in range(count):
-        name = f"burst-{i:04d}"
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": name, "namespace": "demo"},
-                "spec": {"ports": [{"port": 80, "protocol": "TCP"}]},
-            }
-        )
-        docs.append(
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-1",
-                    "namespace": "demo",
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
-                "endpoints": [
-                    {"addresses": [f"10.50.{i // 250}.{i % 250 + 1}"], "conditions": {"ready": True}}
-                ],
-            }
-        )
-        docs.append(
-            {
-                "apiVersion": "multicluster.x-k8s.io/v1beta1",
-                "kind": "ServiceExport",
-                "metadata": {"name": name, "namespace": "demo"},
-            }
-        )
-    return docs
+    return [
+        obj for i in range(count) for obj in exported(f"burst-{i:04d}", f"10.50.{i // 250}.{i % 250 + 1}")
+    ]
 
 
 BURST = 1000
@@ -268,33 +240,7 @@ def test_a_cluster_in_another_account_imports_and_exports_through_a_shared_names
     for key, value in cloudmap.env(consumer).items():
         monkeypatch.setenv(key, value)  # the engine below signs as account B
     cls2 = planes["cls2"]
-    cls2.store.load(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": "web", "namespace": "demo"},
-                "spec": {"ports": [{"port": 80, "protocol": "TCP"}]},
-            },
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": "web-1",
-                    "namespace": "demo",
-                    "labels": {"kubernetes.io/service-name": "web"},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
-                "endpoints": [{"addresses": ["10.20.0.5"], "conditions": {"ready": True}}],
-            },
-            {
-                "apiVersion": "multicluster.x-k8s.io/v1beta1",
-                "kind": "ServiceExport",
-                "metadata": {"name": "web", "namespace": "demo"},
-            },
-        ]
-    )
+    cls2.store.load(exported("web", "10.20.0.5"))
     with ServerThread(tuned(cls2, cloudmap, owner_account=owner)) as s2:
         cls2.server = s2
         wait_for(
