@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from mcsdns import __version__
@@ -152,37 +152,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        try:
-            return int(demo.run_demo(port=args.port, once=args.once))
-        except McsDnsError as exc:
-            return _fail(exc, 1)
-        except KeyboardInterrupt:
-            return 130
+        return _one_line_errors(lambda: int(demo.run_demo(port=args.port, once=args.once)))
     if args.command in ops_commands.COMMANDS:
-        try:
-            return ops_commands.run(args, dict(os.environ))
-        except ConfigError as exc:
-            return _fail(exc, 2)
-        except McsDnsError as exc:
-            return _fail(exc, 1)
-        except KeyboardInterrupt:
-            return 130
-    try:
-        settings = settings_from(args, dict(os.environ))
-        setup_logging(settings.log)
-        from mcsdns import app  # deferred: `mcsdns version` and errors stay fast
+        return _one_line_errors(lambda: ops_commands.run(args, dict(os.environ)))
+    return _one_line_errors(lambda: _serve(args))
 
-        app.check_sources(settings)
-        environ = dict(os.environ)
-        return app.run(
-            settings,
-            load=lambda: settings_from(args, environ),
-            config_path=args.config or environ.get("MCSDNS_CONFIG"),
-        )
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args, dict(os.environ))
+    setup_logging(settings.log)
+    from mcsdns import app  # deferred: `mcsdns version` and errors stay fast
+
+    app.check_sources(settings)
+    environ = dict(os.environ)
+    return app.run(
+        settings,
+        load=lambda: settings_from(args, environ),
+        config_path=args.config or environ.get("MCSDNS_CONFIG"),
+    )
+
+
+def _one_line_errors(command: Callable[[], int]) -> int:
+    """Run a command; a bad setting is one line and exit 2, a failure with a message for people (a port in
+    use, an unreachable API) one line and exit 1, Ctrl-C 130."""
+    try:
+        return command()
     except ConfigError as exc:
         return _fail(exc, 2)
     except McsDnsError as exc:
-        # A runtime failure with a message for people (e.g. a port in use): one line, exit 1.
         return _fail(exc, 1)
     except KeyboardInterrupt:
         return 130

@@ -56,14 +56,17 @@ WRITES = frozenset(
     {"CreateHttpNamespace", "CreateService", "RegisterInstance", "DeregisterInstance", "GetOperation"}
 )
 # AWS throttles per API: DiscoverInstances and DiscoverInstancesRevision each have a bucket of their own per
-# account and Region, the control-plane calls theirs ("Cloud Map API request throttling"). A throttle slows
-# only its own group here, so an account's writes running into their quota do not also slow this cluster's
-# reads of what the others export.
+# account and Region, the control-plane calls theirs ("Cloud Map API request throttling"; the split of the
+# control plane into reads and writes is ours, AWS does not publish it). A throttle slows only its own
+# group here, so an account's writes running into their quota do not also slow this cluster's reads.
 QUOTA_GROUPS = {
     "DiscoverInstances": "DiscoverInstances",
     "DiscoverInstancesRevision": "DiscoverInstancesRevision",
+    **dict.fromkeys(
+        ("CreateHttpNamespace", "CreateService", "RegisterInstance", "DeregisterInstance"), "writes"
+    ),
 }
-CONTROL_PLANE = "control-plane"
+CONTROL_PLANE = "control-plane reads"  # List*, Get*
 # botocore's "standard" retry mode treats these HTTP statuses as throttling or a service that sheds load,
 # which is what they are when no error code says otherwise.
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -167,6 +170,8 @@ class CloudMapClient:
         # when the namespace's ServiceCount moved (at most every ``SERVICE_LIST_MIN_AGE``), or after
         # ``SERVICE_LIST_MAX_AGE``.
         self._services: dict[str, tuple[int | None, float, dict[str, str]]] = {}
+        self._relisting: dict[str, asyncio.Task[None]] = {}  # namespace id → its background list read
+        self._noted: dict[str, dict[str, float]] = {}  # namespace id → names known since its list, and when
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.throttles: collections.Counter[str] = collections.Counter()
         self.durations: dict[str, Histogram] = {}  # per operation: each call's time, answered or failed
@@ -287,18 +292,35 @@ class CloudMapClient:
     async def services(self, namespace: Namespace, priority: Priority | None = None) -> dict[str, str]:
         """Service name → what instance calls take as ServiceId in one namespace: the ARN when listed
         ("For services created in a shared namespace, specify the service ARN"; ours take it too), else the
-        id."""
+        id. A namespace never listed is listed now; a known list that is due again is returned as it is
+        while it is read again in the background, so a poll never waits for a namespace's 50 pages."""
         cached = self._services.get(namespace.id)
-        now = time.monotonic()
-        if cached is not None:
-            count, read_at, found = cached
-            age = now - read_at
-            # Unchanged: the count is the one the list was read at, or the count of what we know is there
-            # (the list plus the services beacons named, note_services): then nobody made a service that
-            # no beacon announced, and paging the account's services again would tell nothing new.
-            unchanged = namespace.service_count is not None and namespace.service_count in (count, len(found))
-            if age < self._cache_ttl or age < (SERVICE_LIST_MAX_AGE if unchanged else SERVICE_LIST_MIN_AGE):
-                return found
+        if cached is None:
+            return await self._list_services(namespace, priority)
+        count, read_at, found = cached
+        age = time.monotonic() - read_at
+        # Unchanged: the count is the one the list was read at, or the count of what we know is there (the
+        # list plus the services beacons named, note_services): then nobody made a service that no beacon
+        # announced, and paging the account's services again would tell nothing new.
+        unchanged = namespace.service_count is not None and namespace.service_count in (count, len(found))
+        if age >= self._cache_ttl and age >= (SERVICE_LIST_MAX_AGE if unchanged else SERVICE_LIST_MIN_AGE):
+            running = self._relisting.get(namespace.id)
+            if running is None or running.done():
+                self._relisting[namespace.id] = asyncio.get_running_loop().create_task(
+                    self._relist(namespace, priority)
+                )
+        return found
+
+    async def _relist(self, namespace: Namespace, priority: Priority | None) -> None:
+        try:
+            await self._list_services(namespace, priority)
+        except CloudMapError as exc:
+            logger.info(
+                "Cloud Map namespace %s: its service list stays as read before: %s", namespace.name, exc
+            )
+
+    async def _list_services(self, namespace: Namespace, priority: Priority | None) -> dict[str, str]:
+        started = time.monotonic()
         items = await self._paginate(
             "ListServices",
             "Services",
@@ -307,7 +329,13 @@ class CloudMapClient:
             Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace.ref], "Condition": "EQ"}],
         )
         found = {item["Name"]: str(item.get("Arn") or item["Id"]) for item in items}
-        self._services[namespace.id] = (namespace.service_count, now, found)
+        # Names noted or created while the pages were read stay: the pages may predate them.
+        noted = self._noted.pop(namespace.id, {})
+        cached = self._services.get(namespace.id)
+        for name, when in noted.items():
+            if when >= started and name not in found:
+                found[name] = cached[2].get(name, "") if cached is not None else ""
+        self._services[namespace.id] = (namespace.service_count, started, found)
         return found
 
     def forget_services(self, namespace: Namespace) -> None:
@@ -324,6 +352,8 @@ class CloudMapClient:
         missing = {name: "" for name in names if name not in cached[2]}
         if missing:
             self._services[namespace.id] = (cached[0], cached[1], {**cached[2], **missing})
+            now = time.monotonic()
+            self._noted.setdefault(namespace.id, {}).update(dict.fromkeys(missing, now))
 
     def known_service(self, namespace: Namespace, name: str) -> str | None:
         """The service's reference from the cached list, without a call; None when not known."""
@@ -412,6 +442,7 @@ class CloudMapClient:
         cached = self._services.get(namespace.id)
         if cached is not None:
             self._services[namespace.id] = (cached[0], cached[1], {**cached[2], name: service_ref})
+            self._noted.setdefault(namespace.id, {})[name] = time.monotonic()
         return service_ref
 
     async def register(self, service_id: str, instance_id: str, attributes: Mapping[str, str]) -> None:

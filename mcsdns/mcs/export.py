@@ -600,6 +600,8 @@ class ExportController:
         if service_ref is None:
             self._guard()
             service_ref = await self._cloudmap.create_service(namespace, key[1])
+            # Named at once, so importers account for the namespace's new ServiceCount without a list.
+            self._unannounced[key] = None
         self._service_refs[key] = service_ref
         return service_ref
 

@@ -23,13 +23,12 @@ from mcsdns.settings import ListenAddress
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
 from tests.chart.helpers import render
 from tests.controlplane import ControlPlane
+from tests.integration import test_cloudmap
 from tests.integration.test_cloudmap import (
     Cluster,
-    engine_settings,
     export,
     imported_clusters,
     sd_client,
-    tutorial_clusters,
 )
 from tests.realkube import CLUSTERSET, chart_kubeconfig_of
 from tests.support import ServerThread, aws_controller_attributes, free_port, settings_for, wait_for
@@ -98,12 +97,7 @@ def shell(command: str, kubeconfig: Path, cwd: Path) -> None:
     assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
 
 
-@pytest.fixture
-def cloudmap(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedCloudMap]:
-    with EmbeddedCloudMap() as embedded:
-        for key, value in embedded.env().items():
-            monkeypatch.setenv(key, value)
-        yield embedded
+cloudmap = test_cloudmap.cloudmap  # the embedded Cloud Map, its environment set for the engines
 
 
 def coredns_configmap(corefile: str) -> dict[str, Any]:
@@ -301,20 +295,15 @@ def test_check_and_status_say_what_is_wrong_in_one_line(tmp_path: Path) -> None:
             assert "✘ kubernetes API: --kubeconfig: " in result.stdout
 
 
+clusters = test_cloudmap.clusters  # the tutorial's two clusters and engines
+
+
 @pytest.fixture
-def exported(
-    cloudmap: EmbeddedCloudMap, real_clusters: dict[str, ControlPlane], tmp_path: Path
-) -> Iterator[dict[str, Cluster]]:
+def exported(clusters: dict[str, Cluster]) -> dict[str, Cluster]:
     """The tutorial: nginx-hello exported by cls1 and imported in cls2, by two engines."""
-    out = tutorial_clusters(real_clusters, tmp_path)
-    with (
-        ServerThread(engine_settings(out["cls1"], cloudmap)) as s1,
-        ServerThread(engine_settings(out["cls2"], cloudmap)) as s2,
-    ):
-        out["cls1"].server, out["cls2"].server = s1, s2
-        export(out["cls1"])
-        wait_for(lambda: imported_clusters(out["cls2"]) == ["cls1"], timeout=15, what="the import in cls2")
-        yield out
+    export(clusters["cls1"])
+    wait_for(lambda: imported_clusters(clusters["cls2"]) == ["cls1"], timeout=15, what="the import in cls2")
+    return clusters
 
 
 def test_status_shows_the_tutorial_from_the_importing_cluster(
