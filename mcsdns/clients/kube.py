@@ -20,7 +20,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -579,6 +579,59 @@ class Selector:
         return True
 
 
+class Objects(dict[Key, Obj]):
+    """A view's objects by (namespace, name), plus an index by (namespace, label value) for the labels the
+    view asked for, kept up to date on every write (the controllers also put what they wrote here), so
+    "the slices of this service" costs a lookup, not a scan of every slice (client-go's Indexer)."""
+
+    def __init__(self, items: Mapping[Key, Obj] | None = None, *, indexed: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self._indexed = indexed
+        self._index: dict[str, dict[Key, set[Key]]] = {label: {} for label in indexed}
+        for key, obj in (items or {}).items():
+            self[key] = obj
+
+    def _entries(self, key: Key, obj: Obj) -> Iterator[tuple[dict[Key, set[Key]], Key]]:
+        labels = _labels(obj)
+        for label in self._indexed:
+            value = labels.get(label)
+            if value is not None:
+                yield self._index[label], (key[0], str(value))
+
+    def __setitem__(self, key: Key, obj: Obj) -> None:
+        old = self.get(key)
+        if old is not None:
+            self._forget(key, old)
+        super().__setitem__(key, obj)
+        for index, entry in self._entries(key, obj):
+            index.setdefault(entry, set()).add(key)
+
+    def _forget(self, key: Key, obj: Obj) -> None:
+        for index, entry in self._entries(key, obj):
+            keys = index.get(entry)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[entry]
+
+    def __delitem__(self, key: Key) -> None:
+        self._forget(key, self[key])
+        super().__delitem__(key)
+
+    def pop(self, key: Key, *default: Any) -> Any:
+        if key in self:
+            obj = self[key]
+            del self[key]
+            return obj
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def labelled(self, label: str, namespace: str, value: str) -> dict[Key, Obj]:
+        """The objects of ``namespace`` whose ``label`` is ``value`` (an indexed label)."""
+        return {key: self[key] for key in self._index[label].get((namespace, value), ())}
+
+
 class View:
     """What one consumer sees of a shared ``Informer``: the objects its selector matches.
 
@@ -598,10 +651,12 @@ class View:
         on_event: Callable[[str, Obj], None] | None,
         on_change: Callable[[set[Key]], None] | None,
         page: Callable[[list[Obj]], list[Any]] | None,
+        indexed: tuple[str, ...] = (),
     ) -> None:
         self._informer = informer
         self.selector = selector
-        self.objects: dict[Key, Obj] = {}
+        self._indexed = indexed
+        self.objects = Objects(indexed=indexed)
         self.synced = asyncio.Event()
         self._keep = keep
         self._keys: set[Key] = set()
@@ -627,7 +682,7 @@ class View:
         if self._keep:
             fresh = dict(zip(keys, items, strict=True))
             changed = {k for k in self.objects.keys() | fresh.keys() if self.objects.get(k) != fresh.get(k)}
-            self.objects = fresh
+            self.objects = Objects(fresh, indexed=self._indexed)
         else:
             changed = previous ^ self._keys
         self.synced.set()
@@ -685,6 +740,7 @@ class Informer:
         on_change: Callable[[set[Key]], None] | None = None,
         page: Callable[[list[Obj]], list[Any]] | None = None,
         on_contact: Callable[[str], None] | None = None,
+        indexed: tuple[str, ...] = (),
     ) -> View:
         if self._reflector is not None:
             raise RuntimeError(f"{self.resource}: every view must be made before the informer runs")
@@ -698,6 +754,7 @@ class Informer:
             on_event=on_event,
             on_change=on_change,
             page=page,
+            indexed=indexed,
         )
         view.on_contact = on_contact
         self._views.append(view)

@@ -278,7 +278,9 @@ class ExportController:
         self.services = informers.view(SERVICES, on_change=self._enqueue)
         # Every EndpointSlice of a Service, but not the ones mcsdns writes for imports.
         selector = f"{SERVICE_NAME},{MANAGED_BY}!=mcsdns"
-        self.slices = informers.view(ENDPOINT_SLICES, selector=selector, on_change=self._enqueue_slices)
+        self.slices = informers.view(
+            ENDPOINT_SLICES, selector=selector, on_change=self._enqueue_slices, indexed=(SERVICE_NAME,)
+        )
         if elector is not None:
             elector.subscribe(lambda leader: self._enqueue_all() if leader else None)
 
@@ -543,11 +545,7 @@ class ExportController:
                 },
             )
             self.exports.objects[key] = export
-        slices = [
-            s
-            for s in self.slices.objects.values()
-            if key_of(s)[0] == key[0] and labels_of(s).get(SERVICE_NAME) == key[1]
-        ]
+        slices = list(self.slices.objects.labelled(SERVICE_NAME, *key).values())
         desired = desired_endpoints(
             export=export, service=service, slices=slices, cluster_id=cluster_id, clusterset_id=clusterset_id
         )

@@ -377,7 +377,10 @@ class ImportController:
             SERVICES, selector=f"{MANAGED_LABEL}={MANAGER}", on_change=self._derived_changed
         )
         self.slices = informers.view(
-            ENDPOINT_SLICES, selector=f"{SLICE_MANAGED_LABEL}={MANAGER}", on_change=self._derived_changed
+            ENDPOINT_SLICES,
+            selector=f"{SLICE_MANAGED_LABEL}={MANAGER}",
+            on_change=self._derived_changed,
+            indexed=(SLICE_SERVICE_LABEL,),
         )
         self.cycles = 0
         self.errors = 0
@@ -741,8 +744,7 @@ class ImportController:
         want = desired_slices(model)
         have = {
             key[1]: obj
-            for key, obj in self.slices.objects.items()
-            if key[0] == namespace and labels_of(obj).get(SLICE_SERVICE_LABEL) == derived
+            for key, obj in self.slices.objects.labelled(SLICE_SERVICE_LABEL, namespace, derived).items()
         }
         for name, body in want.items():
             existing = have.get(name)
@@ -770,10 +772,9 @@ class ImportController:
         namespace, name = key
         derived = derived_name(namespace, name)
         self._guard()
-        for slice_key, obj in list(self.slices.objects.items()):
-            if slice_key[0] == namespace and labels_of(obj).get(SLICE_SERVICE_LABEL) == derived:
-                await self._api.delete(ENDPOINT_SLICES, namespace, slice_key[1])
-                self.slices.objects.pop(slice_key, None)
+        for slice_key in self.slices.objects.labelled(SLICE_SERVICE_LABEL, namespace, derived):
+            await self._api.delete(ENDPOINT_SLICES, namespace, slice_key[1])
+            self.slices.objects.pop(slice_key, None)
         if (namespace, derived) in self.services.objects:
             await self._api.delete(SERVICES, namespace, derived)
             self.services.objects.pop((namespace, derived), None)

@@ -56,3 +56,30 @@ def test_selector_matches_as_the_api_server_does(
     selector: str, labels: dict[str, str], matches: bool
 ) -> None:
     assert Selector(selector).matches(labels) is matches
+
+
+def test_a_views_objects_are_indexed_by_label_through_every_kind_of_write() -> None:
+    from mcsdns.clients.kube import Objects
+
+    def obj(name: str, service: str | None) -> dict[str, object]:
+        labels = {"kubernetes.io/service-name": service} if service else {}
+        return {"metadata": {"name": name, "namespace": "demo", "labels": labels}}
+
+    objects = Objects({("demo", "a-1"): obj("a-1", "a")}, indexed=("kubernetes.io/service-name",))
+    objects[("demo", "a-2")] = obj("a-2", "a")
+    objects[("demo", "b-1")] = obj("b-1", "b")
+    objects[("other", "a-1")] = {"metadata": {"labels": {"kubernetes.io/service-name": "a"}}}
+    assert set(objects.labelled("kubernetes.io/service-name", "demo", "a")) == {
+        ("demo", "a-1"),
+        ("demo", "a-2"),
+    }
+    objects[("demo", "a-2")] = obj("a-2", "b")  # relabelled
+    assert set(objects.labelled("kubernetes.io/service-name", "demo", "b")) == {
+        ("demo", "a-2"),
+        ("demo", "b-1"),
+    }
+    del objects[("demo", "a-1")]
+    objects.pop(("demo", "b-1"))
+    assert objects.pop(("demo", "gone"), None) is None
+    assert objects.labelled("kubernetes.io/service-name", "demo", "a") == {}
+    assert set(objects.labelled("kubernetes.io/service-name", "demo", "b")) == {("demo", "a-2")}
