@@ -38,7 +38,10 @@ THROTTLE_CODES = frozenset(
 THROTTLE_ATTEMPTS = 6
 THROTTLE_START, THROTTLE_CAP = 0.1, 10.0  # seconds: the shared backoff (clients/backoff.py)
 DEFAULT_RATE = 50.0  # calls per second per process: docs/cloudmap-scale.md has the arithmetic
-SERVICE_LIST_MIN_AGE = 30.0  # a service list is read again at most this often when its count moved
+# A service list whose count moved is read again at most once per this many seconds per page it took: a
+# namespace in a small account (one page) at every poll, one in an account of 5,000 services (50 pages)
+# every 30 s. Each namespace's re-reads so cost at most about 1.7 calls/s, however large the account.
+SERVICE_LIST_SECONDS_PER_PAGE = 0.6
 SERVICE_LIST_MAX_AGE = 1800.0  # ... and at least this often when it does not
 OPERATION_POLL = 0.5
 OPERATION_TIMEOUT = 60.0  # the AWS controller's poller gives operations one minute too
@@ -167,9 +170,10 @@ class CloudMapClient:
         # Service lists per namespace, with the namespace's ServiceCount and when they were read. A filtered
         # ListServices pages over every service of the account ("Cloud Map gets MaxResults services and then
         # filters them"), so one namespace costs ceil(all services / 100) calls: a list is read again only
-        # when the namespace's ServiceCount moved (at most every ``SERVICE_LIST_MIN_AGE``), or after
-        # ``SERVICE_LIST_MAX_AGE``.
+        # when the namespace's ServiceCount moved (paced by its pages, ``SERVICE_LIST_SECONDS_PER_PAGE``), or
+        # after ``SERVICE_LIST_MAX_AGE``.
         self._services: dict[str, tuple[int | None, float, dict[str, str]]] = {}
+        self._list_pages: dict[str, int] = {}  # namespace id → pages its last list took
         self._relisting: dict[str, asyncio.Task[None]] = {}  # namespace id → its background list read
         self._noted: dict[str, dict[str, float]] = {}  # namespace id → names known since its list, and when
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -237,14 +241,19 @@ class CloudMapClient:
     async def _paginate(
         self, operation: str, key: str, priority: Priority | None = None, **params: Any
     ) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
+        return [item for page in await self._pages(operation, key, priority, **params) for item in page]
+
+    async def _pages(
+        self, operation: str, key: str, priority: Priority | None = None, **params: Any
+    ) -> list[list[dict[str, Any]]]:
+        pages: list[list[dict[str, Any]]] = []
         token: str | None = None
         while True:
             page = await self._call(operation, priority, **params, **({"NextToken": token} if token else {}))
-            items.extend(page.get(key) or [])
+            pages.append(list(page.get(key) or []))
             token = page.get("NextToken")
             if not token:
-                return items
+                return pages
 
     async def namespaces(self) -> dict[str, Namespace]:
         """HTTP and DNS_PRIVATE namespaces by name (the AWS controller skips DNS_PUBLIC too): this account's
@@ -303,7 +312,8 @@ class CloudMapClient:
         # list plus the services beacons named, note_services): then nobody made a service that no beacon
         # announced, and paging the account's services again would tell nothing new.
         unchanged = namespace.service_count is not None and namespace.service_count in (count, len(found))
-        if age >= self._cache_ttl and age >= (SERVICE_LIST_MAX_AGE if unchanged else SERVICE_LIST_MIN_AGE):
+        moved_age = SERVICE_LIST_SECONDS_PER_PAGE * self._list_pages.get(namespace.id, 1)
+        if age >= self._cache_ttl and age >= (SERVICE_LIST_MAX_AGE if unchanged else moved_age):
             running = self._relisting.get(namespace.id)
             if running is None or running.done():
                 self._relisting[namespace.id] = asyncio.get_running_loop().create_task(
@@ -321,14 +331,15 @@ class CloudMapClient:
 
     async def _list_services(self, namespace: Namespace, priority: Priority | None) -> dict[str, str]:
         started = time.monotonic()
-        items = await self._paginate(
+        pages = await self._pages(
             "ListServices",
             "Services",
             priority,
             # "Specify the namespace ARN for namespaces that are shared with your account" (ServiceFilter).
             Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace.ref], "Condition": "EQ"}],
         )
-        found = {item["Name"]: str(item.get("Arn") or item["Id"]) for item in items}
+        self._list_pages[namespace.id] = len(pages)
+        found = {item["Name"]: str(item.get("Arn") or item["Id"]) for page in pages for item in page}
         # Names noted or created while the pages were read stay: the pages may predate them.
         noted = self._noted.pop(namespace.id, {})
         cached = self._services.get(namespace.id)
@@ -344,7 +355,7 @@ class CloudMapClient:
 
     def note_services(self, namespace: Namespace, names: Iterable[str]) -> None:
         """Services known to exist (a change beacon named them) join the namespace's cached list until it is
-        read again, so a list read before they were made does not hide them for ``SERVICE_LIST_MIN_AGE``.
+        read again, so a list read before they were made does not hide them until it is.
         Their reference is unknown ("") until a list or CreateService gives it."""
         cached = self._services.get(namespace.id)
         if cached is None:
