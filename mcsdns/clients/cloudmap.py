@@ -65,9 +65,7 @@ WRITES = frozenset(
 QUOTA_GROUPS = {
     "DiscoverInstances": "DiscoverInstances",
     "DiscoverInstancesRevision": "DiscoverInstancesRevision",
-    **dict.fromkeys(
-        ("CreateHttpNamespace", "CreateService", "RegisterInstance", "DeregisterInstance"), "writes"
-    ),
+    **dict.fromkeys(sorted(WRITES - {"GetOperation"}), "writes"),
 }
 CONTROL_PLANE = "control-plane reads"  # List*, Get*
 # botocore's "standard" retry mode treats these HTTP statuses as throttling or a service that sheds load,
@@ -163,7 +161,7 @@ class CloudMapClient:
         }
         self._buckets = {op: TokenBucket(*limit) for op, limit in OPERATION_LIMITS.items()}
         # Namespaces shared with this account by another (AWS RAM): with an owner given, the clusterset's
-        # namespaces are that account's; without, this account's own, else a shared one of that name.
+        # namespaces are that account's; without, every one listed whose name no other account's has.
         self.owner_account = owner_account
         self._cache_ttl = cache_ttl
         self._namespaces: cachetools.TTLCache[str, dict[str, Namespace]] = cachetools.TTLCache(1, cache_ttl)
@@ -358,13 +356,17 @@ class CloudMapClient:
         read again, so a list read before they were made does not hide them until it is.
         Their reference is unknown ("") until a list or CreateService gives it."""
         cached = self._services.get(namespace.id)
-        if cached is None:
-            return  # the first services() call lists the namespace anyway
-        missing = {name: "" for name in names if name not in cached[2]}
-        if missing:
-            self._services[namespace.id] = (cached[0], cached[1], {**cached[2], **missing})
-            now = time.monotonic()
-            self._noted.setdefault(namespace.id, {}).update(dict.fromkeys(missing, now))
+        if cached is not None:
+            self._remember(namespace, {name: "" for name in names if name not in cached[2]})
+
+    def _remember(self, namespace: Namespace, services: Mapping[str, str]) -> None:
+        """Put services known to exist into the namespace's cached list (when it has one; the first
+        ``services()`` lists it anyway), and remember when, so a list read meanwhile keeps them."""
+        cached = self._services.get(namespace.id)
+        if cached is None or not services:
+            return
+        self._services[namespace.id] = (cached[0], cached[1], {**cached[2], **services})
+        self._noted.setdefault(namespace.id, {}).update(dict.fromkeys(services, time.monotonic()))
 
     def known_service(self, namespace: Namespace, name: str) -> str | None:
         """The service's reference from the cached list, without a call; None when not known."""
@@ -449,11 +451,7 @@ class CloudMapClient:
                     ) from None
                 return listed
             service_ref = str(found)
-        # Add it to the namespace's list, whose count is then one behind ours at most until read again.
-        cached = self._services.get(namespace.id)
-        if cached is not None:
-            self._services[namespace.id] = (cached[0], cached[1], {**cached[2], name: service_ref})
-            self._noted.setdefault(namespace.id, {})[name] = time.monotonic()
+        self._remember(namespace, {name: service_ref})
         return service_ref
 
     async def register(self, service_id: str, instance_id: str, attributes: Mapping[str, str]) -> None:
