@@ -79,6 +79,7 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
+from servers import _vm_rss, group_pids
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out" / "cloudmap-scale"
@@ -250,22 +251,8 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                pids.append(int(stat.parent.name))
-    return pids
-
-
 def rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _vm_rss(pid) / (1 << 20)
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
