@@ -76,7 +76,8 @@ def test_the_coredns_alert_queries_find_series(tmp_path: Path) -> None:
         matching = [s for s in found if s[0] == metric and labels <= s[1].keys()]
         assert matching, f"no {metric} series with labels {sorted(labels)}"
     latency = [s for s in found if s[0] == "coredns_dns_request_duration_seconds_count"]
-    assert sum(v for _, _, v in latency) >= 64, "sampled counts are scaled back to every query"
+    # Scaled counts are floats (observed x answered / observed), so their sum may miss 64 by a rounding step.
+    assert sum(v for _, _, v in latency) >= 64 - 1e-6, "sampled counts are scaled back to every query"
     responses = {s[1]["rcode"]: s[2] for s in found if s[0] == "coredns_dns_responses_total"}
     assert responses["NOERROR"] >= 64
     upstream_rcodes = {s[1]["rcode"] for s in found if s[0] == "coredns_forward_responses_total"}
