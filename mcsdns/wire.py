@@ -287,6 +287,16 @@ def _walk_name(data: bytes, pos: int, end: int, rewritten: bytearray) -> int:
     return pos
 
 
+def _rewritten(size: int, ttl_at: list[int]) -> bytearray:
+    """The bytes of a ``size``-byte reply that a cache answers differently: its header and the TTL fields at
+    ``ttl_at``."""
+    rewritten = bytearray(size)
+    rewritten[:HEADER_SIZE] = b"\x01" * HEADER_SIZE
+    for at in ttl_at:
+        rewritten[at : at + 4] = b"\x01\x01\x01\x01"
+    return rewritten
+
+
 def scan_reply(data: bytes) -> ReplyScan:
     """Walk an upstream reply's records (compressed names allowed) and note what a cache needs.
 
@@ -297,31 +307,47 @@ def scan_reply(data: bytes) -> ReplyScan:
     if len(data) < HEADER_SIZE or data[4:6] != b"\x00\x01":
         raise Malformed("a reply needs a header and exactly one question")
     qend = parse_question(data)
-    an, ns, ar = U16.unpack_from(data, 6)[0], U16.unpack_from(data, 8)[0], U16.unpack_from(data, 10)[0]
-    rcode = data[3] & 0xF
+    _id, flags, _qd, an, ns, ar = HEADER.unpack_from(data)
+    rcode = flags & 0xF
     pos = qend
     ttls: list[tuple[int, int]] = []
     answer_ttl = negative_ttl = -1
     additional_at = end = qend  # additional_at is set when the walk reaches that section
-    rewritten = bytearray(len(data))  # 1 where a cache answers other bytes: the header, and each TTL
-    rewritten[:HEADER_SIZE] = b"\x01" * HEADER_SIZE
+    size = len(data)
+    ttl_at: list[int] = []  # where every TTL field so far is: a cache rewrites them
+    # 1 where a cache answers other bytes (the header, each TTL), for the names whose pointers need checking;
+    # built only when a name is more than a pointer to the question, which most replies never have.
+    rewritten: bytearray | None = None
     kept_ar = 0
     for index in range(an + ns + ar):
         if index == an + ns:
             additional_at = pos
         start = pos
-        pos = _walk_name(data, pos, len(data), rewritten)
-        if pos + 10 > len(data):
+        if pos + 1 < size and data[pos] == 0xC0 and data[pos + 1] == HEADER_SIZE:
+            pos += 2  # a pointer to the question's name: earlier, and never rewritten
+        elif pos < size and data[pos] == 0:
+            pos += 1  # the root (OPT's owner)
+        else:
+            if rewritten is None:
+                rewritten = _rewritten(size, ttl_at)
+            pos = _walk_name(data, pos, size, rewritten)
+        if pos + 10 > size:
             raise Malformed("record runs past the end of the message")
         rtype, _rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
         rdata = pos + 10
         pos = rdata + rdlength
-        if pos > len(data):
+        if pos > size:
             raise Malformed("record data runs past the end of the message")
-        rewritten[rdata - 6 : rdata - 2] = b"\x01\x01\x01\x01"
+        ttl_at.append(rdata - 6)
+        if rewritten is not None:
+            rewritten[rdata - 6 : rdata - 2] = b"\x01\x01\x01\x01"
         at = rdata
-        for step in _RDATA_NAMES.get(rtype, ()):
+        steps = _RDATA_NAMES.get(rtype, ())
+        if steps and rewritten is None:
+            rewritten = _rewritten(size, ttl_at)
+        for step in steps:
             if step == "n":
+                assert rewritten is not None
                 at = _walk_name(data, at, pos, rewritten)
             elif step == "s":
                 at += 1 + data[at] if at < pos else 1
@@ -349,7 +375,7 @@ def scan_reply(data: bytes) -> ReplyScan:
         additional_at = end
     return ReplyScan(
         rcode,
-        U16.unpack_from(data, 2)[0],
+        flags,
         qend,
         (an, ns, kept_ar),
         end,
