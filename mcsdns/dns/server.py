@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -295,7 +297,9 @@ async def start_listeners(
     try:
         for address in settings.listen:
             listeners.append(
-                await _bind(loop, address, respond, servfail, limits, stats, forwarder, reuse_port)
+                await _bind(
+                    loop, address, respond, servfail, limits, stats, forwarder, reuse_port, settings.workers
+                )
             )
     except BaseException:
         close_listeners(listeners)
@@ -313,6 +317,7 @@ async def _bind(
     stats: RequestStats,
     forwarder: Forwarder | None,
     reuse_port: bool,
+    processes: int,
 ) -> Listener:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     attempts = 20 if address.port == 0 else 1
@@ -329,6 +334,8 @@ async def _bind(
         sock = udp.get_extra_info("socket")
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+        if reuse_port and processes > 1:
+            spread_queries(sock, processes)
         port = sock.getsockname()[1]
         try:
             tcp = await loop.create_server(
@@ -347,6 +354,37 @@ async def _bind(
             continue  # the UDP port's TCP twin was taken: pick another ephemeral port
         return Listener(udp, tcp, ListenAddress(address.host, port), limits, stats)
     raise AssertionError("unreachable")
+
+
+# SO_ATTACH_REUSEPORT_CBPF (Linux 4.5, socket(7)): a classic BPF program that picks, for each datagram, the
+# index of the socket in the address's SO_REUSEPORT group that receives it.
+SO_ATTACH_REUSEPORT_CBPF = 51
+_BPF_LD_W_ABS, _BPF_ALU_MOD_K, _BPF_RET_A = 0x20, 0x94, 0x16
+_SKF_AD_RANDOM = -0x1000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM: a load that yields a random 32-bit number
+
+
+def spread_queries(sock: socket.socket, processes: int) -> bool:
+    """Make the kernel hand each datagram to a random one of the ``processes`` sockets of ``sock``'s
+    SO_REUSEPORT group, instead of hashing the client's address and port onto one of them.
+
+    The hash keeps a flow on one process, and a DNS client sends all its queries from one or a few ports
+    (dnsperf, a node's CoreDNS forwarding to mcsdns), so two processes split such load as unevenly as 68/32
+    and one saturates while the other idles. A query carries no state across datagrams, so any process may
+    answer it. An index past the group's size (a worker still starting) falls back to the hash. Without the
+    option (not Linux, or a kernel that refuses it) the hash stays: logged, not fatal.
+    """
+    program = b"".join(
+        struct.pack("HBBi", code, 0, 0, k)
+        for code, k in ((_BPF_LD_W_ABS, _SKF_AD_RANDOM), (_BPF_ALU_MOD_K, processes), (_BPF_RET_A, 0))
+    )
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HP", len(program) // 8, ctypes.addressof(buffer))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as exc:
+        logger.info("queries spread over the serving processes by client address and port: %s", exc)
+        return False
+    return True
 
 
 def bind_reason(exc: OSError) -> str:

@@ -1,14 +1,16 @@
 """--workers: several processes answer on one address (SO_REUSEPORT), following the main process's zone.
 
-Each query comes from a new ephemeral port, so the kernel spreads them over the processes; the tests check
-that every worker answered some, that all answers are the single process's, that a publish reaches every
-worker, and that a worker killed is replaced while the others keep the address answering.
+The kernel hands each query to a random process (server.spread_queries); the tests check that every worker
+answered some, also of the queries of one client port, that all answers are the single process's, that a
+publish reaches every worker, and that a worker killed is replaced while the others keep the address
+answering.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +73,25 @@ def test_every_worker_answers_the_whole_table_as_one_process_does(server: Server
             _check(case, query(server, case.qname, case.qtype, tcp=attempt % 2 == 1, payload=1232))
     counts = answered_by_each_worker(server)
     assert len(counts) == WORKERS - 1 and all(count > 0 for count in counts), counts
+
+
+def test_queries_from_one_client_port_are_spread_over_every_process(server: ServerThread) -> None:
+    # SO_REUSEPORT alone hashes the client's address and port onto one process: a client that keeps one
+    # socket (CoreDNS forwarding, dnsperf) would load one worker only. server.spread_queries spreads them.
+    before = answered_by_each_worker(server)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        for _ in range(60):
+            reply = dns.query.udp(
+                dns.message.make_query(f"web.prod.svc.{Z}", "A"),
+                "127.0.0.1",
+                port=server.port,
+                timeout=2,
+                sock=sock,
+            )
+            assert reply.rcode() == dns.rcode.NOERROR
+    after = answered_by_each_worker(server)
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
 
 
 def test_a_publish_reaches_every_worker(server: ServerThread, tmp_path: Path) -> None:
