@@ -32,13 +32,14 @@ Everything here is pure but ``BeaconReader``, which makes the two calls of a pol
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from mcsdns.clients.budget import Priority
 from mcsdns.clients.cloudmap import CloudMapClient, CloudMapError
 from mcsdns.mcs import instances as attrs
 from mcsdns.mcs.heartbeat import NAMESPACE
+from mcsdns.mcs.workqueue import FairQueue
 
 Key = tuple[str, str]
 
@@ -184,13 +185,55 @@ class Sweep:
         if not ordered:
             self._credit = 0.0
             return []
-        self._credit = min(self._credit + len(ordered) * min(period, self.window) / self.window, len(ordered))
-        overdue = sum(1 for k in ordered if now - verified.get(k, -math.inf) >= self.window)
-        count = max(int(self._credit), overdue)
+        self._credit = self._earned(len(ordered), period)
+        count = max(int(self._credit), self._overdue(verified, ordered, now))
         if most is not None:
             count = max(0, min(count, most))  # the rest stay due: picked first next time
         self._credit = max(0.0, self._credit - count)
         return ordered[:count]
+
+    def plan(
+        self,
+        pending: FairQueue[Key],
+        known: set[Key],
+        verified: Mapping[Key, float],
+        *,
+        now: float,
+        period: float,
+        limit: int,
+    ) -> tuple[list[Key], list[Key]]:
+        """One poll's reads, at most ``limit``: first reads and changes taken from ``pending`` (those still
+        ``known``), and the revision checks this sweep asks for among the other known keys.
+
+        The sweep's pace holds while new services queue (a cold start, a burst): up to half the poll is kept
+        for the checks it asks for, so every import stays within the staleness bound however long the
+        queue of first reads is; what the sweep does not ask for goes to the queue."""
+        swept = known - set(pending)
+        held = min(self.wanted(verified, swept, now=now, period=period), limit // 2)
+        direct: list[Key] = []
+        while len(direct) < limit - held and (turn := pending.get_nowait()) is not None:
+            if turn in known:
+                direct.append(turn)
+        checks = self.pick(verified, swept, now=now, period=period, most=limit - len(direct))
+        return direct, checks
+
+    def wanted(
+        self, verified: Mapping[Key, float], keys: Collection[Key], *, now: float, period: float
+    ) -> int:
+        """How many checks ``pick`` would take now without ``most``; nothing is taken."""
+        if not keys:
+            return 0
+        return max(int(self._earned(len(keys), period)), self._overdue(verified, keys, now))
+
+    def overdue(self, verified: Mapping[Key, float], key: Key, now: float) -> bool:
+        """Whether ``key`` was last checked a whole window ago (or never): its check cannot wait its turn."""
+        return now - verified.get(key, -math.inf) >= self.window
+
+    def _earned(self, keys: int, period: float) -> float:
+        return min(self._credit + keys * min(period, self.window) / self.window, keys)
+
+    def _overdue(self, verified: Mapping[Key, float], keys: Iterable[Key], now: float) -> int:
+        return sum(1 for k in keys if self.overdue(verified, k, now))
 
 
 class BeaconReader:

@@ -549,24 +549,19 @@ class ImportController:
             for key in known:
                 self._verified.pop(key, None)  # every revision is due: checked oldest first, within the limit
         limit = max(CONCURRENCY, int(self._cloudmap.read_rate() * self._poll_interval))
-        direct: list[Key] = []
-        while len(direct) < limit and (turn := self._pending.get_nowait()) is not None:
-            if turn in known:
-                direct.append(turn)
-        checks = self._sweep.pick(
-            self._verified,
-            known - set(direct) - set(self._pending),
-            now=now,
-            period=period,
-            most=limit - len(direct),
+        direct, checks = self._sweep.plan(
+            self._pending, known, self._verified, now=now, period=period, limit=limit
         )
         semaphore = asyncio.Semaphore(CONCURRENCY)
         moved: set[Key] = set()
 
         async def read(key: Key, check_first: bool) -> None:
+            # An overdue check takes a change read's turns at the budget: at a sweep's, writes and first
+            # reads would hold it past the bound.
+            paced = check_first and not self._sweep.overdue(self._verified, key, now)
             async with semaphore:
                 try:
-                    if await self._read(key, check_first, Priority.SWEEP if check_first else Priority.CHANGE):
+                    if await self._read(key, check_first, Priority.SWEEP if paced else Priority.CHANGE):
                         moved.add(key)
                 except SourceError as exc:
                     if key[0] not in unknown:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mcsdns.mcs import changes
+from mcsdns.mcs.workqueue import FairQueue
 from mcsdns.mcs import instances as attrs
 
 
@@ -96,6 +97,31 @@ def test_the_sweep_checks_every_key_within_the_window_at_an_even_pace() -> None:
         verified.update(dict.fromkeys(picked, now))
     assert max(per_poll) <= 11 and min(per_poll) >= 9, "400 keys x 2 s / 80 s = 10 a poll, evenly"
     assert max(now - t for t in verified.values()) <= 80.0
+
+
+def test_a_queue_of_first_reads_does_not_hold_the_sweep_past_its_bound() -> None:
+    # A cold start or a burst: 1,500 new services queue for their first read while 2,000 imports, checked
+    # over the last 150 s, fall due. The poll's limit (50) could go to the queue alone for 30 polls. The
+    # sweep's pace fits half a poll: 3,500 keys x 1 s / 160 s = 22 a poll.
+    sweep = changes.Sweep(max_staleness=200.0)  # window 160 s
+    imported = [("a", f"s{i}") for i in range(2000)]
+    verified = {key: -150.0 + 150.0 * i / len(imported) for i, key in enumerate(imported)}
+    pending: FairQueue[changes.Key] = FairQueue()
+    new = [(f"n{i % 7}", f"new{i}") for i in range(1500)]
+    for key in new:
+        pending.put(key)
+    known = set(imported) | set(new)
+    oldest, drained = 0.0, 0
+    for poll in range(1, 300):
+        now = float(poll)
+        direct, checks = sweep.plan(pending, known, verified, now=now, period=1.0, limit=50)
+        assert len(direct) + len(checks) <= 50
+        verified.update(dict.fromkeys([*direct, *checks], now))
+        oldest = max(oldest, max(now - verified[key] for key in imported))
+        if not len(pending) and not drained:
+            drained = poll
+    assert oldest <= 160.0 + 1.0, "every import checked within the window, queue or not"
+    assert 0 < drained <= 1500 / 25, "the queue still gets at least half of every poll"
 
 
 def test_a_few_keys_cost_a_check_now_and_then_not_every_poll() -> None:
