@@ -43,7 +43,8 @@ Phases and figures (each wait is bounded; an overall cap, ``--max-minutes``, ski
    huge n, then ``faults/clear``); imports, managed slices and derived Services are counted in every
    cluster before, every second during, and 15 s after. Plus the throttled-call counter over the run.
 6. RSS per engine (VmRSS of its main process, and of its whole process group with its DNS worker) and
-   ``mcsdns_cloudmap_oldest_unverified_import_seconds`` of every engine, sampled through the run.
+   ``mcsdns_cloudmap_oldest_unverified_import_seconds`` of every engine, sampled through the run: its
+   maximum over the run, since the cold start ended, and at the end.
 
     .venv/bin/python bench/cloudmap_scale_bench.py [--quick] [--services S] [--namespaces N] [--clusters C]
 
@@ -551,6 +552,10 @@ class Run:
     engines: list[Engine] = field(default_factory=list)
     cloudmap: CloudMap | None = None
     staleness: dict[str, float] = field(default_factory=dict)
+    # the same gauge: its maximum since the cold start ended, and its last value
+    staleness_since: dict[str, float] = field(default_factory=dict)
+    staleness_now: dict[str, float] = field(default_factory=dict)
+    converged: bool = False
     owner: dict[int, int] = field(default_factory=dict)
     next_index: int = 0
 
@@ -568,6 +573,9 @@ class Run:
             value = engine.metrics().get("mcsdns_cloudmap_oldest_unverified_import_seconds")
             if value is not None:
                 self.staleness[engine.name] = max(self.staleness.get(engine.name, 0.0), value)
+                self.staleness_now[engine.name] = value
+                if self.converged:
+                    self.staleness_since[engine.name] = max(self.staleness_since.get(engine.name, 0.0), value)
 
     def counts(self) -> list[Obj]:
         return [emulator.call("counts") for emulator in self.emulators]
@@ -934,7 +942,7 @@ def benchmark(args: argparse.Namespace) -> int:
         run.cloudmap = CloudMap(OUT)
         for i in range(args.clusters):
             run.emulators.append(Emulator(f"c{i}", args.namespaces, OUT))
-        converged = phase_converge(run)
+        converged = run.converged = phase_converge(run)
         if not converged:
             run.out("\nthe clusterset did not converge within the cap: the later phases are skipped")
         else:
@@ -952,7 +960,7 @@ def benchmark(args: argparse.Namespace) -> int:
         run.out("6. engines")
         run.out(
             f"  {'engine':8s} {'RSS now MB':>10s} {'max MB':>7s} {'group now':>10s} {'group max':>10s} "
-            f"{'CPU s':>7s} {'oldest unverified max s':>24s}"
+            f"{'CPU s':>7s} {'oldest unverified max s':>24s} {'max since cold start':>20s} {'now':>6s}"
         )
         for engine in run.engines:
             main, group = engine.rss()
@@ -961,6 +969,8 @@ def benchmark(args: argparse.Namespace) -> int:
                 f"  {engine.name:8s} {main:10.1f} {engine.max_rss:7.1f} {group:10.1f}"
                 f" {engine.max_group_rss:10.1f} "
                 f"{cpu:7.1f} {run.staleness.get(engine.name, float('nan')):24.1f}"
+                f" {run.staleness_since.get(engine.name, float('nan')):20.1f}"
+                f" {run.staleness_now.get(engine.name, float('nan')):6.1f}"
             )
         if run.engines:
             worst = max(e.max_rss for e in run.engines)

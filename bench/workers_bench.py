@@ -8,13 +8,15 @@ the sync engine and serves /metrics) and N-1 workers that follow the zone it sen
    ... up to ``--cores``, which defaults to the CPUs this process may use) mcsdns with ``--workers N
    --http 127.0.0.1:PORT`` (ready once it answers and /metrics shows every worker serving) and NSD with
    ``server-count: N`` (servers.py's config otherwise: RRL off; ``reuse-port`` stays off, NSD's default, so
-   its serving processes share one socket). Nothing is pinned: the servers need every core, and dnsperf
+   its serving processes share one socket), and the "floor" (``floor_server.py``: mcsdns's listeners in N
+   processes, each query answered with its own bytes: the ceiling of mcsdns's ratios here).
+   Nothing is pinned: the servers need every core, and dnsperf
    (one thread) and this script share them. ``--rounds`` (3) rounds, the servers interleaved, each one
    dnsperf closed loop (``-c 4 -q 100``, ``--duration`` 10 s); the table shows the median answered qps (and
    range), the server's CPU per answered query (utime + stime of its whole process group from
    /proc/<pid>/stat, in ticks of SC_CLK_TCK, over the run, divided by the queries dnsperf got a reply to),
-   the busiest process's share of that CPU per round (SO_REUSEPORT spreads clients by their address and
-   port, and dnsperf -c 4 has only 4 source ports, so mcsdns's split may be uneven), and the ratios to NSD
+   the busiest process's share of that CPU per round (mcsdns spreads queries over its processes at random:
+   server.spread_queries), and the ratios to NSD
    at the same N. As in dns_bench.py, each run first waits (bounded) until other people's processes are
    quiet and is repeated when they used more than ``--max-foreign`` cores during it.
 2. scale: ``--scale-services`` (10,000) services. mcsdns ``--workers 1`` until it answers for the last
@@ -78,7 +80,7 @@ from servers import (
 )
 
 OUT = Path(__file__).resolve().parent / "out"
-SERVERS = ("nsd", "mcsdns")
+SERVERS = ("nsd", "mcsdns", "floor")  # floor: floor_server.py, mcsdns's listeners answering nothing
 AT_N = 2  # the N the targets are about
 QPS_TARGET = 0.8  # mcsdns qps >= this x NSD's, both with AT_N processes
 CPU_TARGET = 2.0  # mcsdns CPU per answered query <= this x NSD's at AT_N
@@ -242,6 +244,8 @@ def start_servers(stack: contextlib.ExitStack, data: gen.Dataset, args: argparse
             if name == "mcsdns":
                 http = free_port()
                 argv = mcsdns_n(files, n, http)
+            elif name == "floor":
+                argv = floor_n(n, probe)
             else:
                 argv = nsd_n(files, n)
             try:
@@ -264,6 +268,12 @@ def start_servers(stack: contextlib.ExitStack, data: gen.Dataset, args: argparse
 def mcsdns_n(files: Data, n: int, http: int) -> Callable[[int, Path], list[str]]:
     return lambda port, wd: [*mcsdns_argv(files, port, wd), "--workers", str(n),
                              "--http", f"{LOCALHOST}:{http}"]
+
+
+def floor_n(n: int, probe: tuple[str, str]) -> Callable[[int, Path], list[str]]:
+    script = Path(__file__).resolve().parent / "floor_server.py"
+    return lambda port, wd: [sys.executable, str(script), "--listen", f"{LOCALHOST}:{port}",
+                             "--processes", str(n), "--probe", f"{probe[0]}={probe[1]}"]
 
 
 def nsd_n(files: Data, n: int) -> Callable[[int, Path], list[str]]:
@@ -469,6 +479,11 @@ def targets(rows: dict[tuple[str, int], Row], s: Scale | None) -> list[str]:
         lines.append(f"  CPU per answered query at N={AT_N}, mcsdns / NSD = {mine.cpu_us:.1f} / "
                      f"{nsd.cpu_us:.1f} us = {cpu:.2f}x   target <= {CPU_TARGET:g}x   "
                      f"{verdict(cpu <= CPU_TARGET)}")
+        floor = rows.get(("floor", AT_N))
+        if floor and floor.runs:
+            lines.append(f"  (floor: mcsdns's listeners with a responder that returns each query's own "
+                         f"bytes, {floor.qps / nsd.qps:.2f}x NSD's qps at {floor.cpu_us / nsd.cpu_us:.2f}x "
+                         f"its CPU per answer: the ceiling of mcsdns's ratios here)")
     else:
         lines.append(f"  qps and CPU per answer at N={AT_N}: n/a (not measured)   "
                      f"targets >= {QPS_TARGET:g}x NSD, <= {CPU_TARGET:g}x NSD's CPU")

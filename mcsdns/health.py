@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from mcsdns import __version__
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import Responder
-from mcsdns.dns.server import Listener, bind_reason
+from mcsdns.dns.server import BatchedUdp, Listener, bind_reason
 from mcsdns.dns.server import errors as server_errors
 from mcsdns.dns.stats import Scaled
 from mcsdns.errors import ListenError
@@ -294,10 +294,13 @@ def serving_metrics(
             responses.add_metric([transport, _label(key >> 8, QType), _label(key & 0xF, Rcode)], count)
     yield responses
     dropped = CounterMetricFamily(
-        "mcsdns_dns_dropped", "Packets dropped unanswered (short, or QR set)", labels=["transport"]
+        "mcsdns_dns_dropped",
+        "Packets dropped unanswered (short, or QR set); UDP replies a full socket buffer did not take",
+        labels=["transport"],
     )
+    unsent = sum(listener.udp.dropped for listener in listeners if isinstance(listener.udp, BatchedUdp))
     for transport, count in responder.dropped.items():
-        dropped.add_metric([transport], count)
+        dropped.add_metric([transport], count + (unsent if transport == "udp" else 0))
     yield dropped
     yield CounterMetricFamily("mcsdns_dns_truncated", "UDP replies sent with TC=1", value=responder.truncated)
     if listeners:

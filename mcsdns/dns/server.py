@@ -1,7 +1,8 @@
 """Sockets: UDP and TCP listeners that hand each DNS message to the responder.
 
-The only socket code in mcsdns. UDP answers synchronously inside ``datagram_received``: no task, no await,
-no log line per packet. TCP (RFC 7766) frames messages with a 2-byte length, answers pipelined queries in
+The only socket code in mcsdns (with ``batch.py``, the recvmmsg/sendmmsg calls it uses). UDP answers
+synchronously as each batch of datagrams is read (``BatchedUdp``; ``UdpProtocol`` on uvloop's transport
+where those calls are missing): no task, no await, no log line per packet. TCP (RFC 7766) frames messages with a 2-byte length, answers pipelined queries in
 order, closes idle connections, caps open connections and stops reading while the peer is not reading its
 replies. Nothing a client sends can raise out of a callback: an unexpected error answers SERVFAIL.
 """
@@ -20,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from mcsdns.dns import batch
 from mcsdns.dns.forward import Forwarder
 from mcsdns.dns.responder import TCP, UDP, Forward
 from mcsdns.dns.stats import RequestStats
 from mcsdns.errors import ListenError
 from mcsdns.settings import ListenAddress, ServerSettings
+from mcsdns.wire import Rcode, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -269,9 +272,123 @@ class TcpProtocol(asyncio.Protocol):
         self.close()
 
 
+class BatchedUdp:
+    """A UDP listener that reads up to ``batch.BATCH`` queries per system call and sends their replies with
+    one more (recvmmsg/sendmmsg, ``batch.py``), where uvloop's transport makes two calls per query: on a
+    small VM those calls cost more than the answer. Same answers, same callbacks, same counting as
+    ``UdpProtocol``; misses go to the forwarder, which replies on its own through ``sendto``."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        respond: Respond,
+        servfail: Callable[[bytes], bytes | None],
+        forwarder: Forwarder | None,
+        stats: RequestStats,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._batch = batch.Batch(sock)
+        self._respond = respond
+        self._servfail = servfail
+        self._forwarder = forwarder
+        self._stats = stats
+        self._allowed: dict[bytes, bool] = {}  # forwarding allowed, by the sender's address bytes
+        self.dropped = 0  # replies the kernel did not take (a full send buffer)
+        loop.add_reader(sock.fileno(), self._readable)
+
+    @classmethod
+    def bind(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        address: ListenAddress,
+        family: int,
+        reuse_port: bool,
+        respond: Respond,
+        servfail: Callable[[bytes], bytes | None],
+        forwarder: Forwarder | None,
+        stats: RequestStats,
+    ) -> BatchedUdp:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((address.host, address.port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(loop, sock, respond, servfail, forwarder, stats)
+
+    def get_extra_info(self, name: str) -> object:
+        return self._sock if name == "socket" else None
+
+    def close(self) -> None:
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+    def _readable(self) -> None:
+        batch_, respond, forwarder, stats = self._batch, self._respond, self._forwarder, self._stats
+        while True:
+            try:
+                count = batch_.recv()
+            except OSError as exc:  # e.g. ECONNREFUSED left by an earlier reply's ICMP: nothing to answer
+                logger.debug("UDP socket error: %s", exc)
+                return
+            for i in range(count):
+                data, cut = batch_.datagram(i)
+                started = time.perf_counter() if stats.sample else 0.0  # stats.py: a query every 5 ms
+                reply: bytes | Forward | None
+                try:
+                    if cut:  # larger than any query needs (batch.SLOT): its end is lost, so is its meaning
+                        reply = error_response(data, Rcode.FORMERR)
+                    else:
+                        allowed = forwarder is not None and self._may_forward(batch_.sender(i))
+                        reply = respond(data, UDP, allowed)
+                        if type(reply) is Forward and forwarder is not None:
+                            forwarder.forward(data, UDP, self._sender(batch_.sender(i)), reply)
+                            continue
+                except Exception:
+                    errors.report("UDP")
+                    reply = self._servfail(data)
+                if isinstance(reply, bytes) and not batch_.queue(i, reply):
+                    self._sender(batch_.sender(i))(reply)
+                if started:  # the reply's send comes at the batch's end: timed up to its rendering
+                    stats.observe("udp", data, reply, time.perf_counter() - started)
+            if count:
+                self.dropped += batch_.flush()
+            if count < batch.BATCH:
+                return
+
+    def _may_forward(self, name: bytes) -> bool:
+        key = name[:2] + name[4:8] if len(name) == 16 else name[:2] + name[8:28]  # family + address
+        known = self._allowed.get(key)
+        if known is None:
+            assert self._forwarder is not None
+            known = self._forwarder.allowed(batch.address(name)[0])
+            if len(self._allowed) >= 4096:
+                self._allowed.clear()
+            self._allowed[key] = known
+        return known
+
+    def _sender(self, name: bytes) -> Callable[[bytes], None]:
+        sock = self._sock
+
+        def send(reply: bytes) -> None:
+            if sock.fileno() >= 0:
+                try:
+                    sock.sendto(reply, batch.address(name))
+                except OSError as exc:  # a full buffer, an unreachable client: a UDP reply is best effort
+                    logger.debug("UDP reply not sent: %s", exc)
+
+        return send
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
-    udp: asyncio.DatagramTransport
+    udp: asyncio.DatagramTransport | BatchedUdp
     tcp: asyncio.Server
     address: ListenAddress  # with the port actually bound
     connections: TcpLimits  # shared by every listener: open, accepted and rejected TCP connections
@@ -322,16 +439,20 @@ async def _bind(
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     attempts = 20 if address.port == 0 else 1
     for attempt in range(attempts):
+        udp: asyncio.DatagramTransport | BatchedUdp
         try:
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(respond, servfail, forwarder, stats),
-                local_addr=(address.host, address.port),
-                family=family,
-                reuse_port=reuse_port or None,
-            )
+            if batch.available():
+                udp = BatchedUdp.bind(loop, address, family, reuse_port, respond, servfail, forwarder, stats)
+            else:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpProtocol(respond, servfail, forwarder, stats),
+                    local_addr=(address.host, address.port),
+                    family=family,
+                    reuse_port=reuse_port or None,
+                )
         except OSError as exc:
             raise ListenError(f"cannot listen on udp {address}: {bind_reason(exc)}") from None
-        sock = udp.get_extra_info("socket")
+        sock = cast(socket.socket, udp.get_extra_info("socket"))
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
         if reuse_port and processes > 1:

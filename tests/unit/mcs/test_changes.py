@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mcsdns.mcs import changes
-from mcsdns.mcs.workqueue import FairQueue
 from mcsdns.mcs import instances as attrs
+from mcsdns.mcs.workqueue import FairQueue
 
 
 def beacon_of(log: changes.BeaconLog) -> changes.Beacon:

@@ -1,0 +1,105 @@
+"""UDP read and answered in batches (recvmmsg/sendmmsg, ``dns/batch.py``), and the uvloop transport kept
+where those calls are not available: bursts larger than a batch, a query too large for a batch's slot, the
+sender's address read back, and the same answers from both paths."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import pytest
+
+from mcsdns.dns import batch
+from mcsdns.dns.server import BatchedUdp
+from tests.integration.test_dns_records import CASES, FIXTURE, Case, _check
+from tests.support import ServerThread, query, settings_for, write_manifests
+
+pytestmark = pytest.mark.skipif(not batch.available(), reason="recvmmsg/sendmmsg need Linux")
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory: Path = tmp_path_factory.mktemp("manifests")
+    write_manifests(directory, "fixture.yaml", FIXTURE)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server(manifests: Path) -> Iterator[ServerThread]:
+    with ServerThread(settings_for(manifests)) as running:
+        running.wait_serving()
+        assert running.app is not None
+        assert all(isinstance(listener.udp, BatchedUdp) for listener in running.app.listeners)
+        yield running
+
+
+def test_a_burst_of_several_batches_from_one_socket_is_answered_whole(server: ServerThread) -> None:
+    count = 5 * batch.BATCH + 7
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.settimeout(5)
+        for qid in range(count):  # sent without waiting: the server finds them queued, batch after batch
+            message = dns.message.make_query("web.prod.svc.clusterset.local.", "A")
+            message.id = qid
+            sock.sendto(message.to_wire(), ("127.0.0.1", server.port))
+        ids = set()
+        for _ in range(count):
+            reply = dns.message.from_wire(sock.recv(4096))
+            assert reply.rcode() == dns.rcode.NOERROR and reply.answer
+            ids.add(reply.id)
+    assert ids == set(range(count))
+
+
+def test_a_query_larger_than_a_slot_gets_formerr(server: ServerThread) -> None:
+    wire = bytearray(dns.message.make_query("web.prod.svc.clusterset.local.", "A").to_wire())
+    wire += b"\x00" * (batch.SLOT + 100)  # trailing bytes past any question: cut by the kernel at SLOT
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(bytes(wire), ("127.0.0.1", server.port))
+        reply = sock.recv(4096)
+    assert reply[:2] == wire[:2] and reply[3] & 0xF == dns.rcode.FORMERR
+    assert query(server, "web.prod.svc.clusterset.local.").rcode() == dns.rcode.NOERROR  # still serving
+
+
+def test_without_recvmmsg_the_transport_gives_the_same_answers(
+    manifests: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch, "available", lambda: False)
+    with ServerThread(settings_for(manifests)) as running:
+        running.wait_serving()
+        assert running.app is not None
+        assert not any(isinstance(listener.udp, BatchedUdp) for listener in running.app.listeners)
+        for param in CASES:
+            (case,) = param.values
+            assert isinstance(case, Case)
+            _check(case, query(running, case.qname, case.qtype, payload=1232))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            struct.pack("=H", socket.AF_INET)
+            + struct.pack("!H", 5353)
+            + socket.inet_aton("127.0.0.9")
+            + bytes(8),
+            ("127.0.0.9", 5353),
+        ),
+        (
+            struct.pack("=H", socket.AF_INET6)
+            + struct.pack("!HI", 53, 0)
+            + socket.inet_pton(socket.AF_INET6, "::1")
+            + struct.pack("=I", 0),
+            ("::1", 53, 0, 0),
+        ),
+    ],
+    ids=["ipv4", "ipv6"],
+)
+def test_a_senders_sockaddr_reads_back_as_the_tuple_sockets_take(
+    name: bytes, expected: tuple[object, ...]
+) -> None:
+    assert batch.address(name) == expected
