@@ -114,19 +114,22 @@ class Batch:
         self.data = memoryview(self._data).cast("B")
         self.names = memoryview(self._names).cast("B")
         self._outview = memoryview(self._out).cast("B")
+        self._received = 0  # slots the last recv filled: the kernel wrote their senders' lengths
         self.queued = 0
 
     def recv(self) -> int:
         """Read up to ``BATCH`` datagrams without blocking; how many (0 when none waits)."""
         words = self._rwords
-        for i in range(BATCH):  # the kernel wrote each sender's length over the buffer's size
+        for i in range(self._received):  # the kernel wrote each sender's length over the buffer's size
             words[i * _HDR_WORDS + _NAMELEN_WORD] = NAME
         count: int = self._recvmmsg(self._fd, ctypes.addressof(self._rmsgs), BATCH, MSG_DONTWAIT, None)
         if count < 0:
+            self._received = 0
             code = ctypes.get_errno()
             if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                 return 0
             raise OSError(code, os.strerror(code))
+        self._received = count
         return count
 
     def datagram(self, i: int) -> tuple[bytes, bool]:

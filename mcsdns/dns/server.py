@@ -2,9 +2,10 @@
 
 The only socket code in mcsdns (with ``batch.py``, the recvmmsg/sendmmsg calls it uses). UDP answers
 synchronously as each batch of datagrams is read (``BatchedUdp``; ``UdpProtocol`` on uvloop's transport
-where those calls are missing): no task, no await, no log line per packet. TCP (RFC 7766) frames messages with a 2-byte length, answers pipelined queries in
-order, closes idle connections, caps open connections and stops reading while the peer is not reading its
-replies. Nothing a client sends can raise out of a callback: an unexpected error answers SERVFAIL.
+where those calls are missing): no task, no await, no log line per packet. TCP (RFC 7766) frames messages
+with a 2-byte length, answers pipelined queries in order, closes idle connections, caps open connections
+and stops reading while the peer is not reading its replies. Nothing a client sends can raise out of a
+callback: an unexpected error answers SERVFAIL.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 Respond = Callable[[bytes, int, bool], "bytes | Forward | None"]
 UDP_BUFFER = 4 * 1024 * 1024  # absorb bursts while the loop is busy (e.g. publishing a large snapshot)
+# Full batches read in one wake-up before the loop runs its other callbacks (TCP, timers, the forwarder's
+# upstream replies): 256 datagrams, as uvloop reads at most 32 per wake-up for the same fairness.
+BATCHES_PER_WAKEUP = 4
 _ERROR_LOG_INTERVAL = 10.0
 
 
@@ -331,7 +335,7 @@ class BatchedUdp:
 
     def _readable(self) -> None:
         batch_, respond, forwarder, stats = self._batch, self._respond, self._forwarder, self._stats
-        while True:
+        for _ in range(BATCHES_PER_WAKEUP):
             try:
                 count = batch_.recv()
             except OSError as exc:  # e.g. ECONNREFUSED left by an earlier reply's ICMP: nothing to answer
