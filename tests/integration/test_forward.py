@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import dns.flags
+import dns.message
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
@@ -119,6 +121,23 @@ def test_clients_outside_the_allowed_networks_are_refused(upstream: ServerThread
         assert query(sidecar, UP).rcode() == dns.rcode.REFUSED, "never an open resolver"
         assert query(sidecar, UP, tcp=True).rcode() == dns.rcode.REFUSED
         assert query(sidecar, "api.prod.svc.clusterset.local.").answer, "the zone is still answered"
+
+
+@pytest.mark.parametrize(("allow", "rcode"), [(None, dns.rcode.NOERROR), ("127.0.0.0/8", dns.rcode.REFUSED)])
+def test_a_client_over_ipv6_is_forwarded_as_its_networks_allow(
+    upstream: ServerThread, tmp_path: Path, allow: str | None, rcode: int
+) -> None:
+    # The sender's IPv6 sockaddr is read back from the kernel's bytes (dns/batch.py) for the check and for
+    # the reply that comes when the upstream answers.
+    settings = sidecar_settings(tmp_path, upstream, **({"allow": (ip_network(allow),)} if allow else {}))
+    settings = replace(settings, server=replace(settings.server, listen=(ListenAddress("::1", 0),)))
+    with ServerThread(settings) as sidecar:
+        sidecar.wait_serving()
+        request = dns.message.make_query(UP, "A")
+        reply = dns.query.udp(request, "::1", port=sidecar.port, timeout=2)
+        assert reply.rcode() == rcode
+        if rcode == dns.rcode.NOERROR:
+            assert [r.to_text() for r in reply.answer[0]] == ["10.9.9.9"]
 
 
 def test_without_forwarders_other_names_are_refused(tmp_path: Path) -> None:
