@@ -14,7 +14,6 @@ listener keeps uvloop's datagram transport otherwise. Pure ctypes: no compiled c
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import socket
@@ -65,7 +64,9 @@ def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # dlopen(NULL): the symbols the interpreter already links, libc's among them; find_library would
+        # run ldconfig (or a compiler) at import to find the same library.
+        libc = ctypes.CDLL(None, use_errno=True)
         recv, send = libc.recvmmsg, libc.sendmmsg
     except (OSError, AttributeError):
         return None
