@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -104,12 +105,32 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
         controllers: tuple[Any, ...] = ()
         if sources is None:
             check_sources(settings)
+        # The store, the saved zone and the listeners come first: a restart during an API outage answers from
+        # the state file while the sources below are still being set up (RFC 8767 serve-stale).
+        store = ZoneStore()
+        if settings.sources.state_dir:
+            state = StateFile(settings.sources.state_dir, settings.zone.wire, settings.sources.max_stale)
+            saved = state.load()
+            if saved is not None:
+                store.publish(saved)
+            store.subscribe(state.published)
+            stack.push_async_callback(state.flush)
+        if settings.server.dns:
+            responder, forwarder, listeners = await serving(
+                settings, store, stack, reuse_port=settings.server.workers > 1
+            )
+        else:  # the controller alone: the zone is still built, for /metrics and a later --dns
+            responder, forwarder, listeners = Responder(store, settings.zone), None, []
+            logger.info("not serving DNS (--dns=false): the MCS controller only")
+        if sources is None:
             if settings.sources.manifests:
                 chosen.append(
                     ManifestSource(settings.sources.manifests, poll_interval=settings.sources.manifests_poll)
                 )
             if settings.kubernetes.kubeconfig:
-                # Deferred import: only this path loads the Kubernetes client.
+                # Deferred import: only this path loads the Kubernetes client. It takes about half a second,
+                # so it runs in a thread while the loop answers from the saved zone (statefile.py).
+                await asyncio.to_thread(importlib.import_module, "mcsdns.sources.kube")
                 from mcsdns.clients import kube as k8s
                 from mcsdns.sources.kube import zone_sources
 
@@ -189,31 +210,18 @@ async def running(settings: Settings, *, sources: Sequence[Source] | None = None
                         max_staleness=settings.cloudmap.max_staleness,
                     )
                 )
-        store = ZoneStore()
-        if settings.sources.state_dir:
-            state = StateFile(settings.sources.state_dir, settings.zone.wire, settings.sources.max_stale)
-            saved = state.load()
-            if saved is not None:
-                store.publish(saved)
-            store.subscribe(state.published)
-            stack.push_async_callback(state.flush)
-        prefer = settings.identity.cluster_id if settings.zone.prefer_local_cluster else None
-        builder = ZoneBuilder(settings.zone, local_cluster=prefer)
-        engine = SyncEngine(store=store, builder=builder, sources=chosen)
-        if settings.server.dns:
-            responder, forwarder, listeners = await serving(
-                settings, store, stack, reuse_port=settings.server.workers > 1
-            )
-        else:  # the controller alone: the zone is still built, for /metrics and a later --dns
-            responder, forwarder, listeners = Responder(store, settings.zone), None, []
-            logger.info("not serving DNS (--dns=false): the MCS controller only")
         workers = None
         if settings.server.dns and settings.server.workers > 1:
             # The other serving processes bind the ports this one got (port 0 resolved) and follow its store.
+            # Started after the sources: sending them the saved zone holds the loop for a moment, which
+            # would come before the first answer otherwise.
             bound = replace(settings.server, listen=tuple(listener.address for listener in listeners))
             workers = Workers(replace(settings, server=bound), store, settings.server.workers - 1)
             await workers.start()
             stack.push_async_callback(workers.close)
+        prefer = settings.identity.cluster_id if settings.zone.prefer_local_cluster else None
+        builder = ZoneBuilder(settings.zone, local_cluster=prefer)
+        engine = SyncEngine(store=store, builder=builder, sources=chosen)
         app = App(
             settings=settings,
             store=store,
