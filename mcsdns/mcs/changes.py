@@ -181,12 +181,24 @@ class Sweep:
         period: float,
         most: int | None = None,
     ) -> list[Key]:
+        keys = list(keys)
+        return self._take(verified, keys, self.wanted(verified, keys, now=now, period=period), period, most)
+
+    def _take(
+        self,
+        verified: Mapping[Key, float],
+        keys: Collection[Key],
+        count: int,
+        period: float,
+        most: int | None,
+    ) -> list[Key]:
+        """The oldest ``count`` of ``keys`` (``wanted``'s answer for them), at most ``most``; the credit
+        pays for them."""
         ordered = sorted(keys, key=lambda k: verified.get(k, -math.inf))
         if not ordered:
             self._credit = 0.0
             return []
         self._credit = self._earned(len(ordered), period)
-        count = max(int(self._credit), self._overdue(verified, ordered, now))
         if most is not None:
             count = max(0, min(count, most))  # the rest stay due: picked first next time
         self._credit = max(0.0, self._credit - count)
@@ -209,13 +221,13 @@ class Sweep:
         for the checks it asks for, so every import stays within the staleness bound however long the
         queue of first reads is; what the sweep does not ask for goes to the queue."""
         swept = known - set(pending)
-        held = min(self.wanted(verified, swept, now=now, period=period), limit // 2)
+        wanted = self.wanted(verified, swept, now=now, period=period)
+        held = min(wanted, limit // 2)
         direct: list[Key] = []
         while len(direct) < limit - held and (turn := pending.get_nowait()) is not None:
             if turn in known:
                 direct.append(turn)
-        checks = self.pick(verified, swept, now=now, period=period, most=limit - len(direct))
-        return direct, checks
+        return direct, self._take(verified, swept, wanted, period, most=limit - len(direct))
 
     def wanted(
         self, verified: Mapping[Key, float], keys: Collection[Key], *, now: float, period: float
