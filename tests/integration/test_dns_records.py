@@ -269,6 +269,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         yield running
 
 
+def cases() -> list[Case]:
+    """The table's cases themselves, for tests that run it other ways (workers, the uvloop fallback)."""
+    table: list[Case] = []
+    for param in CASES:
+        (case,) = param.values
+        assert isinstance(case, Case)
+        table.append(case)
+    return table
+
+
 def _check(case: Case, reply: dns.message.Message) -> None:
     assert dns.rcode.to_text(reply.rcode()) == case.rcode
     assert rrset_texts(reply.answer) == sorted(case.answer)

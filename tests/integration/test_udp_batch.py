@@ -15,7 +15,7 @@ import pytest
 
 from mcsdns.dns import batch
 from mcsdns.dns.server import BatchedUdp
-from tests.integration.test_dns_records import CASES, FIXTURE, Case, _check
+from tests.integration.test_dns_records import FIXTURE, _check, cases
 from tests.support import ServerThread, query, settings_for, write_manifests
 
 pytestmark = pytest.mark.skipif(not batch.available(), reason="recvmmsg/sendmmsg need Linux")
@@ -73,9 +73,7 @@ def test_without_recvmmsg_the_transport_gives_the_same_answers(
         running.wait_serving()
         assert running.app is not None
         assert not any(isinstance(listener.udp, BatchedUdp) for listener in running.app.listeners)
-        for param in CASES:
-            (case,) = param.values
-            assert isinstance(case, Case)
+        for case in cases():
             _check(case, query(running, case.qname, case.qtype, payload=1232))
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from mcsdns.settings import ServerSettings
 from mcsdns_sandbox.kubeapi import KubeApiEmulator
-from tests.integration.test_dns_records import CASES, FIXTURE, Case, _check
+from tests.integration.test_dns_records import FIXTURE, _check, cases
 from tests.support import (
     ServerThread,
     free_port,
@@ -66,9 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 
 def test_every_worker_answers_the_whole_table_as_one_process_does(server: ServerThread) -> None:
-    for param in CASES:
-        (case,) = param.values
-        assert isinstance(case, Case)
+    for case in cases():
         for attempt in range(6):  # six source ports per case: every process gets its share
             _check(case, query(server, case.qname, case.qtype, tcp=attempt % 2 == 1, payload=1232))
     counts = answered_by_each_worker(server)
