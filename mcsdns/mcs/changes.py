@@ -50,6 +50,7 @@ CHANGED = "MCSDNS_CHANGED_"  # + 0, 1, ...: "seq=ns/name,ns/name;seq=..." newest
 MAX_VALUE = 1024  # characters of one attribute value
 MAX_LISTED = 4000  # characters of the changed lists together, under the 5,000 of every attribute
 SWEEP_SHARE = 0.8  # the sweep aims to check each import within this share of the staleness bound
+FOLLOW_FIRST = 1.0  # seconds: a service that just moved is checked again this soon, then twice as late...
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +167,42 @@ class Sweep:
     is checked within ``SWEEP_SHARE`` of ``max_staleness`` at an even pace. The pace is kept as a credit of
     checks (services x seconds since the last poll / window) so that a handful of services costs a check
     now and then, not one every poll, and a clusterset read all at once is not checked all at once again.
-    Never-checked keys count as the oldest; ``most`` caps a pick (the budget's share of one poll)."""
+    Never-checked keys count as the oldest; ``most`` caps a pick (the budget's share of one poll).
+
+    A service seen moving without a beacon (a check found a new revision) or seen made but empty is
+    followed: checked again after ``FOLLOW_FIRST``, then at doubling intervals until the window, and from
+    the start again when it moves. A writer that bumps no beacon (the AWS controller) creates a service and
+    registers its instances one by one in later calls, so the first read often sees part of what follows;
+    without this the rest would wait for the sweep (up to the staleness bound). Each move costs about
+    log2(window / FOLLOW_FIRST) checks, so the cost still grows with changes, not with services."""
 
     def __init__(self, max_staleness: float) -> None:
         self.window = max(max_staleness * SWEEP_SHARE, 1e-9)
         self._credit = 0.0
+        self._following: dict[Key, tuple[float, float]] = {}  # key → (check again at, interval)
+
+    def moved(self, key: Key, now: float) -> None:
+        """``key`` changed (or was made, empty) in a way no beacon announced: follow it."""
+        self._following[key] = (now + FOLLOW_FIRST, FOLLOW_FIRST)
+
+    def checked(self, key: Key, now: float, *, changed: bool) -> None:
+        """A revision check of ``key`` ran: follow it from the start if it moved, else wait twice as long
+        (and stop following past the window, where the sweep's pace takes over)."""
+        if changed:
+            self.moved(key, now)
+        elif (following := self._following.get(key)) is not None:
+            interval = following[1] * 2
+            if interval >= self.window:
+                del self._following[key]
+            else:
+                self._following[key] = (now + interval, interval)
+
+    def forget(self, key: Key) -> None:
+        self._following.pop(key, None)
+
+    def _follow_ups(self, keys: Collection[Key], now: float, most: int) -> list[Key]:
+        due = sorted((at, key) for key, (at, _) in self._following.items() if at <= now and key in keys)
+        return [key for _, key in due[: max(0, most)]]
 
     def pick(
         self,
@@ -227,7 +259,10 @@ class Sweep:
         while len(direct) < limit - held and (turn := pending.get_nowait()) is not None:
             if turn in known:
                 direct.append(turn)
-        return direct, self._take(verified, swept, wanted, period, most=limit - len(direct))
+        checks = self._take(verified, swept, wanted, period, most=limit - len(direct))
+        # Follow-ups come last, within the limit; one the sweep picked already is checked once.
+        follow_ups = self._follow_ups(swept.difference(checks), now, limit - len(direct) - len(checks))
+        return direct, checks + follow_ups
 
     def wanted(
         self, verified: Mapping[Key, float], keys: Collection[Key], *, now: float, period: float

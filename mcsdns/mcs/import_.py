@@ -559,10 +559,18 @@ class ImportController:
             # An overdue check takes a change read's turns at the budget: at a sweep's, writes and first
             # reads would hold it past the bound.
             paced = check_first and not self._sweep.overdue(self._verified, key, now)
+            first = key not in self._seen
             async with semaphore:
                 try:
-                    if await self._read(key, check_first, Priority.SWEEP if paced else Priority.CHANGE):
+                    changed = await self._read(key, check_first, Priority.SWEEP if paced else Priority.CHANGE)
+                    if changed:
                         moved.add(key)
+                    if check_first:
+                        self._sweep.checked(key, time.monotonic(), changed=changed)
+                    elif first and self._seen[key][1] is None:
+                        self._sweep.moved(key, time.monotonic())  # made, its instances not yet registered
+                    elif key in (named or ()):
+                        self._sweep.forget(key)  # its writer bumps a beacon: no need to follow it
                 except SourceError as exc:
                     if key[0] not in unknown:
                         logger.warning("import: %s/%s: %s; its namespace is kept", *key, exc)
@@ -575,6 +583,7 @@ class ImportController:
             if key not in known and key[0] not in unknown:
                 del self._verified[key]  # no longer listed: nothing to verify
                 self._seen.pop(key, None)
+                self._sweep.forget(key)
         desired = {key: model for key in known if (model := self._seen.get(key, (0, None))[1]) is not None}
         stale = frozenset(self.staleness.stale())
         if now - self._ensured_at >= ENSURE_ALL_EVERY or stale != self._ensured_stale:

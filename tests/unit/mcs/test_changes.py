@@ -3,6 +3,8 @@ the sweep's pace."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from mcsdns.mcs import changes
@@ -141,3 +143,41 @@ def test_overdue_and_never_checked_keys_go_first() -> None:
     verified = {("ns", "fresh"): 99.0, ("ns", "old"): 50.0}
     picked = sweep.pick(verified, [("ns", "fresh"), ("ns", "old"), ("ns", "new")], now=100.0, period=0.1)
     assert picked == [("ns", "new"), ("ns", "old")]
+
+
+def test_a_service_seen_moving_is_followed_at_doubling_intervals_then_left_to_the_sweep() -> None:
+    # The AWS controller creates a service, then registers its instances in later calls: a read between
+    # the two sees it empty, and the rest must not wait for the sweep's window (240 s here).
+    sweep = changes.Sweep(max_staleness=300.0)
+    key = ("ns", "legacy-app")
+    verified = {key: 0.0}
+    pending: FairQueue[changes.Key] = FairQueue()
+    sweep.moved(key, 0.0)
+    checked_at = []
+    for poll in range(1, 1000):  # 300 s of 0.3 s polls
+        now = poll * 0.3
+        _, checks = sweep.plan(pending, {key}, verified, now=now, period=0.3, limit=50)
+        if key in checks:
+            checked_at.append(now)
+            verified[key] = now
+            sweep.checked(key, now, changed=False)
+    assert 1.0 <= checked_at[0] <= 1.3, "the first follow-up comes after about a second"
+    gaps = [round(b - a) for a, b in itertools.pairwise(checked_at)]
+    assert gaps[:6] == [2, 4, 8, 16, 32, 64], "doubling"
+    assert len(checked_at) <= 9, "a move costs about log2(240 s / 1 s) checks; then the sweep's pace"
+
+
+def test_a_follow_up_that_finds_a_move_starts_over_and_stays_inside_the_limit() -> None:
+    sweep = changes.Sweep(max_staleness=300.0)
+    keys = [("ns", f"s{i}") for i in range(30)]
+    verified = dict.fromkeys(keys, 0.0)
+    for key in keys:
+        sweep.moved(key, 0.0)
+    pending: FairQueue[changes.Key] = FairQueue()
+    _, checks = sweep.plan(pending, set(keys), verified, now=1.0, period=1.0, limit=10)
+    assert len(checks) == 10, "the rest stay due for the next poll"
+    sweep.checked(checks[0], 1.0, changed=True)
+    sweep.checked(checks[1], 1.0, changed=False)
+    _, later = sweep.plan(pending, set(keys), verified, now=2.0, period=1.0, limit=50)
+    assert checks[0] in later and checks[1] not in later
+    assert set(later) >= set(keys) - set(checks), "the ones left over come at the next poll"
