@@ -1026,6 +1026,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--child-cluster", help=argparse.SUPPRESS)
     ap.add_argument("--kubeconfig", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.max_minutes * 60 <= 360 + 60:
+        ap.error("--max-minutes must be more than 7: the phases after the cold start take about 6 minutes")
     defaults = (1000, 10, 3) if args.quick else (5000, 50, 5)
     for key, value in zip(("services", "namespaces", "clusters"), defaults, strict=True):
         if getattr(args, key) is None:

@@ -10,6 +10,9 @@ emulator (mcsdns_sandbox.kubeapi); everything else is in test_kubernetes.py, aga
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from mcsdns.clients import kube
+from mcsdns.errors import SourceError
 from mcsdns_sandbox.kubeapi import KubeApiEmulator
 from tests.integration.test_kubernetes import WEB, Z, addresses, kube_settings
 from tests.support import ServerThread, service_import, wait_for
@@ -84,3 +89,36 @@ def test_service_imports_served_at_one_version_only(tmp_path: Path, version: str
         with ServerThread(kube_settings(api.write_kubeconfig(tmp_path / "kc"), elect=False)) as server:
             server.wait_serving()
             assert addresses(server, WEB) == ["10.0.0.1"]
+
+
+def test_an_http_proxy_in_the_environment_carries_the_api_requests(
+    kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator behind a proxy sets HTTP_PROXY: mcsdns skips reading the environment per request only when
+    # nothing in it applies (clients/kube.py), so with one set the requests must still go through it.
+    seen: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def proxy() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                seen.append(conn.recv(65536).split(b"\r\n", 1)[0].decode())
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+        thread = threading.Thread(target=proxy, daemon=True)
+        thread.start()
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+
+        async def get() -> None:
+            api = await kube.KubeApi.connect(str(kubeconfig))
+            try:
+                with pytest.raises(SourceError, match="502"):
+                    await api.get(kube.NAMESPACES, None, "prod")
+            finally:
+                await api.close()
+
+        asyncio.run(get())
+        thread.join(5)
+    assert len(seen) == 1 and seen[0].startswith("GET http://127.0.0.1:"), seen
