@@ -245,9 +245,11 @@ class Sweep:
         now: float,
         period: float,
         limit: int,
+        in_flight: int = 0,
     ) -> tuple[list[Key], list[Key]]:
         """One poll's reads, at most ``limit``: first reads and changes taken from ``pending`` (those still
-        ``known``), and the revision checks this sweep asks for among the other known keys.
+        ``known``), and the revision checks this sweep asks for among the other known keys, fewer by the
+        ``in_flight`` checks an earlier poll started and the budget has not served yet.
 
         The sweep's pace holds while new services queue (a cold start, a burst): up to half the poll is kept
         for the checks it asks for, so every import stays within the staleness bound however long the
@@ -259,9 +261,10 @@ class Sweep:
         while len(direct) < limit - held and (turn := pending.get_nowait()) is not None:
             if turn in known:
                 direct.append(turn)
-        checks = self._take(verified, swept, wanted, period, most=limit - len(direct))
+        checks = self._take(verified, swept, wanted, period, most=limit - len(direct) - in_flight)
         # Follow-ups come last, within the limit; one the sweep picked already is checked once.
-        follow_ups = self._follow_ups(swept.difference(checks), now, limit - len(direct) - len(checks))
+        room = limit - len(direct) - in_flight - len(checks)
+        follow_ups = self._follow_ups(swept.difference(checks), now, room)
         return direct, checks + follow_ups
 
     def wanted(

@@ -53,7 +53,7 @@ SLICE_MANAGED_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGER = "mcsdns"
 SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 MAX_SLICE_ENDPOINTS = 100  # the EndpointSlice controller's default, and the AWS controller's
-CONCURRENCY = 32  # Cloud Map reads in flight at once during a poll
+CONCURRENCY = 32  # Cloud Map reads in flight at once: a poll's change reads, and apart, the sweep's checks
 ENSURE_ALL_EVERY = 30.0  # seconds: every import is compared with the cluster again (drift repair)
 STALE_CONDITION = "mcsdns.io/StaleClusters"  # a metav1.Condition type of mcsdns's own (prefixed)
 
@@ -353,6 +353,14 @@ class ImportController:
         self._ensured_at = -float("inf")
         self._ensured_stale: frozenset[str] = frozenset()
         self._unsettled: set[Key] = set()  # imports whose cluster objects changed since they were ensured
+        # The sweep's checks run behind the polls (``_check_later``): a poll waits for its change reads only,
+        # so a change a beacon names is read at the next poll even while a backlog of checks waits for the
+        # budget. What they find moved is made to match by the next poll.
+        self._checking: set[Key] = set()
+        self._checks: set[asyncio.Task[None]] = set()
+        self._checked_moved: set[Key] = set()
+        self._check_slots = asyncio.Semaphore(CONCURRENCY)
+        self._check_failed: set[str] = set()  # namespaces a check failed in since the last poll (logged once)
         self.full_checks = 0  # polls that checked every revision (a beacon gap)
         # Clusters that are gone (mcs/heartbeat.py): judged from their heartbeats, read at a low rate.
         self.staleness = heartbeat.Staleness(stale_after, stale_grace)
@@ -387,12 +395,24 @@ class ImportController:
         self.reconciles = ReconcileStats("mcsdns-import")
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._cancel_checks()
+
+    def _cancel_checks(self) -> None:
+        for task in list(self._checks):
+            task.cancel()
+        self._checking.clear()
+
+    async def _run(self) -> None:
         views = (self.namespaces, self.imports, self.services, self.slices)
         await asyncio.gather(*(view.synced.wait() for view in views))
         while True:
             if self._identity.clusterset_id != self._clusterset_id:
                 self._clusterset_id = self._identity.clusterset_id
                 self._seen.clear()  # another clusterset: every service must be read again
+                self._cancel_checks()
                 self._beacons = changes.BeaconReader(self._cloudmap)
             started = asyncio.get_running_loop().time()
             if self._clusterset_id and (self._elector is None or self._elector.may_write()):
@@ -549,25 +569,27 @@ class ImportController:
             for key in known:
                 self._verified.pop(key, None)  # every revision is due: checked oldest first, within the limit
         limit = max(CONCURRENCY, int(self._cloudmap.read_rate() * self._poll_interval))
+        # Checks still running count against this poll's: the budget serves them first.
         direct, checks = self._sweep.plan(
-            self._pending, known, self._verified, now=now, period=period, limit=limit
+            self._pending,
+            known - self._checking,
+            self._verified,
+            now=now,
+            period=period,
+            limit=limit,
+            in_flight=len(self._checking),
         )
+        moved, self._checked_moved = self._checked_moved, set()
+        self._check_failed.clear()
         semaphore = asyncio.Semaphore(CONCURRENCY)
-        moved: set[Key] = set()
 
-        async def read(key: Key, check_first: bool) -> None:
-            # An overdue check takes a change read's turns at the budget: at a sweep's, writes and first
-            # reads would hold it past the bound.
-            paced = check_first and not self._sweep.overdue(self._verified, key, now)
+        async def read(key: Key) -> None:
             first = key not in self._seen
             async with semaphore:
                 try:
-                    changed = await self._read(key, check_first, Priority.SWEEP if paced else Priority.CHANGE)
-                    if changed:
+                    if await self._read(key, False, Priority.CHANGE):
                         moved.add(key)
-                    if check_first:
-                        self._sweep.checked(key, time.monotonic(), changed=changed)
-                    elif first and self._seen[key][1] is None:
+                    if first and self._seen[key][1] is None:
                         self._sweep.moved(key, time.monotonic())  # made, its instances not yet registered
                     elif key in (named or ()):
                         self._sweep.forget(key)  # its writer bumps a beacon: no need to follow it
@@ -575,10 +597,10 @@ class ImportController:
                     if key[0] not in unknown:
                         logger.warning("import: %s/%s: %s; its namespace is kept", *key, exc)
                     unknown.add(key[0])
-                    if not check_first:
-                        self._pending.put(key)  # read again at its next turn
+                    self._pending.put(key)  # read again at its next turn
 
-        await asyncio.gather(*(read(key, False) for key in direct), *(read(key, True) for key in checks))
+        self._check_later(checks, now)
+        await asyncio.gather(*(read(key) for key in direct))
         for key in list(self._verified):
             if key not in known and key[0] not in unknown:
                 del self._verified[key]  # no longer listed: nothing to verify
@@ -600,6 +622,36 @@ class ImportController:
                 continue  # not read yet (waiting for its turn): nothing is known against it
             if _managed(existing) and key not in desired and key[0] not in unknown:
                 await self._remove(key)
+
+    def _check_later(self, keys: list[Key], now: float) -> None:
+        """Start the sweep's revision checks of ``keys`` (``changes.Sweep.plan``) without waiting for them."""
+        self._checking.update(keys)
+        for key in keys:
+            task = asyncio.get_running_loop().create_task(self._check(key, now))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _check(self, key: Key, now: float) -> None:
+        # An overdue check takes a change read's turns at the budget: at a sweep's, writes and first reads
+        # would hold it past the bound.
+        paced = not self._sweep.overdue(self._verified, key, now)
+        try:
+            async with self._check_slots:
+                changed = await self._read(key, True, Priority.SWEEP if paced else Priority.CHANGE)
+        except SourceError as exc:
+            if key[0] not in self._check_failed:  # once per namespace and poll: an outage fails them all
+                logger.warning("import: %s/%s: %s; checked again at its next turn", *key, exc)
+            self._check_failed.add(key[0])
+            return
+        except Exception:
+            # Unexpected data: the import stays as it is, and is checked again at its next turn.
+            logger.exception("import: checking %s/%s failed unexpectedly", *key)
+            return
+        finally:
+            self._checking.discard(key)
+        if changed:
+            self._checked_moved.add(key)
+        self._sweep.checked(key, time.monotonic(), changed=changed)
 
     async def _read(self, key: Key, check_first: bool, priority: Priority) -> bool:
         """Read one service's instances into its model (after a revision check, when ``check_first``);

@@ -181,3 +181,21 @@ def test_a_follow_up_that_finds_a_move_starts_over_and_stays_inside_the_limit() 
     _, later = sweep.plan(pending, set(keys), verified, now=2.0, period=1.0, limit=50)
     assert checks[0] in later and checks[1] not in later
     assert set(later) >= set(keys) - set(checks), "the ones left over come at the next poll"
+
+
+def test_checks_still_running_take_their_share_but_never_a_change_reads_turn() -> None:
+    # The sweep's checks run behind the polls; while 15 are still waiting for the budget, a poll of 20
+    # starts only 2 more, and every change read a beacon asked for still goes.
+    sweep = changes.Sweep(max_staleness=10.0)
+    overdue = [("ns", f"s{i}") for i in range(100)]
+    pending: FairQueue[changes.Key] = FairQueue()
+    named = [("ns", "new0"), ("ns", "new1"), ("ns", "new2")]
+    for key in named:
+        pending.put(key)
+    verified = dict.fromkeys(overdue, 0.0)
+    known = set(overdue) | set(named)
+    direct, checks = sweep.plan(pending, known, verified, now=100.0, period=1.0, limit=20, in_flight=15)
+    assert direct == named
+    assert len(checks) == 2
+    direct, checks = sweep.plan(pending, known, verified, now=101.0, period=1.0, limit=20, in_flight=30)
+    assert direct == [] and checks == [], "more in flight than a poll's share: nothing more is started"
