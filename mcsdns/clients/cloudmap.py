@@ -43,6 +43,12 @@ DEFAULT_RATE = 50.0  # calls per second per process: docs/cloudmap-scale.md has 
 # every 30 s. Each namespace's re-reads so cost at most about 1.7 calls/s, however large the account.
 SERVICE_LIST_SECONDS_PER_PAGE = 0.6
 SERVICE_LIST_MAX_AGE = 1800.0  # ... and at least this often when it does not
+# All namespaces' re-reads together take at most this share of the budget, in pages, the oldest list first:
+# with every namespace's count moving (a clusterset's cold start), 50 namespaces of an account of 5,000
+# services would otherwise take 83 pages a second, more than the whole budget, and most of the account's
+# control-plane reads, which the exports' GetOperation polls need.
+SERVICE_LIST_SHARE = 0.1
+SERVICE_LIST_DUE_FOR = 10.0  # seconds: a namespace no poll asked about since is no longer waiting its turn
 OPERATION_POLL = 0.5
 OPERATION_TIMEOUT = 60.0  # the AWS controller's poller gives operations one minute too
 DISCOVER_MAX = 1000  # DiscoverInstances has no paging: 1000 is the most it returns (and a service's quota)
@@ -174,6 +180,11 @@ class CloudMapClient:
         self._list_pages: dict[str, int] = {}  # namespace id → pages its last list took
         self._relisting: dict[str, asyncio.Task[None]] = {}  # namespace id → its background list read
         self._noted: dict[str, dict[str, float]] = {}  # namespace id → names known since its list, and when
+        # Re-reads take turns (SERVICE_LIST_SHARE): pages they may still take (negative: owed), and the
+        # namespaces waiting, by when their list was read and when a poll last asked.
+        self._list_credit = 0.0
+        self._list_stamp = time.monotonic()
+        self._list_due: dict[str, tuple[float, float]] = {}
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.throttles: collections.Counter[str] = collections.Counter()
         self.durations: dict[str, Histogram] = {}  # per operation: each call's time, answered or failed
@@ -303,7 +314,7 @@ class CloudMapClient:
         while it is read again in the background, so a poll never waits for a namespace's 50 pages."""
         cached = self._services.get(namespace.id)
         if cached is None:
-            return await self._list_services(namespace, priority)
+            return await self._list_services(namespace, priority)  # once per namespace: not in the share
         count, read_at, found = cached
         age = time.monotonic() - read_at
         # Unchanged: the count is the one the list was read at, or the count of what we know is there (the
@@ -313,11 +324,29 @@ class CloudMapClient:
         moved_age = SERVICE_LIST_SECONDS_PER_PAGE * self._list_pages.get(namespace.id, 1)
         if age >= self._cache_ttl and age >= (SERVICE_LIST_MAX_AGE if unchanged else moved_age):
             running = self._relisting.get(namespace.id)
-            if running is None or running.done():
+            if (running is None or running.done()) and self._relist_turn(namespace.id, read_at):
                 self._relisting[namespace.id] = asyncio.get_running_loop().create_task(
                     self._relist(namespace, priority)
                 )
         return found
+
+    def _relist_turn(self, namespace_id: str, read_at: float) -> bool:
+        """Whether the list of ``namespace_id`` (read at ``read_at``, due again) is read again now: when the
+        re-reads' share of the budget (``SERVICE_LIST_SHARE``) has room, and no namespace still asked about
+        waits with an older list."""
+        now = time.monotonic()
+        rate = self.budget.limit * SERVICE_LIST_SHARE
+        self._list_credit = min(rate, self._list_credit + (now - self._list_stamp) * rate)
+        self._list_stamp = now
+        self._list_due[namespace_id] = (read_at, now)
+        for other, (_, asked) in list(self._list_due.items()):
+            if now - asked > SERVICE_LIST_DUE_FOR:
+                del self._list_due[other]
+        if self._list_credit < 0 or min(self._list_due, key=self._list_due.__getitem__) != namespace_id:
+            return False
+        self._list_credit -= self._list_pages.get(namespace_id, 1)
+        del self._list_due[namespace_id]
+        return True
 
     async def _relist(self, namespace: Namespace, priority: Priority | None) -> None:
         try:

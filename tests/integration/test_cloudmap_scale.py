@@ -4,6 +4,7 @@ and import together, and a burst of exports converges (through a restart) withou
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from mcsdns.clients.budget import RateBudget
+from mcsdns.clients.cloudmap import CloudMapClient
 from mcsdns_sandbox.cloudmap import EmbeddedCloudMap
 from tests.controlplane import ControlPlane
 from tests.integration import test_cloudmap
@@ -277,3 +280,39 @@ def test_a_new_service_in_a_namespace_already_listed_stays_imported(
         wait_for(lambda: importer.cycles >= cycles + 5, what="five more polls")
         found = cls2.store.find("serviceimports", "burst-0000", namespace="demo")
         assert found is not None and found["metadata"]["uid"] == first, "imported once, and kept"
+
+
+def test_service_lists_read_again_take_turns_within_their_share(cloudmap: EmbeddedCloudMap) -> None:
+    # Twelve namespaces gain a service no beacon announced, so each one's ServiceCount moved. Alone, each
+    # list would be read again within a second (one page, SERVICE_LIST_SECONDS_PER_PAGE); together the
+    # re-reads take SERVICE_LIST_SHARE of the budget (2 pages/s at 20/s), the oldest list first, and every
+    # namespace still gets its turn.
+    client = sd_client(cloudmap)
+    names = [f"team-{i:02d}" for i in range(12)]
+    ids = []
+    for name in names:
+        operation = client.create_http_namespace(Name=name)["OperationId"]
+        ids.append(client.get_operation(OperationId=operation)["Operation"]["Targets"]["NAMESPACE"])
+        client.create_service(Name="first", NamespaceId=ids[-1])
+
+    async def poll() -> tuple[list[float], dict[str, float]]:
+        cm = CloudMapClient(region=cloudmap.region, budget=RateBudget(20.0))
+        namespaces = await cm.namespaces()
+        for name in names:
+            assert "first" in await cm.services(namespaces[name])
+        for namespace_id in ids:
+            client.create_service(Name="late", NamespaceId=namespace_id)
+        cloudmap.reset_calls()
+        start, lists, seen = time.monotonic(), [], {}
+        while time.monotonic() - start < 9.0 and len(seen) < len(names):
+            namespaces = await cm.namespaces()
+            for name in names:
+                if "late" in await cm.services(namespaces[name]):
+                    seen.setdefault(name, time.monotonic() - start)
+            lists.append(cloudmap.calls().get("ListServices", 0))
+            await asyncio.sleep(0.1)
+        return lists, seen
+
+    lists, seen = asyncio.run(poll())
+    assert sorted(seen) == names, "every namespace's list was read again"
+    assert lists[min(20, len(lists) - 1)] <= 2 * 2.0 + 2, f"{lists[:21]}: 2 pages/s over the first 2 s"
