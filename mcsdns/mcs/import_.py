@@ -17,8 +17,9 @@ import dataclasses
 import datetime
 import hashlib
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,9 @@ MANAGER = "mcsdns"
 SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 MAX_SLICE_ENDPOINTS = 100  # the EndpointSlice controller's default, and the AWS controller's
 CONCURRENCY = 32  # Cloud Map reads in flight at once: a poll's change reads, and apart, the sweep's checks
-ENSURE_ALL_EVERY = 30.0  # seconds: every import is compared with the cluster again (drift repair)
+ENSURE_ALL_EVERY = 30.0  # seconds: every import is compared with the cluster again (drift repair) ...
+# ... a share at each poll: at 5,000 imports the whole comparison takes about a second of CPU, and a poll
+# that held it would hold every change arriving meanwhile.
 STALE_CONDITION = "mcsdns.io/StaleClusters"  # a metav1.Condition type of mcsdns's own (prefixed)
 
 
@@ -154,6 +157,16 @@ def import_ips(model: ImportModel, service: Obj | None) -> tuple[list[str], list
     pairs = [(ip, attrs.family(ip)) for ip in cluster_ips]
     kept = [(ip, family) for ip, family in pairs if family in model.properties.ip_families][:2]
     return [ip for ip, _ in kept], [family for _, family in kept]
+
+
+def drift_share(left: list[Key], desired: Collection[Key], period: float) -> tuple[set[Key], list[Key]]:
+    """One poll's share of drift repair, and what is left of the round (``left``; a new round when it is
+    empty): every import is compared with the cluster once per ``ENSURE_ALL_EVERY``, evenly over the polls
+    in between."""
+    if not left:
+        left = sorted(desired)
+    share = math.ceil(len(desired) * min(period, ENSURE_ALL_EVERY) / ENSURE_ALL_EVERY)
+    return set(left[:share]), left[share:]
 
 
 def desired_import(
@@ -350,8 +363,9 @@ class ImportController:
         self._beacons = changes.BeaconReader(cloudmap)
         self._verified: dict[Key, float] = {}
         self._last_cycle: float | None = None
-        self._ensured_at = -float("inf")
+        self._ensured_once = False
         self._ensured_stale: frozenset[str] = frozenset()
+        self._drift: list[Key] = []  # the imports this round of drift repair has still to compare
         self._unsettled: set[Key] = set()  # imports whose cluster objects changed since they were ensured
         # The sweep's checks run behind the polls (``_check_later``): a poll waits for its change reads only,
         # so a change a beacon names is read at the next poll even while a backlog of checks waits for the
@@ -608,12 +622,12 @@ class ImportController:
                 self._sweep.forget(key)
         desired = {key: model for key in known if (model := self._seen.get(key, (0, None))[1]) is not None}
         stale = frozenset(self.staleness.stale())
-        if now - self._ensured_at >= ENSURE_ALL_EVERY or stale != self._ensured_stale:
+        if not self._ensured_once or stale != self._ensured_stale:
             ensure = set(desired)
-            self._ensured_at, self._ensured_stale = now, stale
+            self._ensured_once, self._ensured_stale = True, stale
         else:
             missing = desired.keys() - self.imports.objects.keys()
-            ensure = (moved | self._unsettled | missing) & desired.keys()
+            ensure = (moved | self._unsettled | missing | self._drift_turn(desired, period)) & desired.keys()
         self._unsettled.clear()
         for key in sorted(ensure):
             await self._ensure(desired[key])
@@ -622,6 +636,10 @@ class ImportController:
                 continue  # not read yet (waiting for its turn): nothing is known against it
             if _managed(existing) and key not in desired and key[0] not in unknown:
                 await self._remove(key)
+
+    def _drift_turn(self, desired: Mapping[Key, ImportModel], period: float) -> set[Key]:
+        turn, self._drift = drift_share(self._drift, desired.keys(), period)
+        return turn
 
     def _check_later(self, keys: list[Key], now: float) -> None:
         """Start the sweep's revision checks of ``keys`` (``changes.Sweep.plan``) without waiting for them."""

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from mcsdns.clients.cloudmap import Instance
 from mcsdns.mcs import instances as attrs
-from mcsdns.mcs.import_ import derived_name, desired_import, desired_service, desired_slices, import_model
+from mcsdns.mcs.import_ import (
+    derived_name,
+    desired_import,
+    desired_service,
+    desired_slices,
+    drift_share,
+    import_model,
+)
 from tests.support import aws_controller_attributes
 
 
@@ -134,3 +141,19 @@ def test_an_exported_annotation_that_is_missing_on_the_import_is_a_difference() 
         ("annotations",),
     )
     assert not differs(have, want, ("labels",))
+
+
+def test_drift_repair_compares_every_import_once_per_round_a_share_each_poll() -> None:
+    # 5,000 imports, 1 s polls, a 30 s round: 167 a poll (about 30 ms), never all 5,000 in one poll.
+    desired = {("ns", f"s{i:04d}") for i in range(5000)}
+    left: list[tuple[str, str]] = []
+    compared: list[tuple[str, str]] = []
+    shares = []
+    for _ in range(30):
+        turn, left = drift_share(left, desired, 1.0)
+        shares.append(len(turn))
+        compared.extend(turn)
+    assert max(shares) == 167
+    assert sorted(compared) == sorted(desired), "each import once in the round"
+    turn, left = drift_share(left, desired, 1.0)
+    assert len(turn) == 167 and len(left) == 5000 - 167, "then a new round"
