@@ -424,47 +424,30 @@ def test_unmanaged_service_imports_are_never_touched(
     assert cls2.store.get("serviceimports", "legacy", namespace="demo")["spec"]["ips"] == ["172.20.9.9"]
 
 
+@pytest.mark.parametrize("read_before_instances", [False, True], ids=["registered", "read-empty-first"])
 def test_aws_controller_instances_are_imported(
-    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
+    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap, read_before_instances: bool
 ) -> None:
-    # A cluster running aws-cloud-map-mcs-controller-for-k8s registered this, in its format.
+    # A cluster running aws-cloud-map-mcs-controller-for-k8s registered this, in its format. It creates
+    # the service in one call and registers the instances in later ones, and bumps no beacon: an importer
+    # that read the service empty in between must look again soon (a follow-up, mcs/changes.py), not at
+    # the sweep's pace (4 minutes at the default --cloudmap-max-staleness).
     client = sd_client(cloudmap)
     operation = client.create_http_namespace(Name="demo")["OperationId"]
     namespace_id = client.get_operation(OperationId=operation)["Operation"]["Targets"]["NAMESPACE"]
     service_id = client.create_service(Name="legacy-app", NamespaceId=namespace_id)["Service"]["Id"]
+    cls2 = clusters["cls2"]
+    if read_before_instances:
+        time.sleep(3.0)  # the namespace list (1 s cache) is read again, then the service, empty
+        assert cls2.answer("legacy-app.demo.svc.clusterset.local.") == []
     client.register_instance(
         ServiceId=service_id,
         InstanceId="tcp-10_9_0_1-80",
         Attributes=aws_controller_attributes(address="10.9.0.1", cluster="eks-legacy", clusterset=CLUSTERSET),
     )
-    cls2 = clusters["cls2"]
     wait_for(
         lambda: cls2.answer("legacy-app.demo.svc.clusterset.local.") == [cls2.vip("legacy-app")],
         what="the AWS controller's export to be imported",
-    )
-
-
-def test_an_aws_controller_service_read_before_its_instances_is_followed_up(
-    clusters: dict[str, Cluster], cloudmap: EmbeddedCloudMap
-) -> None:
-    # The AWS controller creates the service in one call and registers the instances in later ones, and
-    # bumps no beacon: an importer that read the service empty must look again soon, not at the sweep's
-    # pace (4 minutes at the default --cloudmap-max-staleness).
-    client = sd_client(cloudmap)
-    operation = client.create_http_namespace(Name="demo")["OperationId"]
-    namespace_id = client.get_operation(OperationId=operation)["Operation"]["Targets"]["NAMESPACE"]
-    service_id = client.create_service(Name="legacy-app", NamespaceId=namespace_id)["Service"]["Id"]
-    cls2 = clusters["cls2"]
-    time.sleep(3.0)  # the namespace list (1 s cache) is read again, then the service, empty
-    assert cls2.answer("legacy-app.demo.svc.clusterset.local.") == []
-    client.register_instance(
-        ServiceId=service_id,
-        InstanceId="tcp-10_9_0_1-80",
-        Attributes=aws_controller_attributes(address="10.9.0.1", cluster="eks-legacy", clusterset=CLUSTERSET),
-    )
-    wait_for(
-        lambda: cls2.answer("legacy-app.demo.svc.clusterset.local.") == [cls2.vip("legacy-app")],
-        what="the AWS controller's instance to be imported",
     )
 
 
