@@ -94,19 +94,31 @@ class CloudMapError(SourceError):
 
 
 class TokenBucket:
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: float, *, full: bool = True) -> None:
         self._rate, self._burst = rate, float(burst)
-        self._tokens, self._stamp = float(burst), time.monotonic()
+        self._tokens, self._stamp = float(burst) if full else 0.0, time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
 
     async def take(self) -> None:
         while True:
-            now = time.monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
+            self._refill()
             if self._tokens >= 1:
                 self._tokens -= 1
                 return
             await asyncio.sleep((1 - self._tokens) / self._rate)
+
+    def spend(self, cost: float) -> bool:
+        """Take ``cost`` tokens now, owing what the bucket does not hold; False, taking nothing, while a
+        debt is still being paid off (for costs larger than the burst: a service list of 50 pages)."""
+        self._refill()
+        if self._tokens < 0:
+            return False
+        self._tokens -= cost
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +192,10 @@ class CloudMapClient:
         self._list_pages: dict[str, int] = {}  # namespace id → pages its last list took
         self._relisting: dict[str, asyncio.Task[None]] = {}  # namespace id → its background list read
         self._noted: dict[str, dict[str, float]] = {}  # namespace id → names known since its list, and when
-        # Re-reads take turns (SERVICE_LIST_SHARE): pages they may still take (negative: owed), and the
-        # namespaces waiting, by when their list was read and when a poll last asked.
-        self._list_credit = 0.0
-        self._list_stamp = time.monotonic()
+        # Re-reads take turns (SERVICE_LIST_SHARE): the pages they may take, and the namespaces waiting, by
+        # when their list was read and when a poll last asked.
+        list_rate = self.budget.limit * SERVICE_LIST_SHARE
+        self._list_pages_allowed = TokenBucket(list_rate, list_rate, full=False)
         self._list_due: dict[str, tuple[float, float]] = {}
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.throttles: collections.Counter[str] = collections.Counter()
@@ -335,16 +347,14 @@ class CloudMapClient:
         re-reads' share of the budget (``SERVICE_LIST_SHARE``) has room, and no namespace still asked about
         waits with an older list."""
         now = time.monotonic()
-        rate = self.budget.limit * SERVICE_LIST_SHARE
-        self._list_credit = min(rate, self._list_credit + (now - self._list_stamp) * rate)
-        self._list_stamp = now
         self._list_due[namespace_id] = (read_at, now)
         for other, (_, asked) in list(self._list_due.items()):
             if now - asked > SERVICE_LIST_DUE_FOR:
                 del self._list_due[other]
-        if self._list_credit < 0 or min(self._list_due, key=self._list_due.__getitem__) != namespace_id:
+        if min(self._list_due, key=self._list_due.__getitem__) != namespace_id:
             return False
-        self._list_credit -= self._list_pages.get(namespace_id, 1)
+        if not self._list_pages_allowed.spend(self._list_pages.get(namespace_id, 1)):
+            return False
         del self._list_due[namespace_id]
         return True
 

@@ -627,7 +627,8 @@ class ImportController:
             self._ensured_once, self._ensured_stale = True, stale
         else:
             missing = desired.keys() - self.imports.objects.keys()
-            ensure = (moved | self._unsettled | missing | self._drift_turn(desired, period)) & desired.keys()
+            drift, self._drift = drift_share(self._drift, desired.keys(), period)
+            ensure = (moved | self._unsettled | missing | drift) & desired.keys()
         self._unsettled.clear()
         for key in sorted(ensure):
             await self._ensure(desired[key])
@@ -636,10 +637,6 @@ class ImportController:
                 continue  # not read yet (waiting for its turn): nothing is known against it
             if _managed(existing) and key not in desired and key[0] not in unknown:
                 await self._remove(key)
-
-    def _drift_turn(self, desired: Mapping[Key, ImportModel], period: float) -> set[Key]:
-        turn, self._drift = drift_share(self._drift, desired.keys(), period)
-        return turn
 
     def _check_later(self, keys: list[Key], now: float) -> None:
         """Start the sweep's revision checks of ``keys`` (``changes.Sweep.plan``) without waiting for them."""
