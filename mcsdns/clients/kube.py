@@ -563,6 +563,10 @@ def _labels(obj: Obj) -> Mapping[str, Any]:
     return labels if isinstance(labels, Mapping) else {}
 
 
+def _version(obj: Obj) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion")
+
+
 class Selector:
     """A label selector of the equality-based forms (``k``, ``!k``, ``k=v``, ``k==v``, ``k!=v``, joined by
     commas: all must hold), evaluated here as the API server would, for the views of a shared informer."""
@@ -601,8 +605,9 @@ class Selector:
 
 class Objects(dict[Key, Obj]):
     """A view's objects by (namespace, name), plus an index by (namespace, label value) for the labels the
-    view asked for, kept up to date on every write (the controllers also put what they wrote here), so
-    "the slices of this service" costs a lookup, not a scan of every slice (client-go's Indexer)."""
+    view asked for, kept up to date on every write (the controllers also put what they wrote here, through
+    ``wrote``), so "the slices of this service" costs a lookup, not a scan of every slice (client-go's
+    Indexer)."""
 
     def __init__(self, items: Mapping[Key, Obj] | None = None, *, indexed: tuple[str, ...] = ()) -> None:
         super().__init__()
@@ -646,6 +651,21 @@ class Objects(dict[Key, Obj]):
         if default:
             return default[0]
         raise KeyError(key)
+
+    def wrote(self, key: Key, obj: Obj, *, over: Obj | None) -> None:
+        """Keep ``obj``, what a write of ours returned, if the watch has not moved ``key`` on since ``over``,
+        the version the write replaced (None: a create, kept if the key is still absent).
+
+        The reply can arrive after the watch delivered a newer version (the user deleted the ServiceExport
+        while its status was written): kept, it would take the view back in time and lose that change
+        until the next list. Otherwise the watch delivers the written version itself, or already did. Only
+        equality is asked of resourceVersions, which the API conventions leave opaque."""
+        current = self.get(key)
+        unmoved = (
+            current is None if over is None else current is not None and _version(current) == _version(over)
+        )
+        if unmoved:
+            self[key] = obj
 
     def labelled(self, label: str, namespace: str, value: str) -> dict[Key, Obj]:
         """The objects of ``namespace`` whose ``label`` is ``value`` (an indexed label)."""

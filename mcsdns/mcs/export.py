@@ -533,6 +533,7 @@ class ExportController:
         assert service is not None
         if FINALIZER not in (metadata.get("finalizers") or []):
             self._guard()
+            read = export
             export = await self._api.patch(
                 self.exports.resource,
                 key[0],
@@ -544,7 +545,7 @@ class ExportController:
                     }
                 },
             )
-            self.exports.objects[key] = export
+            self.exports.objects.wrote(key, export, over=read)
         slices = list(self.slices.objects.labelled(SERVICE_NAME, *key).values())
         desired = desired_endpoints(
             export=export, service=service, slices=slices, cluster_id=cluster_id, clusterset_id=clusterset_id
@@ -681,7 +682,7 @@ class ExportController:
             body,
             subresource="status",
         )
-        self.exports.objects[key_of(updated)] = updated
+        self.exports.objects.wrote(key_of(updated), updated, over=export)
 
 
 def _parse(instance: Instance) -> attrs.ExportedEndpoint | None:

@@ -709,6 +709,7 @@ class ImportController:
         if existing is None:
             self._guard()
             existing = await self._api.create(self.imports.resource, namespace, want)
+            self.imports.objects.wrote(model.key, existing, over=None)
             logger.info(
                 "import %s/%s: created (%s, %s)", namespace, name, model.type, want["spec"].get("ips", [])
             )
@@ -719,13 +720,14 @@ class ImportController:
             for kind in ("labels", "annotations"):
                 if kind in want["metadata"]:
                     metadata[kind] = {**(metadata.get(kind) or {}), **want["metadata"][kind]}
+            read = existing
             existing = await self._api.replace(
                 self.imports.resource,
                 namespace,
                 name,
                 {**existing, "metadata": metadata, "spec": want["spec"]},
             )
-        self.imports.objects[model.key] = existing
+            self.imports.objects.wrote(model.key, existing, over=read)
         await self._ensure_slices(model)
         await self._set_status(existing, model, service)
 
@@ -757,7 +759,7 @@ class ImportController:
             {**existing, "status": {**status, **want, "conditions": conditions}},
             subresource="status",
         )
-        self.imports.objects[model.key] = updated
+        self.imports.objects.wrote(model.key, updated, over=existing)
 
     def _stale_condition(self, model: ImportModel) -> list[Condition]:
         """``mcsdns.io/StaleClusters`` while heartbeats are judged: which exporting clusters stopped."""
@@ -790,7 +792,7 @@ class ImportController:
         if existing is None:
             self._guard()
             created = await self._api.create(SERVICES, namespace, want)
-            self.services.objects[(namespace, name)] = created
+            self.services.objects.wrote((namespace, name), created, over=None)
             return created
         if _service_shape(existing) != _service_shape(want) or differs(existing, want, ("labels",)):
             self._guard()
@@ -805,8 +807,9 @@ class ImportController:
                 **existing["metadata"],
                 "labels": {**labels_of(existing), **want["metadata"]["labels"]},
             }
-            existing = await self._api.replace(SERVICES, namespace, name, body)
-            self.services.objects[(namespace, name)] = existing
+            replaced = await self._api.replace(SERVICES, namespace, name, body)
+            self.services.objects.wrote((namespace, name), replaced, over=existing)
+            existing = replaced
         return existing
 
     async def _ensure_slices(self, model: ImportModel) -> None:
@@ -821,18 +824,16 @@ class ImportController:
             existing = have.get(name)
             if existing is None:
                 self._guard()
-                self.slices.objects[(namespace, name)] = await self._api.create(
-                    ENDPOINT_SLICES, namespace, body
-                )
+                created = await self._api.create(ENDPOINT_SLICES, namespace, body)
+                self.slices.objects.wrote((namespace, name), created, over=None)
             elif differs(existing, body, ("addressType", "ports", "endpoints", "labels")):
                 self._guard()
                 replaced = {
                     **body,
                     "metadata": {**existing["metadata"], "labels": body["metadata"]["labels"]},
                 }
-                self.slices.objects[(namespace, name)] = await self._api.replace(
-                    ENDPOINT_SLICES, namespace, name, replaced
-                )
+                written = await self._api.replace(ENDPOINT_SLICES, namespace, name, replaced)
+                self.slices.objects.wrote((namespace, name), written, over=existing)
         for name in have.keys() - want.keys():
             self._guard()
             await self._api.delete(ENDPOINT_SLICES, namespace, name)

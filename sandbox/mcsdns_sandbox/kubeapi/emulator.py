@@ -2,7 +2,7 @@
 
 Wires storage, the garbage collector and the HTTP server, binds the socket before ``start`` returns (so the
 server is ready with no sleep), writes kubeconfigs, and implements the fault hooks used by tests, benchmarks
-and the demo: close all watches, fail the next N requests, compact history, pause/resume.
+and the demo: close all watches, fail the next N requests, hold replies, compact history, pause/resume.
 """
 
 from __future__ import annotations
@@ -250,6 +250,23 @@ class KubeApiEmulator:
         self.faults.fail_next(
             count, code=code, retry_after=retry_after, methods=methods, path_contains=path_contains
         )
+
+    def hold_replies(
+        self,
+        count: int,
+        seconds: float,
+        *,
+        methods: list[str] | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """Carry out the next ``count`` matching requests at once (their watch events go out) but send each
+        reply ``seconds`` later: a writer then sees the watch move past its write before hearing of it."""
+        self.faults.hold_next(count, seconds, methods=methods, path_contains=path_contains)
+
+    @property
+    def holding(self) -> int:
+        """How many replies are being held now."""
+        return self.faults.holding
 
     def compact(self) -> str:
         """Drop the event history: watches and continue tokens from older versions get 410 Gone."""

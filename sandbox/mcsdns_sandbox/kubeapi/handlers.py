@@ -355,6 +355,15 @@ class ApiApp:
         failure = self.faults.take_failure(request.method, request.path)
         if failure is not None:
             return error_response(failure)
+        hold = self.faults.take_hold(request.method, request.path)
+        response = self._answer(request)
+        if hold:
+            # Carried out and sent to watches already; only this reply is late (a slow network path).
+            with self.faults.holding_reply():
+                self._stopping.wait(hold)
+        return response
+
+    def _answer(self, request: Request) -> Response | WatchStream:
         try:
             return self._dispatch(request)
         except ApiError as exc:

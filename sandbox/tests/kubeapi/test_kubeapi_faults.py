@@ -98,6 +98,43 @@ def test_fail_next_also_fails_watch_requests(api: KubeApiEmulator) -> None:
     assert status == 500
 
 
+def test_a_held_reply_comes_after_the_watch_saw_the_write_and_what_followed(api: KubeApiEmulator) -> None:
+    events: list[str] = []
+    start = api.store.resource_version
+
+    def consume() -> None:
+        url = f"{api.url}/api/v1/namespaces/default/services?watch=1&resourceVersion={start}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            for line in response:
+                event = json.loads(line)
+                events.append(
+                    f"{event['type']} {event['object']['metadata'].get('deletionTimestamp') is None}"
+                )
+                if event["type"] == "DELETED":
+                    return
+
+    watcher = threading.Thread(target=consume)
+    watcher.start()
+    eventually(lambda: api.open_watches == 1)
+    api.hold_replies(1, 2.0, methods=["POST"], path_contains="/services")
+    replies: list[int] = []
+    writer = threading.Thread(
+        target=lambda: replies.append(
+            http(f"{api.url}/api/v1/namespaces/default/services", "POST", service("web"))[0]
+        )
+    )
+    writer.start()
+    eventually(lambda: api.holding == 1)
+    assert api.store.find("services", "web", namespace="default") is not None, "carried out before the reply"
+    api.store.delete("services", "web", namespace="default")
+    watcher.join(timeout=5)
+    assert events == ["ADDED True", "DELETED True"] and replies == [], (
+        "the watch saw both; the writer nothing"
+    )
+    writer.join(timeout=5)
+    assert replies == [201] and api.holding == 0
+
+
 def test_pause_hang_holds_requests_until_resume(api: KubeApiEmulator) -> None:
     api.pause()
     with pytest.raises((TimeoutError, urllib.error.URLError)):

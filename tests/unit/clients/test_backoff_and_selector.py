@@ -83,3 +83,25 @@ def test_a_views_objects_are_indexed_by_label_through_every_kind_of_write() -> N
     assert objects.pop(("demo", "gone"), None) is None
     assert objects.labelled("kubernetes.io/service-name", "demo", "a") == {}
     assert set(objects.labelled("kubernetes.io/service-name", "demo", "b")) == {("demo", "a-2")}
+
+
+def test_a_write_reply_never_takes_a_view_back_behind_its_watch() -> None:
+    from mcsdns.clients.kube import Objects
+
+    def version(rv: str, **extra: object) -> dict[str, object]:
+        return {"metadata": {"name": "web", "namespace": "demo", "resourceVersion": rv, **extra}}
+
+    key = ("demo", "web")
+    objects = Objects({key: version("1")})
+    objects.wrote(key, version("2"), over=version("1"))
+    assert objects[key] == version("2"), "nothing newer seen: the reply is the view's newest"
+    objects[key] = version("4", deletionTimestamp="now")  # the watch: a deletion after our next write
+    objects.wrote(key, version("3"), over=version("2"))
+    assert objects[key] == version("4", deletionTimestamp="now")
+    del objects[key]  # the watch: deleted
+    objects.wrote(key, version("5"), over=version("4"))
+    assert key not in objects, "a reply does not bring a deleted object back"
+    objects.wrote(key, version("6"), over=None)
+    assert objects[key] == version("6"), "a create is kept while the watch has not delivered it"
+    objects.wrote(key, version("7"), over=None)
+    assert objects[key] == version("6"), "a create reply does not replace what the watch holds"
