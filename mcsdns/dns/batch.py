@@ -5,7 +5,9 @@ that is the system call itself: uvloop reads and sends one datagram per call. NS
 with one recvmmsg and send the replies with one sendmmsg; this module gives the listener the same two
 calls. The buffers are allocated once per socket: ``recv`` fills up to ``BATCH`` slots and returns how
 many, ``queue`` copies a reply into the next send slot addressed to a received datagram's sender (its
-sockaddr is reused as is, never parsed), ``flush`` sends every queued reply.
+sockaddr is reused as is, never parsed), ``queue_to`` one addressed to a sender kept from an earlier batch
+(a forwarded answer), ``flush`` sends every queued reply. The forwarder reads its upstream sockets through
+one receive-only ``Batch`` (``sends=0``): the loop runs one reader at a time, so they can share its arrays.
 
 Linux only (glibc or musl export both calls); ``available()`` says whether they can be used, and the
 listener keeps uvloop's datagram transport otherwise. Pure ctypes: no compiled code ships with mcsdns.
@@ -86,29 +88,43 @@ def available() -> bool:
 
 
 class Batch:
-    """The receive and send arrays of one UDP socket."""
+    """The receive and send arrays of a UDP socket: ``slots`` datagrams of up to ``slot`` bytes read per
+    call, up to ``sends`` datagrams of up to ``send_slot`` bytes sent per call (either may be 0)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        fd: int,
+        *,
+        slots: int = BATCH,
+        slot: int = SLOT,
+        sends: int = BATCH,
+        send_slot: int = SEND_SLOT,
+    ) -> None:
         assert _LIBC is not None
         self._recvmmsg, self._sendmmsg = _LIBC.recvmmsg, _LIBC.sendmmsg
-        self._fd = sock.fileno()
-        self._data = ctypes.create_string_buffer(BATCH * SLOT)
-        self._names = ctypes.create_string_buffer(BATCH * NAME)
-        self._out = ctypes.create_string_buffer(BATCH * SEND_SLOT)
-        self._riov = (_Iovec * BATCH)()
-        self._rmsgs = (_Mmsghdr * BATCH)()
-        self._siov = (_Iovec * BATCH)()
-        self._smsgs = (_Mmsghdr * BATCH)()
+        self._fd = fd
+        self.slots, self.slot, self.sends, self.send_slot = slots, slot, sends, send_slot
+        self._data = ctypes.create_string_buffer(max(slots, 1) * slot)
+        self._names = ctypes.create_string_buffer(max(slots, 1) * NAME)
+        self._out = ctypes.create_string_buffer(max(sends, 1) * send_slot)
+        self._kept = ctypes.create_string_buffer(max(sends, 1) * NAME)  # queue_to's copies of senders
+        self._riov = (_Iovec * max(slots, 1))()
+        self._rmsgs = (_Mmsghdr * max(slots, 1))()
+        self._siov = (_Iovec * max(sends, 1))()
+        self._smsgs = (_Mmsghdr * max(sends, 1))()
         data, names, out = (ctypes.addressof(b) for b in (self._data, self._names, self._out))
-        for i in range(BATCH):
-            self._riov[i].iov_base, self._riov[i].iov_len = data + i * SLOT, SLOT
+        for i in range(slots):
+            self._riov[i].iov_base, self._riov[i].iov_len = data + i * slot, slot
             header = self._rmsgs[i].msg_hdr
             header.msg_name, header.msg_namelen = names + i * NAME, NAME
             header.msg_iov, header.msg_iovlen = ctypes.addressof(self._riov[i]), 1
-            self._siov[i].iov_base = out + i * SEND_SLOT
+        for i in range(sends):
+            self._siov[i].iov_base = out + i * send_slot
             header = self._smsgs[i].msg_hdr
             header.msg_iov, header.msg_iovlen = ctypes.addressof(self._siov[i]), 1
         self._names_at = names
+        self._kept_at = ctypes.addressof(self._kept)
+        self._keptview = memoryview(self._kept).cast("B")
         self._rwords = memoryview(self._rmsgs).cast("B").cast("I")
         self._swords = memoryview(self._smsgs).cast("B").cast("Q")
         self._siov_words = memoryview(self._siov).cast("B").cast("Q")
@@ -118,12 +134,15 @@ class Batch:
         self._received = 0  # slots the last recv filled: the kernel wrote their senders' lengths
         self.queued = 0
 
-    def recv(self) -> int:
-        """Read up to ``BATCH`` datagrams without blocking; how many (0 when none waits)."""
+    def recv(self, fd: int | None = None) -> int:
+        """Read up to ``slots`` datagrams from this socket (or ``fd``) without blocking; how many (0 when
+        none waits)."""
         words = self._rwords
         for i in range(self._received):  # the kernel wrote each sender's length over the buffer's size
             words[i * _HDR_WORDS + _NAMELEN_WORD] = NAME
-        count: int = self._recvmmsg(self._fd, ctypes.addressof(self._rmsgs), BATCH, MSG_DONTWAIT, None)
+        count: int = self._recvmmsg(
+            self._fd if fd is None else fd, ctypes.addressof(self._rmsgs), self.slots, MSG_DONTWAIT, None
+        )
         if count < 0:
             self._received = 0
             code = ctypes.get_errno()
@@ -135,10 +154,10 @@ class Batch:
 
     def datagram(self, i: int) -> tuple[bytes, bool]:
         """The ``i``th datagram read, and whether it was cut to ``SLOT`` bytes."""
-        words = self._rwords
+        words, slot = self._rwords, self.slot
         length = words[i * _HDR_WORDS + _LEN_WORD]
         truncated = bool(words[i * _HDR_WORDS + _FLAGS_WORD] & MSG_TRUNC)
-        return bytes(self.data[i * SLOT : i * SLOT + min(length, SLOT)]), truncated
+        return bytes(self.data[i * slot : i * slot + min(length, slot)]), truncated
 
     def sender(self, i: int) -> bytes:
         """The ``i``th datagram's source, as the kernel's sockaddr bytes."""
@@ -146,12 +165,12 @@ class Batch:
         return bytes(self.names[i * NAME : i * NAME + min(length, NAME)])
 
     def queue(self, i: int, reply: bytes) -> bool:
-        """Queue ``reply`` to the ``i``th datagram's sender; False when it does not fit a send slot."""
-        size = len(reply)
-        if size > SEND_SLOT:
+        """Queue ``reply`` to the ``i``th datagram's sender (until the next ``recv``); False when it does
+        not fit a send slot or every slot is taken."""
+        size, slot, at = len(reply), self.queued, self.queued * self.send_slot
+        if size > self.send_slot or slot >= self.sends:
             return False
-        slot = self.queued
-        self._outview[slot * SEND_SLOT : slot * SEND_SLOT + size] = reply
+        self._outview[at : at + size] = reply
         self._siov_words[slot * _IOV_QWORDS + _IOV_LEN_QWORD] = size
         words = self._swords
         words[slot * _HDR_QWORDS + _NAME_QWORD] = self._names_at + i * NAME
@@ -159,9 +178,29 @@ class Batch:
         self.queued = slot + 1
         return True
 
-    def flush(self) -> int:
-        """Send every queued reply; how many were dropped: all that remain when the socket's buffer is full
-        (as a full socket drops), and one for each reply the kernel refuses (an unreachable sender)."""
+    def queue_to(self, name: bytes | None, reply: bytes) -> bool:
+        """Queue ``reply`` to ``name`` (a ``sender`` kept from an earlier batch), with its own copy of the
+        address (``name`` None: the socket's connected peer); False when it does not fit a send slot or
+        every slot is taken."""
+        size, slot, at = len(reply), self.queued, self.queued * self.send_slot
+        if size > self.send_slot or slot >= self.sends or (name is not None and len(name) > NAME):
+            return False
+        self._outview[at : at + size] = reply
+        self._siov_words[slot * _IOV_QWORDS + _IOV_LEN_QWORD] = size
+        words = self._swords
+        if name is None:
+            words[slot * _HDR_QWORDS + _NAME_QWORD] = words[slot * _HDR_QWORDS + _NAMELEN_QWORD] = 0
+        else:
+            self._keptview[slot * NAME : slot * NAME + len(name)] = name
+            words[slot * _HDR_QWORDS + _NAME_QWORD] = self._kept_at + slot * NAME
+            words[slot * _HDR_QWORDS + _NAMELEN_QWORD] = len(name)
+        self.queued = slot + 1
+        return True
+
+    def flush(self, failed: list[int] | None = None) -> int:
+        """Send every queued datagram; how many were dropped: all that remain when the socket's buffer is
+        full (as a full socket drops), and one for each the kernel refuses (an unreachable sender). Their
+        places in the queue are added to ``failed`` when given."""
         queued, self.queued = self.queued, 0
         sent = dropped = 0
         base, size = ctypes.addressof(self._smsgs), ctypes.sizeof(_Mmsghdr)
@@ -171,8 +210,12 @@ class Batch:
                 sent += done
                 continue
             if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK):
+                if failed is not None:
+                    failed.extend(range(sent, queued))
                 return dropped + queued - sent
-            sent, dropped = sent + 1, dropped + 1  # sendmmsg stops at a reply that fails: skip that one
+            if failed is not None:
+                failed.append(sent)
+            sent, dropped = sent + 1, dropped + 1  # sendmmsg stops at a datagram that fails: skip that one
         return dropped
 
 

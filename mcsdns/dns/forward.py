@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcsdns.dns import batch
 from mcsdns.dns.cache import DO_BIT, Entry, ForwardCache, entry_from_reply, split_key
 from mcsdns.dns.responder import Forward
 from mcsdns.histogram import DURATION_BUCKETS, Histogram
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT = 1.0  # per upstream attempt; the client's own retry usually comes after 1-5 s
 POOL_SIZE = 8  # UDP sockets per upstream
+UPSTREAM_BATCH = 16  # replies read per recvmmsg from a pooled socket, queries sent per sendmmsg
+QUERY_SLOT = 512  # bytes an upstream query may have: the question, a header and an OPT (at most 283)
 RECYCLE_AFTER = 4096  # queries a pooled socket carries before it is replaced, so source ports keep moving
 LATENCY_BAND = 0.05  # upstreams within 50 ms of each other count as equally fast
 ORDER_EVERY = 0.1  # seconds between reorderings of the upstreams by health and latency
@@ -153,32 +156,70 @@ class _PooledSocket:
         self.pending: dict[int, _Lookup] = {}
         self.used = 0
         self.retired = False
+        # Queries queued in this turn of the loop, sent together by ``flush`` (one sendmmsg).
+        self.outbox = (
+            batch.Batch(self.sock.fileno(), slots=0, sends=UPSTREAM_BATCH, send_slot=QUERY_SLOT)
+            if forwarder.inbox is not None
+            else None
+        )
+        self.queued: list[_Lookup] = []
         loop.add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        # One datagram per wake-up: the loop polls level-triggered, so it calls again while more wait, and
-        # draining would cost an extra failing recv (EAGAIN) per wake-up, which at one reply per wake-up is
-        # a system call per miss.
+        # Every reply waiting, in one recvmmsg (``batch.py``) where there is one: under load several have
+        # arrived by the time the loop calls, and each costed a wake-up and a recv. Without it, one
+        # datagram per wake-up: the loop polls level-triggered, so it calls again while more wait, and
+        # draining would cost an extra failing recv (EAGAIN) per wake-up.
+        inbox = self.forwarder.inbox
         try:
-            data = self.sock.recv(65535)
+            if inbox is None:
+                self._received(self.sock.recv(65535))
+                return
+            count = inbox.recv(self.sock.fileno())
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # e.g. ECONNREFUSED: ICMP port unreachable for an earlier query
             logger.debug("upstream socket error: %s", exc)
             return
+        for i in range(count):
+            self._received(inbox.datagram(i)[0])  # a slot holds 64 KiB, any UDP datagram: never cut
+
+    def _received(self, data: bytes) -> None:
         lookup = self.pending.get(data[0] << 8 | data[1]) if len(data) >= HEADER_SIZE else None
         if lookup is None:
             self.forwarder.ignored += 1
             return
         self.forwarder.reply_received(lookup, data)
 
-    def send(self, data: bytes) -> bool:
+    def send(self, lookup: _Lookup) -> bool:
+        """Send ``lookup``'s query, or queue it for ``flush`` (True: the forwarder must flush this socket
+        before the loop turns). False: it could not be sent, the attempt failed."""
+        data = lookup.wire()
+        outbox = self.outbox
+        if outbox is not None:
+            if outbox.queued >= outbox.sends:
+                self.forwarder.sent_failed(self, self.flush())
+            if outbox.queue_to(None, data):
+                self.queued.append(lookup)
+                return True
         try:
             self.sock.send(data)
         except OSError as exc:  # a full send buffer, an unreachable network, ECONNREFUSED: the attempt failed
             logger.debug("upstream send failed: %s", exc)
             return False
         return True
+
+    def flush(self) -> list[_Lookup]:
+        """Send the queued queries; the lookups whose query the kernel did not take."""
+        assert self.outbox is not None
+        failed: list[int] = []
+        if self.sock.fileno() >= 0:
+            self.outbox.flush(failed)
+        else:
+            self.outbox.queued = 0
+            failed = list(range(len(self.queued)))
+        queued, self.queued = self.queued, []
+        return [queued[i] for i in failed]
 
     def close_if_idle(self) -> None:
         if self.retired and not self.pending and self.sock.fileno() >= 0:
@@ -233,9 +274,13 @@ class Forwarder:
         self._pools: dict[int, list[_PooledSocket]] = {}  # by upstream index
         self._retired: list[_PooledSocket] = []
         self._random = _Random()
+        # One receive array for every pooled socket: the loop runs one reader callback at a time.
+        self.inbox = batch.Batch(-1, slots=UPSTREAM_BATCH, slot=65536, sends=0) if batch.available() else None
         # One timer for every attempt: deadlines come in send order, as the timeout is the same for all.
         self._deadlines: collections.deque[tuple[float, _Lookup, int]] = collections.deque()
         self._sweep_timer: asyncio.TimerHandle | None = None
+        self._unflushed: list[_PooledSocket] = []  # pooled sockets with queries queued in this turn
+        self._flush_soon = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         cache.on_prefetch = self._prefetch
@@ -372,15 +417,35 @@ class Forwarder:
         lookup.sent_at = now = time.monotonic()
         upstream.queries += 1
         pooled.used += 1
-        if not pooled.send(lookup.wire()):
+        if not pooled.send(lookup):
             self._upstream_failed(lookup, "could not be sent to")
             return
         pooled.pending[qid] = lookup
         lookup.socket = pooled
+        if len(pooled.queued) == 1:  # the first query queued on it since its last flush
+            self._unflushed.append(pooled)
+            if not self._flush_soon:
+                self._flush_soon = True
+                assert self._loop is not None
+                self._loop.call_soon(self._flush_queries)
         self._deadlines.append((now + self._timeout, lookup, lookup.tried))
         if self._sweep_timer is None:
             assert self._loop is not None
             self._sweep_timer = self._loop.call_later(self._timeout, self._sweep)
+
+    def _flush_queries(self) -> None:
+        """Send every query queued in this turn of the loop: one sendmmsg per pooled socket used."""
+        self._flush_soon = False
+        unflushed, self._unflushed = self._unflushed, []
+        for pooled in unflushed:
+            self.sent_failed(pooled, pooled.flush())
+
+    def sent_failed(self, pooled: _PooledSocket, lookups: list[_Lookup]) -> None:
+        """The kernel did not take these lookups' queries from ``pooled``: try their next upstream."""
+        for lookup in lookups:
+            if lookup.socket is pooled and pooled.pending.get(lookup.qid) is lookup:
+                self._release(lookup)
+                self._upstream_failed(lookup, "could not be sent to")
 
     def _sweep(self) -> None:
         """Time out every attempt whose deadline has passed and that is still waiting for its reply."""

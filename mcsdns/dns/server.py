@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import socket
@@ -280,7 +281,9 @@ class BatchedUdp:
     """A UDP listener that reads up to ``batch.BATCH`` queries per system call and sends their replies with
     one more (recvmmsg/sendmmsg, ``batch.py``), where uvloop's transport makes two calls per query: on a
     small VM those calls cost more than the answer. Same answers, same callbacks, same counting as
-    ``UdpProtocol``; misses go to the forwarder, which replies on its own through ``sendto``."""
+    ``UdpProtocol``. Misses go to the forwarder, whose answers come later, from its upstream sockets'
+    callbacks: each is queued with a copy of its client's address and every answer queued in one turn of
+    the loop leaves with one sendmmsg (``_send_later``), as a batch's own replies do."""
 
     def __init__(
         self,
@@ -293,7 +296,8 @@ class BatchedUdp:
     ) -> None:
         self._loop = loop
         self._sock = sock
-        self._batch = batch.Batch(sock)
+        self._batch = batch.Batch(sock.fileno())
+        self._flush_soon = False  # a flush of answers queued outside ``_readable`` is scheduled
         self._respond = respond
         self._servfail = servfail
         self._forwarder = forwarder
@@ -358,7 +362,7 @@ class BatchedUdp:
                     errors.report("UDP")
                     reply = self._servfail(data)
                 if isinstance(reply, bytes) and not batch_.queue(i, reply):
-                    self._sender(batch_.sender(i))(reply)
+                    self._send_later(batch_.sender(i), reply)
                 if started:  # the reply's send comes at the batch's end: timed up to its rendering
                     stats.observe("udp", data, reply, time.perf_counter() - started)
             if count:
@@ -378,16 +382,31 @@ class BatchedUdp:
         return known
 
     def _sender(self, name: bytes) -> Callable[[bytes], None]:
-        sock = self._sock
+        """How the forwarder answers the client at ``name`` (its sockaddr bytes), whenever it can."""
+        return functools.partial(self._send_later, name)
 
-        def send(reply: bytes) -> None:
-            if sock.fileno() >= 0:
-                try:
-                    sock.sendto(reply, batch.address(name))
-                except OSError as exc:  # a full buffer, an unreachable client: a UDP reply is best effort
-                    logger.debug("UDP reply not sent: %s", exc)
+    def _send_later(self, name: bytes, reply: bytes) -> None:
+        """Queue ``reply`` to ``name`` for a sendmmsg at the end of this turn of the loop (or of the batch
+        being answered); sent at once only when it fits no send slot."""
+        if self._sock.fileno() < 0:
+            return
+        batch_ = self._batch
+        if batch_.queued >= batch_.sends:
+            self.dropped += batch_.flush()
+        if not batch_.queue_to(name, reply):
+            try:
+                self._sock.sendto(reply, batch.address(name))
+            except OSError as exc:  # a full buffer, an unreachable client: a UDP reply is best effort
+                logger.debug("UDP reply not sent: %s", exc)
+            return
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush_queued)
 
-        return send
+    def _flush_queued(self) -> None:
+        self._flush_soon = False
+        if self._batch.queued and self._sock.fileno() >= 0:
+            self.dropped += self._batch.flush()
 
 
 @dataclass(frozen=True, slots=True)

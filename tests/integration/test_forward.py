@@ -250,6 +250,30 @@ def test_identical_misses_in_flight_go_upstream_once(scripted: Upstream, tmp_pat
         assert sidecar.app.forwarder.coalesced >= 1
 
 
+def test_a_burst_of_distinct_misses_from_many_clients_gets_each_its_own_answer(
+    scripted: Upstream, tmp_path: Path
+) -> None:
+    # Sent all at once, the misses reach mcsdns in one read, go upstream together and come back together:
+    # each answer must still reach the client that asked, with its id and its question.
+    count = 64
+    names = [f"n{i}.up.test." for i in range(count)]
+    scripted.records.update({(name, "A"): [f"192.0.2.{i + 1}"] for i, name in enumerate(names)})
+    with started(sidecar_settings(tmp_path, scripted)) as sidecar, contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) for _ in names]
+        sent = []
+        for i, (client, name) in enumerate(zip(clients, names, strict=True)):
+            message = dns.message.make_query(name, "A")
+            message.id = 1000 + i
+            client.sendto(message.to_wire(), (sidecar.host, sidecar.port))
+            sent.append(message)
+        for i, (client, message) in enumerate(zip(clients, sent, strict=True)):
+            client.settimeout(5)
+            reply = dns.message.from_wire(client.recv(4096))
+            assert reply.id == message.id and reply.question == message.question
+            assert addresses(reply) == [f"192.0.2.{i + 1}"]
+        assert all(scripted.asked(name) == 1 for name in names)
+
+
 def test_popular_entries_are_prefetched(scripted: Upstream, tmp_path: Path) -> None:
     scripted.ttl = 2
     with started(sidecar_settings(tmp_path, scripted, serve_stale=0.0)) as sidecar:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +102,36 @@ def test_a_senders_sockaddr_reads_back_as_the_tuple_sockets_take(
     name: bytes, expected: tuple[object, ...]
 ) -> None:
     assert batch.address(name) == expected
+
+
+def test_a_datagram_the_kernel_refuses_is_reported_and_the_rest_still_leave() -> None:
+    # A connected UDP socket whose peer is gone: the ICMP port-unreachable for the first datagram makes
+    # the kernel refuse the next send (ECONNREFUSED, udp(7)); the forwarder must learn which query failed
+    # (to try another upstream at once) while the queries queued after it still go out.
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener,
+    ):
+        gone.bind(("127.0.0.1", 0))
+        sock.connect(gone.getsockname())
+        gone.close()
+        out = batch.Batch(sock.fileno(), slots=0, sends=4, send_slot=64)
+        assert out.queue_to(None, b"first") and out.flush() == 0
+        time.sleep(0.05)  # the ICMP error is now pending on the socket
+        for payload in (b"refused", b"second", b"third"):
+            assert out.queue_to(None, payload)
+        failed: list[int] = []
+        assert out.flush(failed) == 1 and failed == [0]
+        # The same arrays address other senders too: a copy of the address travels with each datagram.
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(2)
+        name = struct.pack("=H", socket.AF_INET) + struct.pack("!H", listener.getsockname()[1])
+        name += socket.inet_aton("127.0.0.1") + bytes(8)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unconnected:
+            out = batch.Batch(unconnected.fileno(), slots=0, sends=2, send_slot=64)
+            assert out.queue_to(name, b"one") and out.queue_to(name, b"two")
+            assert not out.queue_to(name, b"three"), "every send slot is taken"
+            assert not batch.Batch(unconnected.fileno(), sends=1, send_slot=4).queue_to(name, b"too long")
+            assert out.flush() == 0
+            assert [listener.recv(64), listener.recv(64)] == [b"one", b"two"]
