@@ -2,8 +2,12 @@
 
 Runs ``Responder.respond`` on prebuilt packets (no sockets) and prints microseconds per query; then times
 the one statement the packet path spends on metrics (``counts[answer.metric] += 1``) in the same loop shape
-and prints its share. The DNS benchmark (dns_bench.py) measures queries/s over real sockets; this isolates
-the part of the packet path that mcsdns's own code costs. Bounded: a fixed number of calls per case.
+and prints its share. A query asked again in the same bytes is answered from the responder's reply memo;
+the "rendered" rows time the path a first query takes (lookup and rendering), and "0x20, every query new"
+a client whose every query differs (random case, as Unbound's use-caps-for-id sends), so the memo never
+hits (it pauses itself after a fill that earned too few hits). The DNS benchmark (dns_bench.py) measures
+queries/s over real sockets; this isolates the part of the packet path that mcsdns's own code costs.
+Bounded: a fixed number of calls per case.
 
     .venv/bin/python bench/hotpath.py [--services 10000] [--calls 300000]
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import random
 import statistics
 import time
 from typing import Any
@@ -78,6 +83,37 @@ def per_query(responder: Responder, packet: bytes, calls: int) -> float:
     return statistics.median(runs)
 
 
+def per_query_rendered(responder: Responder, packet: bytes, calls: int) -> float:
+    """Median of five runs, microseconds per call, of the path behind the memo."""
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls // 5):
+            responder._respond(packet, UDP, False)
+        runs.append((time.perf_counter() - started) / (calls // 5) * 1e6)
+    return statistics.median(runs)
+
+
+def per_query_each_new(responder: Responder, name: str, calls: int, memo: bool = True) -> float:
+    """Microseconds per call when every query is new: ``name`` in a different letter case each time;
+    ``memo=False`` times the path behind the memo on the same packets."""
+    rng = random.Random(1)
+    packets = []
+    for _ in range(min(calls, 50_000)):
+        mixed = "".join(c.upper() if rng.random() < 0.5 else c for c in name)
+        packets.append(dns.message.make_query(mixed, "A").to_wire())
+    for packet in packets:  # fill the memo first: the timed calls find it as a long run would
+        responder.respond(packet, UDP)
+    started = time.perf_counter()
+    if memo:
+        for i in range(calls):
+            responder.respond(packets[i % len(packets)], UDP)
+    else:
+        for i in range(calls):
+            responder._respond(packets[i % len(packets)], UDP, False)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,10 +134,16 @@ def main() -> None:
     }
     responder = Responder(store, ZoneSettings())
     increment = counting_cost(store, args.calls)
-    print(f"{'query':18} {'us/query':>9} {'counting share':>15}")
+    print(f"{'query':30} {'us/query':>9} {'counting share':>15}")
     for name, packet in packets.items():
         total = per_query(responder, packet, args.calls)
-        print(f"{name:18} {total:9.2f} {increment / total * 100:14.1f}%")
+        print(f"{name:30} {total:9.2f} {increment / total * 100:14.1f}%")
+    for name, packet in packets.items():
+        total = per_query_rendered(responder, packet, args.calls)
+        print(f"{name + ', rendered':30} {total:9.2f}")
+    for memo in (True, False):
+        total = per_query_each_new(responder, "svc1.ns1.svc.clusterset.local", args.calls, memo)
+        print(f"{'A, 0x20, every query new' + ('' if memo else ', rendered'):30} {total:9.2f}")
     print(f"(the counter increment alone: {increment * 1000:.0f} ns)")
 
 

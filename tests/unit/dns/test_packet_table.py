@@ -36,6 +36,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from mcsdns.dns import responder as responder_module
 from mcsdns.dns.cache import ForwardCache
 from mcsdns.dns.responder import TCP, UDP, Forward, Responder
 from mcsdns.settings import ZoneSettings
@@ -769,14 +770,19 @@ def test_packet(case: Case) -> None:
     responder = Responder(STORES[case.zone], SETTINGS[case.zone], cache=cache)
     wire = case.query()
     out = responder.respond(wire, TCP if case.tcp else UDP, case.forwarding)
+    # The same question again, with another id: the reply to repeated queries (Responder's memo) is the
+    # first one's with the new id.
+    again = bytes((wire[0] ^ 0x5A, wire[1])) + wire[2:] if len(wire) >= 2 else wire
+    out_again = responder.respond(again, TCP if case.tcp else UDP, case.forwarding)
     if case.outcome == "drop":
-        assert out is None
+        assert out is None and out_again is None
         return
     if case.outcome == "forward":
-        assert isinstance(out, Forward)
+        assert isinstance(out, Forward) and out_again == out
         return
     assert isinstance(out, bytes), out
     assert out[:2] == wire[:2], "the query's id"
+    assert isinstance(out_again, bytes) and out_again[:2] == again[:2] and out_again[2:] == out[2:]
     if not case.tcp:
         assert len(out) <= case.udp_limit(), "a UDP reply fits the client's size"
     reply = dns.message.from_wire(out)
@@ -815,3 +821,52 @@ def test_clients_not_allowed_to_forward_are_refused() -> None:
     assert isinstance(out, bytes) and dns.message.from_wire(out).rcode() == dns.rcode.REFUSED
     assert responder.forward_refused == 1, "counted as a refused forward"
     assert isinstance(responder.respond(wire, UDP, True), Forward)
+
+
+def test_repeated_queries_are_answered_from_the_current_snapshot_and_counted_each_time() -> None:
+    store = publish([Svc("web.prod", "ClusterSetIP", ips=["10.0.0.1"])], ZoneSettings(), serial=1)
+    responder = Responder(store, ZoneSettings())
+    wire = dns.message.make_query("Web.Prod.svc.clusterset.local.", "A").to_wire()
+    first = responder.respond(wire, UDP)
+    assert isinstance(first, bytes) and lines(dns.message.from_wire(first).answer) == [
+        "Web.Prod.svc.clusterset.local. 5 IN A 10.0.0.1"
+    ]
+    for _ in range(3):
+        assert responder.respond(wire, UDP) == first
+    assert sum(responder.udp.values()) == 4, "a repeated query is counted like any other"
+    moved = publish([Svc("web.prod", "ClusterSetIP", ips=["10.0.0.2"])], ZoneSettings(), serial=2)
+    assert moved.current is not None
+    store.publish(moved.current)
+    after = responder.respond(wire, UDP)
+    assert isinstance(after, bytes) and lines(dns.message.from_wire(after).answer) == [
+        "Web.Prod.svc.clusterset.local. 5 IN A 10.0.0.2"
+    ], "a publish replaces what was answered before it"
+    other_case = dns.message.make_query("WEB.prod.svc.clusterset.local.", "A").to_wire()
+    reply = responder.respond(other_case, UDP)
+    assert isinstance(reply, bytes) and reply[12:46] == other_case[12:46], "0x20: each query's own case"
+
+
+def test_queries_that_never_repeat_are_answered_right_and_the_memo_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client that randomises the case of every query (0x20, as Unbound's use-caps-for-id) never asks in
+    # the same bytes twice: the memo fills, earns nothing, pauses, and must neither grow nor answer wrong.
+    monkeypatch.setattr(responder_module, "MEMO_ENTRIES", 8)
+    monkeypatch.setattr(responder_module, "MEMO_PAUSE", 20)
+    store = publish([Svc("web.prod", "ClusterSetIP", ips=["10.0.0.1"])], ZoneSettings(), serial=1)
+    responder = Responder(store, ZoneSettings())
+    name = "web.prod.svc.clusterset.local."
+    sizes = []
+    for i in range(200):
+        mixed = "".join(c.upper() if i >> (n % 8) & 1 else c for n, c in enumerate(name))  # 256 cases
+        wire = dns.message.make_query(mixed, "A").to_wire()
+        reply = responder.respond(wire, UDP)
+        assert isinstance(reply, bytes) and reply[12 : len(wire)] == wire[12:], "0x20: the query's own case"
+        assert lines(dns.message.from_wire(reply).answer) == [f"{mixed} 5 IN A 10.0.0.1"]
+        sizes.append(len(responder._memo))
+    assert max(sizes) <= 8
+    assert sizes.count(0) >= 20, "a fill with no hits pauses the memo"
+    repeated = dns.message.make_query(name, "A").to_wire()
+    for _ in range(40):  # after the pause a query asked again is memoised again
+        assert responder.respond(repeated, UDP) == responder.respond(repeated, UDP)
+    assert repeated[2:] in responder._memo
