@@ -84,6 +84,7 @@ class Entry:
     ttl: int  # seconds it may be answered from the cache; 0: answer once, never store
     negative: bool
     age: int = 0
+    gone: bool = False  # replaced or evicted: a reply rendered from it must not be served again
     used: bool = False  # CLOCK's reference bit: hit since the eviction hand last passed
     prefetch_at: float = field(default=float("inf"))
 
@@ -189,20 +190,34 @@ class ForwardCache:
         if entry is not None:
             now = self.clock()
             if now < entry.stored + entry.ttl:
-                if entry.negative:
-                    self.denial_hits += 1
-                else:
-                    self.hits += 1
-                entry.used = True
-                if now >= entry.prefetch_at and self.on_prefetch is not None:
-                    entry.prefetch_at = float("inf")  # once: the refreshed entry replaces this one
-                    self.prefetches += 1
-                    self.on_prefetch(entry)
+                self._hit(entry, now)
                 age = int(now - entry.stored)
                 if age != entry.age:
                     entry.age_to(age)
                 return entry
         return None
+
+    def again(self, entry: Entry, age: int) -> bool:
+        """Whether a reply rendered from ``entry`` when it was ``age`` seconds old answers now what ``fresh``
+        would (the entry still cached and fresh, its TTLs aged to the same second); counted as a hit."""
+        if entry.gone:
+            return False
+        now = self.clock()
+        if now >= entry.stored + entry.ttl or int(now - entry.stored) != age:
+            return False
+        self._hit(entry, now)
+        return True
+
+    def _hit(self, entry: Entry, now: float) -> None:
+        if entry.negative:
+            self.denial_hits += 1
+        else:
+            self.hits += 1
+        entry.used = True
+        if now >= entry.prefetch_at and self.on_prefetch is not None:
+            entry.prefetch_at = float("inf")  # once: the refreshed entry replaces this one
+            self.prefetches += 1
+            self.on_prefetch(entry)
 
     def stale(self, key: bytes) -> Entry | None:
         """An expired entry still inside the serve-stale window, as a stale answer (RFC 8767 §4)."""
@@ -218,6 +233,7 @@ class ForwardCache:
             entry.prefetch_at = entry.stored + entry.ttl * (1 - PREFETCH_SHARE)
         old = self.entries.pop(entry.key, None)
         if old is not None:
+            old.gone = True
             self.bytes -= old.size
         self.entries[entry.key] = entry
         self.bytes += entry.size
@@ -232,6 +248,7 @@ class ForwardCache:
                 entry.used = False
                 entries[key] = entry  # second chance: to the back of the clock
                 continue
+            entry.gone = True
             self.bytes -= entry.size
             if entry.negative:
                 self.denial_evictions += 1

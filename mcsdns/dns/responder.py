@@ -43,9 +43,10 @@ from mcsdns.zone.store import ZoneStore
 
 # Replies to recent UDP queries, keyed by the query's bytes after its id: a client asks the same question in
 # the same bytes again and again (a stub resolver, CoreDNS's forward, dnsperf), and the reply's bytes after
-# the id are then the same too, while the snapshot is. A zone answer's only per-query work is then one dict
-# probe and the id spliced in (PowerDNS's packet cache is the same idea). Emptied on every publish and when
-# full (about 350 bytes an entry: 6 MiB at most); a fill that earned fewer hits than entries pauses it.
+# the id are then the same too: while the snapshot is, for a zone answer; while the entry is cached and aged
+# to the same second, for a forwarding cache hit. Such a query's only work is then one dict probe and the id
+# spliced in (PowerDNS's packet cache is the same idea). Emptied on every publish and when full (about 350
+# bytes an entry: 6 MiB at most); a fill that earned fewer hits than entries pauses it.
 MEMO_ENTRIES = 16384
 MEMO_PAUSE = 16 * MEMO_ENTRIES  # zone answers not memoised after a fill that saw too few hits
 MEMO_QUERY_BYTES = 300  # longer queries carry options that make each one unique (padding, cookies)
@@ -86,10 +87,11 @@ class Responder:
         self.tcp: collections.defaultdict[int, int] = collections.defaultdict(int)
         self.dropped = {"udp": 0, "tcp": 0}
         self.truncated = 0
-        # query[2:] -> (reply[2:], metric), at most MEMO_ENTRIES
-        self._memo: dict[bytes, tuple[bytes, int]] = {}
+        # query[2:] -> (reply[2:], metric, forwarding cache entry or None, its age), MEMO_ENTRIES at most
+        self._memo: dict[bytes, tuple[bytes, int, Entry | None, int]] = {}
         self._memo_of: object = None  # the snapshot the memo's replies come from
         self._metric = -1  # the last reply's metric key when it was a zone answer, else -1
+        self._entry: Entry | None = None  # the last reply's forwarding cache entry when it was a hit
         self._memo_from = 0  # UDP replies counted when the memo was last emptied
         self._memo_paused = 0  # zone answers still to go unmemoised
 
@@ -104,28 +106,42 @@ class Responder:
             if snapshot is self._memo_of:
                 hit = self._memo.get(data[2:])
                 if hit is not None:
-                    self.udp[hit[1]] += 1
-                    return data[:2] + hit[0]
+                    entry = hit[2]
+                    if entry is None:
+                        self.udp[hit[1]] += 1
+                        return data[:2] + hit[0]
+                    # A forwarding cache hit: only for a client that may forward, and only while the entry
+                    # is the cache's, fresh, and aged to the same second as the memoised reply.
+                    if forward and self._cache is not None and self._cache.again(entry, hit[3]):
+                        return data[:2] + hit[0]
             else:
                 self._memo.clear()
                 self._memo_of = snapshot
-                self._memo_from = sum(self.udp.values())
+                self._memo_from = self._answered()
             reply = self._respond(data, limit, forward)
-            # Only zone answers (their metric is set) that were not truncated: a forwarded or cached name
-            # ages, and an error's reply depends on more than the snapshot.
-            metric = self._metric
-            if metric >= 0 and len(data) <= MEMO_QUERY_BYTES and type(reply) is bytes and not reply[2] & 0x02:
-                self._remember(data, reply, metric)
+            # Zone answers (their metric is set) and forwarding cache hits (their entry is), whole: an
+            # error's reply depends on more than the snapshot, a truncated one on the client's size.
+            if (
+                (self._metric >= 0 or self._entry is not None)
+                and len(data) <= MEMO_QUERY_BYTES
+                and type(reply) is bytes
+                and not reply[2] & 0x02
+            ):
+                self._remember(data, reply)
             return reply
         return self._respond(data, limit, forward)
 
-    def _remember(self, data: bytes, reply: bytes, metric: int) -> None:
+    def _answered(self) -> int:
+        """UDP replies so far that the memo could have given: zone answers and forwarding cache hits."""
+        return sum(self.udp.values()) + (self._cache.hits + self._cache.denial_hits if self._cache else 0)
+
+    def _remember(self, data: bytes, reply: bytes) -> None:
         if self._memo_paused:
             self._memo_paused -= 1
             return
         memo = self._memo
         if len(memo) >= MEMO_ENTRIES:
-            answered = sum(self.udp.values())
+            answered = self._answered()
             if answered - self._memo_from < 2 * MEMO_ENTRIES:
                 # Fewer hits than entries since it was last emptied: these clients rarely ask in the same
                 # bytes twice (0x20 random case, as Unbound's use-caps-for-id sends), and each entry cost
@@ -135,10 +151,11 @@ class Responder:
             self._memo_from = answered
             if self._memo_paused:
                 return
-        memo[data[2:]] = (reply[2:], metric)
+        entry = self._entry
+        memo[data[2:]] = (reply[2:], self._metric, entry, entry.age if entry is not None else 0)
 
     def _respond(self, data: bytes, limit: int, forward: bool) -> bytes | Forward | None:
-        self._metric = -1
+        self._metric, self._entry = -1, None
         counts = self.udp if limit == UDP else self.tcp
         if len(data) < HEADER_SIZE:
             self.dropped["udp" if limit == UDP else "tcp"] += 1
@@ -179,6 +196,7 @@ class Responder:
                 ckey = cache_key(key, question, flags, edns)
                 entry = self._cache.fresh(ckey)
                 if entry is not None:
+                    self._entry = entry
                     return self._render(data, flags, question, entry, edns, limit)
             if key[-2:] != _QCLASS_IN:
                 if key[-2:] != _QCLASS_ANY:
@@ -250,6 +268,7 @@ class Responder:
                 ckey = cache_key(question.lower(), question, flags, edns)
                 entry = self._cache.fresh(ckey)
                 if entry is not None:
+                    self._entry = entry
                     return self._render(data, flags, question, entry, edns, limit)
             return Forward(qend, edns, ckey)  # the forwarder counts what it answers
         if self._cache is not None:

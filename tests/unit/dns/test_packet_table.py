@@ -37,12 +37,13 @@ import dns.rrset
 import pytest
 
 from mcsdns.dns import responder as responder_module
-from mcsdns.dns.cache import ForwardCache
+from mcsdns.dns.cache import ForwardCache, entry_from_reply
 from mcsdns.dns.responder import TCP, UDP, Forward, Responder
 from mcsdns.settings import ZoneSettings
-from mcsdns.wire import MIN_UDP_PAYLOAD, SERVER_UDP_PAYLOAD
+from mcsdns.wire import MIN_UDP_PAYLOAD, SERVER_UDP_PAYLOAD, scan_reply
 from mcsdns.zone.store import ZoneStore
 from tests.unit.dns.helpers import Svc, header, lines, publish, question, question_end
+from tests.unit.dns.test_cache import Clock
 
 Z = "clusterset.local."
 SERIAL = 1_700_000_000
@@ -870,3 +871,38 @@ def test_queries_that_never_repeat_are_answered_right_and_the_memo_stays_bounded
     for _ in range(40):  # after the pause a query asked again is memoised again
         assert responder.respond(repeated, UDP) == responder.respond(repeated, UDP)
     assert repeated[2:] in responder._memo
+
+
+def test_a_repeated_forwarded_hit_ages_is_refreshed_and_is_only_for_clients_that_may_forward() -> None:
+    clock = Clock()
+    cache = ForwardCache(max_entries=10, max_bytes=1 << 20, clock=clock)
+    responder = Responder(STORES["main"], SETTINGS["main"], cache=cache)
+    wire = dns.message.make_query("www.example.com.", "A").to_wire()
+    forwarded = responder.respond(wire, UDP, True)
+    assert isinstance(forwarded, Forward)
+
+    def upstream_says(address: str, ttl: int) -> None:
+        message = dns.message.make_response(dns.message.from_wire(wire))
+        message.answer.append(dns.rrset.from_text("www.example.com.", ttl, "IN", "A", address))
+        upstream = message.to_wire()
+        cache.store(entry_from_reply(forwarded.key, upstream, scan_reply(upstream), clock.now))
+
+    def answered() -> list[str]:
+        reply = responder.respond(wire, UDP, True)
+        assert isinstance(reply, bytes) and reply[:2] == wire[:2]
+        return lines(dns.message.from_wire(reply).answer)
+
+    upstream_says("192.0.2.1", 300)
+    for _ in range(3):  # the same bytes again and again: each a hit, counted by the cache
+        assert answered() == ["www.example.com. 300 IN A 192.0.2.1"]
+    assert cache.hits == 3
+    clock.now += 1.5
+    assert answered() == ["www.example.com. 299 IN A 192.0.2.1"], "RFC 1035 §6.1.3: aged while cached"
+    assert answered() == ["www.example.com. 299 IN A 192.0.2.1"]
+    upstream_says("192.0.2.2", 300)  # a refresh (prefetch) replaces the entry
+    assert answered() == ["www.example.com. 300 IN A 192.0.2.2"]
+    refused = responder.respond(wire, UDP, False)
+    assert isinstance(refused, bytes) and dns.message.from_wire(refused).rcode() == dns.rcode.REFUSED
+    clock.now += 300
+    assert isinstance(responder.respond(wire, UDP, True), Forward), "expired: a miss again"
+    assert cache.hits == 6
