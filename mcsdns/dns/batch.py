@@ -153,7 +153,7 @@ class Batch:
         return count
 
     def datagram(self, i: int) -> tuple[bytes, bool]:
-        """The ``i``th datagram read, and whether it was cut to ``SLOT`` bytes."""
+        """The ``i``th datagram read, and whether it was cut to a slot's ``slot`` bytes."""
         words, slot = self._rwords, self.slot
         length = words[i * _HDR_WORDS + _LEN_WORD]
         truncated = bool(words[i * _HDR_WORDS + _FLAGS_WORD] & MSG_TRUNC)

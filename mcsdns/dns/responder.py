@@ -48,7 +48,7 @@ from mcsdns.zone.store import ZoneStore
 # spliced in (PowerDNS's packet cache is the same idea). Emptied on every publish and when full (about 350
 # bytes an entry: 6 MiB at most); a fill that earned fewer hits than entries pauses it.
 MEMO_ENTRIES = 16384
-MEMO_PAUSE = 16 * MEMO_ENTRIES  # zone answers not memoised after a fill that saw too few hits
+MEMO_PAUSE = 16 * MEMO_ENTRIES  # replies not memoised after a fill that saw too few hits
 MEMO_QUERY_BYTES = 300  # longer queries carry options that make each one unique (padding, cookies)
 
 TCP = MAX_MESSAGE  # pass as ``limit`` for TCP: the whole answer always fits (render keeps it under)
@@ -92,8 +92,8 @@ class Responder:
         self._memo_of: object = None  # the snapshot the memo's replies come from
         self._metric = -1  # the last reply's metric key when it was a zone answer, else -1
         self._entry: Entry | None = None  # the last reply's forwarding cache entry when it was a hit
-        self._memo_from = 0  # UDP replies counted when the memo was last emptied
-        self._memo_paused = 0  # zone answers still to go unmemoised
+        self._memo_from = 0  # ``_answered()`` when the memo was last emptied
+        self._memo_paused = 0  # memoisable replies still to go unmemoised
 
     def respond(self, data: bytes, limit: int, forward: bool = False) -> bytes | Forward | None:
         """The reply to ``data``, None to drop it, or a ``Forward``. ``limit`` is ``UDP`` or ``TCP``.
@@ -102,9 +102,9 @@ class Responder:
         forwarding cache, or handed back as a ``Forward`` on a miss.
         """
         if limit == UDP:
-            snapshot = self._store.current
+            snapshot, tail = self._store.current, data[2:]
             if snapshot is self._memo_of:
-                hit = self._memo.get(data[2:])
+                hit = self._memo.get(tail)
                 if hit is not None:
                     entry = hit[2]
                     if entry is None:
@@ -125,9 +125,9 @@ class Responder:
                 (self._metric >= 0 or self._entry is not None)
                 and len(data) <= MEMO_QUERY_BYTES
                 and type(reply) is bytes
-                and not reply[2] & 0x02
+                and not reply[2] & TC >> 8
             ):
-                self._remember(data, reply)
+                self._remember(tail, reply)
             return reply
         return self._respond(data, limit, forward)
 
@@ -135,7 +135,8 @@ class Responder:
         """UDP replies so far that the memo could have given: zone answers and forwarding cache hits."""
         return sum(self.udp.values()) + (self._cache.hits + self._cache.denial_hits if self._cache else 0)
 
-    def _remember(self, data: bytes, reply: bytes) -> None:
+    def _remember(self, tail: bytes, reply: bytes) -> None:
+        """Memoise ``reply`` for the query whose bytes after the id are ``tail``."""
         if self._memo_paused:
             self._memo_paused -= 1
             return
@@ -152,7 +153,7 @@ class Responder:
             if self._memo_paused:
                 return
         entry = self._entry
-        memo[data[2:]] = (reply[2:], self._metric, entry, entry.age if entry is not None else 0)
+        memo[tail] = (reply[2:], self._metric, entry, entry.age if entry is not None else 0)
 
     def _respond(self, data: bytes, limit: int, forward: bool) -> bytes | Forward | None:
         self._metric, self._entry = -1, None
