@@ -287,6 +287,49 @@ def _walk_name(data: bytes, pos: int, end: int, rewritten: bytearray) -> int:
     return pos
 
 
+def _checked_name_end(data: bytes, pos: int, end: int, checked: set[int]) -> int:
+    """The offset after the name at ``pos`` (ending by ``end``) when it is labels in place ending in the root
+    or in a pointer to a label in ``checked``, else -1 (the caller walks it with ``_walk_name``).
+
+    ``checked`` holds where the labels of names already read start: the question's, and those of names this
+    function accepted. A name read through one of them reads only bytes in place in earlier names, never the
+    header or a TTL field (those lie between names, not in them) and never forward, so it needs none of
+    ``_walk_name``'s checks, nor the map of rewritten bytes they cost: the names of most replies are a
+    label or two before a pointer into the question or into an earlier record (RFC 1035 §4.1.4). This
+    name's labels join ``checked``.
+    """
+    starts = []
+    try:
+        while True:
+            length = data[pos]
+            if length == 0:
+                pos += 1
+                break
+            if length > MAX_LABEL:
+                if length & 0xC0 != 0xC0 or ((length & 0x3F) << 8 | data[pos + 1]) not in checked:
+                    return -1
+                pos += 2
+                break
+            starts.append(pos)
+            pos += length + 1
+    except IndexError:
+        return -1
+    if pos > end:
+        return -1
+    checked.update(starts)
+    return pos
+
+
+def _label_starts(data: bytes) -> set[int]:
+    """Where the question's labels start (``parse_question`` has checked it)."""
+    starts = set()
+    pos = HEADER_SIZE
+    while data[pos]:
+        starts.add(pos)
+        pos += data[pos] + 1
+    return starts
+
+
 def _rewritten(size: int, ttl_at: list[int]) -> bytearray:
     """The bytes of a ``size``-byte reply that a cache answers differently: its header and the TTL fields at
     ``ttl_at``."""
@@ -315,8 +358,11 @@ def scan_reply(data: bytes) -> ReplyScan:
     additional_at = end = qend  # additional_at is set when the walk reaches that section
     size = len(data)
     ttl_at: list[int] = []  # where every TTL field so far is: a cache rewrites them
-    # 1 where a cache answers other bytes (the header, each TTL), for the names whose pointers need checking;
-    # built only when a name is more than a pointer to the question, which most replies never have.
+    # Labels of names known to read only names (``_checked_name_end``), built at the first name that is more
+    # than a pointer to the question; and 1 where a cache answers other bytes (the header, each TTL), for
+    # the names whose pointers ``_walk_name`` must check, built at the first such name, which most replies
+    # never have.
+    checked: set[int] | None = None
     rewritten: bytearray | None = None
     kept_ar = 0
     for index in range(an + ns + ar):
@@ -328,9 +374,14 @@ def scan_reply(data: bytes) -> ReplyScan:
         elif pos < size and data[pos] == 0:
             pos += 1  # the root (OPT's owner)
         else:
-            if rewritten is None:
-                rewritten = _rewritten(size, ttl_at)
-            pos = _walk_name(data, pos, size, rewritten)
+            if checked is None:
+                checked = _label_starts(data)
+            after = _checked_name_end(data, pos, size, checked)
+            if after < 0:
+                if rewritten is None:
+                    rewritten = _rewritten(size, ttl_at)
+                after = _walk_name(data, pos, size, rewritten)
+            pos = after
         if pos + 10 > size:
             raise Malformed("record runs past the end of the message")
         rtype, _rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
@@ -342,13 +393,16 @@ def scan_reply(data: bytes) -> ReplyScan:
         if rewritten is not None:
             rewritten[rdata - 6 : rdata - 2] = b"\x01\x01\x01\x01"
         at = rdata
-        steps = _RDATA_NAMES.get(rtype, ())
-        if steps and rewritten is None:
-            rewritten = _rewritten(size, ttl_at)
-        for step in steps:
+        for step in _RDATA_NAMES.get(rtype, ()):
             if step == "n":
-                assert rewritten is not None
-                at = _walk_name(data, at, pos, rewritten)
+                if checked is None:
+                    checked = _label_starts(data)
+                after = _checked_name_end(data, at, pos, checked)
+                if after < 0:
+                    if rewritten is None:
+                        rewritten = _rewritten(size, ttl_at)
+                    after = _walk_name(data, at, pos, rewritten)
+                at = after
             elif step == "s":
                 at += 1 + data[at] if at < pos else 1
             else:

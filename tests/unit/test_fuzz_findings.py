@@ -161,6 +161,12 @@ def test_a_reply_whose_names_point_into_rewritten_bytes_is_malformed(reply: byte
         scan_reply(reply)
 
 
+def test_a_pointer_into_the_middle_of_a_question_label_is_malformed() -> None:
+    # Offset 13 is the "w" of www: not where a label starts, so not a name already read.
+    with pytest.raises(Malformed):
+        scan_reply(_reply(b"\xc0\x0c" + A_RECORD, b"\xc0\x0d" + A_RECORD))
+
+
 def test_names_that_point_back_into_names_are_read() -> None:
     cname = b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x06\x03cdn\xc0\x10"  # cdn.example.com, at 45
     scan = scan_reply(_reply(cname, b"\xc0\x2d" + A_RECORD))  # the A record's owner: the CNAME's target
