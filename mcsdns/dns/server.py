@@ -352,11 +352,13 @@ class BatchedUdp:
                 try:
                     if cut:  # larger than any query needs (batch.SLOT): its end is lost, so is its meaning
                         reply = error_response(data, Rcode.FORMERR)
+                    elif forwarder is None:
+                        reply = respond(data, UDP, False)
                     else:
-                        allowed = forwarder is not None and self._may_forward(batch_.sender(i))
-                        reply = respond(data, UDP, allowed)
-                        if type(reply) is Forward and forwarder is not None:
-                            forwarder.forward(data, UDP, self._sender(batch_.sender(i)), reply)
+                        sender = batch_.sender(i)
+                        reply = respond(data, UDP, self._may_forward(sender))
+                        if type(reply) is Forward:
+                            forwarder.forward(data, UDP, self._sender(sender), reply)
                             continue
                 except Exception:
                     errors.report("UDP")
