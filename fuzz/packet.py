@@ -225,8 +225,9 @@ def _upstream(control: int, reply: bytes) -> None:
     except Malformed:
         return
     assert HEADER_SIZE < scan.qend <= scan.additional_at <= scan.end <= len(reply), scan
-    for offset, ttl in scan.ttls:
-        assert scan.qend + 5 <= offset and offset + 4 <= scan.end and 0 <= ttl < 2**31, (offset, ttl)
+    for offset, ttl in scan.ttls:  # offsets into the records, after the question
+        at = scan.qend + offset
+        assert scan.qend + 5 <= at and at + 4 <= scan.end and 0 <= ttl < 2**31, (offset, ttl)
     if scan.rcode in (Rcode.SERVFAIL, Rcode.REFUSED) or scan.rcode > 0xF:
         return  # Forwarder._accept: the upstream failed, nothing is cached or answered from it
 

@@ -159,7 +159,6 @@ def _capped(question: bytes, answer: Answer) -> Answer:
     if all(ttl <= STALE_TTL for _, ttl in scan.ttls):
         return answer
     body = bytearray(answer.body)
-    for offset, ttl in scan.ttls:
-        at = offset - len(reply)
+    for at, ttl in scan.ttls:
         body[at : at + 4] = min(ttl, STALE_TTL).to_bytes(4, "big")
     return answer._replace(body=bytes(body))

@@ -228,7 +228,7 @@ class ReplyScan(NamedTuple):
     counts: tuple[int, int, int]  # answer, authority, additional records kept (OPT and what follows dropped)
     end: int  # offset where the kept records end
     additional_at: int  # offset where the additional section starts
-    ttls: tuple[tuple[int, int], ...]  # (offset, TTL) of every kept record's TTL field
+    ttls: tuple[tuple[int, int], ...]  # (offset after the question, TTL) of every kept record's TTL field
     answer_ttl: int  # the smallest TTL in the answer section; -1 if it is empty
     negative_ttl: int  # min(SOA TTL, SOA MINIMUM) of the authority's SOA (RFC 2308 §5); -1 without one
 
@@ -416,7 +416,7 @@ def scan_reply(data: bytes) -> ReplyScan:
             break
         if ttl & 0x80000000:
             ttl = 0
-        ttls.append((rdata - 6, ttl))
+        ttls.append((rdata - 6 - qend, ttl))
         if index < an:
             answer_ttl = ttl if answer_ttl < 0 else min(answer_ttl, ttl)
         elif index < an + ns:

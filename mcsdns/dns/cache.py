@@ -142,7 +142,7 @@ def entry_from_reply(key: bytes, reply: bytes, scan: ReplyScan, now: float) -> E
         arcount=arcount,
         body=original,
         additional_at=scan.additional_at - scan.qend,
-        ttls=tuple((offset - scan.qend, value) for offset, value in scan.ttls),
+        ttls=scan.ttls,
         original=original,
         stored=now,
         ttl=ttl,
