@@ -484,7 +484,8 @@ class Forwarder:
         pooled = lookup.socket
         if pooled is not None:
             pooled.pending.pop(lookup.qid, None)
-            pooled.close_if_idle()
+            if pooled.retired:
+                pooled.close_if_idle()
             lookup.socket = None
 
     def _upstream_failed(self, lookup: _Lookup, why: str, *, unhealthy: bool = True) -> None:
@@ -550,13 +551,12 @@ class Forwarder:
         except Malformed as exc:
             self._upstream_failed(lookup, f"sent a malformed reply: {exc}")
             return
+        now = time.monotonic()
         lookup.upstream.rcodes[scan.rcode] += 1
+        lookup.upstream.succeeded(now - lookup.sent_at)
         if scan.rcode in (Rcode.SERVFAIL, Rcode.REFUSED) or scan.rcode > 0xF:
-            lookup.upstream.succeeded(time.monotonic() - lookup.sent_at)
             self._upstream_failed(lookup, f"answered rcode {scan.rcode}", unhealthy=False)
             return
-        now = time.monotonic()
-        lookup.upstream.succeeded(now - lookup.sent_at)
         entry = entry_from_reply(lookup.key, data, scan, now)
         self.cache.store(entry)
         self._finish(lookup, entry)
