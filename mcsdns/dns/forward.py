@@ -60,6 +60,7 @@ LATENCY_BAND = 0.05  # upstreams within 50 ms of each other count as equally fas
 ORDER_EVERY = 0.1  # seconds between reorderings of the upstreams by health and latency
 DOWN_AFTER = 2  # consecutive failures that mark an upstream down (CoreDNS's max_fails)
 DOWN_MAX = 30.0
+DOWN_DOUBLINGS = 5  # 2 ** 5 >= DOWN_MAX
 _ALLOWED_MEMO = 4096
 
 _OPT_PLAIN = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, 0, 0)
@@ -97,7 +98,9 @@ class UpstreamHealth:
         self.failures += 1
         self.fails += 1
         if self.fails >= DOWN_AFTER:
-            self.down_until = now + min(DOWN_MAX, 2.0 ** (self.fails - DOWN_AFTER))
+            # Doubling up to DOWN_MAX; the exponent stops growing there, as 2.0 ** 1024 would overflow
+            # after a long enough outage and every later failure would raise.
+            self.down_until = now + min(DOWN_MAX, 2.0 ** min(self.fails - DOWN_AFTER, DOWN_DOUBLINGS))
 
 
 @dataclass(slots=True, eq=False)
