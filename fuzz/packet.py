@@ -220,8 +220,9 @@ def _check_reply(query: bytes, reply: bytes, limit: int) -> dns.message.Message:
 
 
 def _upstream(control: int, reply: bytes) -> None:
+    minimal = not control & DO_BIT  # as the forwarder scans: minimal unless the client asked for DNSSEC
     try:
-        scan = scan_reply(reply)
+        scan = scan_reply(reply, minimal=minimal)
     except Malformed:
         return
     assert HEADER_SIZE < scan.qend <= scan.additional_at <= scan.end <= len(reply), scan
@@ -253,6 +254,8 @@ def _upstream(control: int, reply: bytes) -> None:
     cache.store(entry)
     limit = TCP if control & TCP_BIT else UDP
     upstream = _readable(reply)
+    if upstream is not None and minimal and scan.rcode == 0 and scan.counts[0]:
+        upstream.authority = []  # a minimal positive answer leaves the authority section out
     _check_relay(query, qend, responder.render_cached(query, qend, entry, edns, limit), limit, upstream)
     clock[0] = NOW + 7
     answered = responder.respond(query, limit, True)

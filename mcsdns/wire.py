@@ -340,18 +340,28 @@ def _rewritten(size: int, ttl_at: list[int]) -> bytearray:
     return rewritten
 
 
-def scan_reply(data: bytes) -> ReplyScan:
+_OPT, _SOA = int(QType.OPT), int(QType.SOA)  # plain ints: an enum member costs a lookup per record
+
+
+def scan_reply(data: bytes, *, minimal: bool = False) -> ReplyScan:
     """Walk an upstream reply's records (compressed names allowed) and note what a cache needs.
 
     The OPT record and anything after it are left out: the reply a client gets carries our own OPT
     (RFC 6891 §6.1.1: OPT is hop-by-hop), and additional records may be dropped (RFC 2181 §9). A TTL with
     the top bit set counts as 0 (RFC 2181 §8).
+
+    ``minimal``: of a positive answer (NOERROR with answer records) keep the answer section only, as
+    Unbound's and BIND's ``minimal-responses`` answer: the upstream's NS RRset in the authority section and
+    its glue are of no use to a stub resolver, and leaving them costs less to read, keep and send. The
+    records left are still walked, lightly, for a well-formed message and the OPT's extended RCODE. A
+    negative answer keeps its authority section: its SOA is the negative TTL (RFC 2308 §3).
     """
     if len(data) < HEADER_SIZE or data[4:6] != b"\x00\x01":
         raise Malformed("a reply needs a header and exactly one question")
     qend = parse_question(data)
     _id, flags, _qd, an, ns, ar = HEADER.unpack_from(data)
     rcode = flags & 0xF
+    kept = an if minimal and an and not rcode else an + ns + ar
     pos = qend
     ttls: list[tuple[int, int]] = []
     answer_ttl = negative_ttl = -1
@@ -365,8 +375,9 @@ def scan_reply(data: bytes) -> ReplyScan:
     checked: set[int] | None = None
     rewritten: bytearray | None = None
     kept_ar = 0
-    for index in range(an + ns + ar):
-        if index == an + ns:
+    authority_end = an + ns  # the index where the additional section starts
+    for index in range(kept):
+        if index == authority_end:
             additional_at = pos
         start = pos
         if pos + 1 < size and data[pos] == 0xC0 and data[pos + 1] == HEADER_SIZE:
@@ -409,8 +420,8 @@ def scan_reply(data: bytes) -> ReplyScan:
                 at += int(step)
             if at > pos:
                 raise Malformed("record data shorter than its type's fields")
-        if rtype == QType.OPT:
-            if index < an + ns or data[start] != 0:
+        if rtype == _OPT:
+            if index < authority_end or data[start] != 0:
                 raise Malformed("OPT outside the additional section or not owned by the root")
             rcode |= (ttl >> 24) << 4
             break
@@ -419,13 +430,17 @@ def scan_reply(data: bytes) -> ReplyScan:
         ttls.append((rdata - 6 - qend, ttl))
         if index < an:
             answer_ttl = ttl if answer_ttl < 0 else min(answer_ttl, ttl)
-        elif index < an + ns:
-            if rtype == QType.SOA and negative_ttl < 0 and rdlength >= 22:
+        elif index < authority_end:
+            if rtype == _SOA and negative_ttl < 0 and rdlength >= 22:
                 negative_ttl = min(ttl, int.from_bytes(data[pos - 4 : pos], "big"))
         else:
             kept_ar += 1
         end = pos
-    if ar == 0:
+    if kept < an + ns + ar:
+        rcode = _dropped_opt_rcode(data, pos, ns, ar, rcode)
+        ns = 0
+        additional_at = end
+    elif ar == 0:
         additional_at = end
     return ReplyScan(
         rcode,
@@ -438,6 +453,26 @@ def scan_reply(data: bytes) -> ReplyScan:
         answer_ttl,
         negative_ttl,
     )
+
+
+def _dropped_opt_rcode(data: bytes, pos: int, ns: int, ar: int, rcode: int) -> int:
+    """``rcode`` with the extended bits of the OPT among the ``ns`` authority and ``ar`` additional records
+    from ``pos``, which a minimal answer drops (so their names and TTLs need no reading)."""
+    size = len(data)
+    for index in range(ns + ar):
+        start = pos
+        pos = skip_name(data, pos)
+        if pos + 10 > size:
+            raise Malformed("record runs past the end of the message")
+        rtype = data[pos] << 8 | data[pos + 1]
+        if rtype == _OPT:
+            if index < ns or data[start] != 0:
+                raise Malformed("OPT outside the additional section or not owned by the root")
+            return rcode | data[pos + 4] << 4
+        pos += 10 + (data[pos + 8] << 8 | data[pos + 9])
+        if pos > size:
+            raise Malformed("record data runs past the end of the message")
+    return rcode
 
 
 def error_response(data: bytes, rcode: int, *, question_end: int = 0, edns: int = NO_EDNS) -> bytes:

@@ -35,6 +35,7 @@ class Upstream:
     negative_ttl: int = 60
     delay: float = 0.0  # seconds before each answer
     silent: bool = False  # receive, never answer
+    referral_data: bool = False  # positive answers carry the zone's NS RRset and its glue, as NSD sends
     forge: bool = False  # before the real reply: a forged one from another port, one with a wrong id, and
     # one with the right id but another question, each pointing at 6.6.6.6
     queries: list[tuple[str, str, str]] = field(default_factory=list)  # (name, type, udp|tcp), lower-cased
@@ -164,6 +165,9 @@ class Upstream:
             reply.answer.append(
                 dns.rrset.from_text_list(question.name, self.ttl, "IN", question.rdtype, rdatas)
             )
+            if self.referral_data:
+                reply.authority.append(dns.rrset.from_text(ZONE, self.ttl, "IN", "NS", f"ns.{ZONE}"))
+                reply.additional.append(dns.rrset.from_text(f"ns.{ZONE}", self.ttl, "IN", "A", "192.0.2.53"))
             return reply
         if not any(known == name for known, _ in self.records):
             reply.set_rcode(dns.rcode.NXDOMAIN)

@@ -550,7 +550,7 @@ class Forwarder:
     def _accept(self, lookup: _Lookup, data: bytes) -> None:
         assert lookup.upstream is not None
         try:
-            scan = scan_reply(data)
+            scan = scan_reply(data, minimal=not lookup.do)  # DNSSEC needs what a minimal answer drops
         except Malformed as exc:
             self._upstream_failed(lookup, f"sent a malformed reply: {exc}")
             return

@@ -194,6 +194,23 @@ def test_hits_are_aged_and_keep_the_clients_case(scripted: Upstream, tmp_path: P
         assert hit.flags & dns.flags.RA and hit.flags & dns.flags.RD and not hit.flags & dns.flags.AA
 
 
+def test_positive_answers_are_minimal_unless_dnssec_is_asked(tmp_path: Path) -> None:
+    with (
+        Upstream(records=dict(RECORDS), referral_data=True) as upstream,
+        started(sidecar_settings(tmp_path, upstream)) as sidecar,
+    ):
+        plain = query(sidecar, NAME)
+        assert addresses(plain) == ["192.0.2.1"]
+        assert (plain.authority, plain.additional) == ([], []), "the upstream's NS and glue are left out"
+        signed = query(sidecar, NAME, payload=1232, want_dnssec=True)
+        assert addresses(signed) == ["192.0.2.1"]
+        assert [r.rdtype for r in signed.authority] == [dns.rdatatype.NS], "DO: the reply is whole"
+        assert [r.rdtype for r in signed.additional] == [dns.rdatatype.A]
+        negative = query(sidecar, "nothing.up.test.")
+        assert negative.rcode() == dns.rcode.NXDOMAIN
+        assert [r.rdtype for r in negative.authority] == [dns.rdatatype.SOA]
+
+
 def test_edns_sizes_truncation_and_tcp(scripted: Upstream, tmp_path: Path) -> None:
     with started(sidecar_settings(tmp_path, scripted)) as sidecar:
         assert len(addresses(query(sidecar, MANY, payload=1232))) == 60, "fits the client's EDNS size"

@@ -28,6 +28,7 @@ def reply(
     rcode: int = 0,
     soa: tuple[int, int] | None = None,
     extra: bool = False,
+    ns: bool = False,
     edns: bool = True,
 ) -> bytes:
     query = dns.message.make_query(name, "A", use_edns=0 if edns else False)
@@ -40,6 +41,8 @@ def reply(
         message.authority.append(
             dns.rrset.from_text("example.", soa_ttl, "IN", "SOA", f"ns.example. h.example. 1 2 3 4 {minimum}")
         )
+    if ns:  # what an authoritative server adds to a positive answer: its NS RRset
+        message.authority.append(dns.rrset.from_text("example.", 600, "IN", "NS", "ns.example."))
     if extra:
         message.additional.append(dns.rrset.from_text("ns.example.", 60, "IN", "A", "192.0.2.53"))
     return message.to_wire()
@@ -81,10 +84,32 @@ def test_what_is_not_cached_or_capped(wire: bytes, ttl: int) -> None:
     assert entry_from_reply(b"k", wire, scan_reply(wire), 0.0).ttl == ttl
 
 
-@pytest.mark.parametrize("cut", [13, 30, 45, -12])
-def test_truncated_replies_are_malformed(cut: int) -> None:
+def test_a_minimal_scan_keeps_a_positive_answer_only() -> None:
+    wire = reply(ttl=120, ns=True, extra=True)
+    full, minimal = scan_reply(wire), scan_reply(wire, minimal=True)
+    assert full.counts == (2, 1, 1) and [ttl for _, ttl in full.ttls] == [120, 120, 600, 60]
+    assert minimal.counts == (2, 0, 0) and [ttl for _, ttl in minimal.ttls] == [120, 120]
+    assert minimal.additional_at == minimal.end < full.end, "the records end with the answer section"
+    entry = entry_from_reply(b"k", wire, minimal, 0.0)
+    assert (entry.nscount, entry.arcount, entry.body) == (0, 0, wire[minimal.qend : minimal.end])
+
+
+def test_a_minimal_scan_still_reads_the_extended_rcode_and_keeps_negative_answers_whole() -> None:
+    query = dns.message.make_query("a.example.", "A", use_edns=0)
+    message = dns.message.make_response(query)
+    message.answer.append(dns.rrset.from_text("a.example.", 60, "IN", "A", "192.0.2.1"))
+    message.authority.append(dns.rrset.from_text("example.", 600, "IN", "NS", "ns.example."))
+    message.set_rcode(dns.rcode.BADVERS)  # 16: 0 in the header, 1 in the OPT (RFC 6891 §6.1.3)
+    assert scan_reply(message.to_wire(), minimal=True).rcode == dns.rcode.BADVERS
+    negative = scan_reply(reply(rcode=dns.rcode.NXDOMAIN, soa=(900, 60)), minimal=True)
+    assert negative.counts == (0, 1, 0) and negative.negative_ttl == 60, "RFC 2308 §3: the SOA stays"
+
+
+@pytest.mark.parametrize("minimal", [False, True])
+@pytest.mark.parametrize("cut", [13, 30, 45, -12, -30])
+def test_truncated_replies_are_malformed(cut: int, minimal: bool) -> None:
     with pytest.raises(Malformed):
-        scan_reply(reply(extra=True)[:cut])
+        scan_reply(reply(ns=True, extra=True)[:cut], minimal=minimal)
 
 
 def test_keys_carry_do_and_cd_and_split_back() -> None:
