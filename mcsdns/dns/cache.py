@@ -83,6 +83,7 @@ class Entry:
     stored: float
     ttl: int  # seconds it may be answered from the cache; 0: answer once, never store
     negative: bool
+    size: int  # bytes it costs the cache: its records and key, and ENTRY_OVERHEAD
     age: int = 0
     gone: bool = False  # replaced or evicted: a reply rendered from it must not be served again
     used: bool = False  # CLOCK's reference bit: hit since the eviction hand last passed
@@ -91,10 +92,6 @@ class Entry:
     @property
     def expires(self) -> float:
         return self.stored + self.ttl
-
-    @property
-    def size(self) -> int:
-        return len(self.original) + len(self.key) + ENTRY_OVERHEAD
 
     def age_to(self, age: int) -> None:
         """Lower the TTLs by ``age`` seconds in the cache (the caller asks once per second of age)."""
@@ -147,6 +144,7 @@ def entry_from_reply(key: bytes, reply: bytes, scan: ReplyScan, now: float) -> E
         stored=now,
         ttl=ttl,
         negative=negative,
+        size=len(original) + len(key) + ENTRY_OVERHEAD,
     )
 
 

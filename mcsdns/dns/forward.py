@@ -239,15 +239,14 @@ class _Random:
     a query costs no system call."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._values = memoryview(b"").cast("H")
         self._at = 0
 
     def u16(self) -> int:
-        if self._at + 2 > len(self._buffer):
-            self._buffer, self._at = os.urandom(4096), 0
-        value = self._buffer[self._at] << 8 | self._buffer[self._at + 1]
-        self._at += 2
-        return value
+        if self._at >= len(self._values):
+            self._values, self._at = memoryview(os.urandom(4096)).cast("H"), 0
+        self._at += 1
+        return self._values[self._at - 1]
 
 
 class Forwarder:
@@ -517,12 +516,11 @@ class Forwarder:
     @staticmethod
     def _answers(lookup: _Lookup, data: bytes) -> bool:
         end = HEADER_SIZE + len(lookup.question)
-        return (
-            bool(data[2] & 0x80)  # QR
-            and data[4:6] == b"\x00\x01"
-            and len(data) >= end
-            and data[HEADER_SIZE : end - 4].lower() + data[end - 4 : end] == lookup.question
-        )
+        if not data[2] & 0x80 or data[4:6] != b"\x00\x01" or len(data) < end:  # QR, one question
+            return False
+        echoed = data[HEADER_SIZE:end]
+        # Upstreams echo the question as sent (lower case); one may change the name's case (RFC 4343).
+        return echoed == lookup.question or echoed[:-4].lower() + echoed[-4:] == lookup.question
 
     async def _over_tcp(self, lookup: _Lookup) -> None:
         """RFC 7766 §5: the UDP reply was truncated; ask the same upstream over TCP."""
