@@ -8,7 +8,16 @@ parsing, no lookup, no counting: the gap between this row and mcsdns's is what a
 this row's ratio to NSD is the ceiling of mcsdns's on this machine. The readiness probe (``--probe
 NAME=IP``) gets a real A answer, built with dnspython.
 
+With ``--forward HOST:PORT`` it is the floor of forwarding instead, for forward_bench.py's misses: every
+query is relayed to the upstream and its reply to the client, with the I/O of mcsdns's forwarder
+(``forward.py``) and none of its work: the same listener, a pool of ``POOL_SIZE`` connected UDP sockets read
+through one recvmmsg array, the queries of one turn of the loop sent with one sendmmsg per socket, the
+answers queued to the clients and sent with one sendmmsg. No cache, no question check, no coalescing, no
+health, ids from a counter: the gap between this row and mcsdns's misses is what mcsdns does per miss, and
+this row is the most any forwarder on mcsdns's listeners could answer on this machine.
+
     python bench/floor_server.py --listen 127.0.0.1:PORT --processes N --probe web.ns.svc.zone=10.0.0.1
+    python bench/floor_server.py --listen 127.0.0.1:PORT --forward 127.0.0.1:UPSTREAM
 """
 
 from __future__ import annotations
@@ -17,14 +26,19 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 import dns.message
 import dns.name
 import dns.rrset
 import uvloop
 
+from mcsdns.dns import batch
+from mcsdns.dns.forward import POOL_SIZE, QUERY_SLOT, UPSTREAM_BATCH
+from mcsdns.dns.responder import Forward
 from mcsdns.dns.server import start_listeners
 from mcsdns.settings import ListenAddress, ServerSettings
 
@@ -51,11 +65,74 @@ class Floor:
         return reply.to_wire()
 
 
-async def serve(host: str, port: int, processes: int, probe: str) -> None:
-    name, _, address = probe.partition("=")
-    floor = Floor(dns.name.from_text(name).to_wire().lower(), address)
+_RELAYED = Forward(0, -1, b"")  # what the relay's responder says of every query: forward it
+
+
+class Relay:
+    """The forwarder's place in the listener, doing nothing but relay (``--forward``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, upstream: tuple[str, int]) -> None:
+        self.loop = loop
+        self.inbox = batch.Batch(-1, slots=UPSTREAM_BATCH, slot=65536, sends=0)
+        self.pool: list[tuple[socket.socket, batch.Batch]] = []
+        for _ in range(POOL_SIZE):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect(upstream)
+            self.pool.append(
+                (sock, batch.Batch(sock.fileno(), slots=0, sends=UPSTREAM_BATCH, send_slot=QUERY_SLOT))
+            )
+            loop.add_reader(sock.fileno(), self.readable, sock.fileno())
+        self.waiting: dict[int, tuple[bytes, Callable[[bytes], None]]] = {}
+        self.next_id = 0
+        self.unflushed: set[int] = set()
+
+    @staticmethod
+    def respond(data: bytes, limit: int, forward: bool = False) -> Forward | None:
+        return _RELAYED if len(data) >= 12 else None
+
+    @staticmethod
+    def allowed(client: str) -> bool:
+        return True
+
+    def forward(self, data: bytes, limit: int, send: Callable[[bytes], None], parsed: Forward) -> None:
+        qid = self.next_id = (self.next_id + 1) & 0xFFFF
+        self.waiting[qid] = (data[:2], send)
+        slot = qid % POOL_SIZE
+        outbox = self.pool[slot][1]
+        if outbox.queued >= outbox.sends:
+            outbox.flush()
+        outbox.queue_to(None, qid.to_bytes(2, "big") + data[2:])
+        if not self.unflushed:
+            self.loop.call_soon(self.flush)
+        self.unflushed.add(slot)
+
+    def flush(self) -> None:
+        for slot in self.unflushed:
+            self.pool[slot][1].flush()
+        self.unflushed.clear()
+
+    def readable(self, fd: int) -> None:
+        count = self.inbox.recv(fd)
+        for i in range(count):
+            reply = self.inbox.datagram(i)[0]
+            waiter = self.waiting.pop(reply[0] << 8 | reply[1], None)
+            if waiter is not None:
+                waiter[1](waiter[0] + reply[2:])
+
+
+async def serve(host: str, port: int, processes: int, probe: str | None, forward: str | None) -> None:
     settings = ServerSettings(listen=(ListenAddress(host, port),), workers=processes)
-    await start_listeners(settings, floor.respond, lambda _data: None, reuse_port=True)
+    if forward:
+        upstream_host, _, upstream_port = forward.rpartition(":")
+        relay = Relay(asyncio.get_running_loop(), (upstream_host, int(upstream_port)))
+        # Duck-typed: the listener calls only a forwarder's ``allowed`` and ``forward``.
+        await start_listeners(settings, relay.respond, lambda _data: None, relay, reuse_port=True)  # type: ignore[arg-type]
+    else:
+        assert probe is not None
+        name, _, address = probe.partition("=")
+        floor = Floor(dns.name.from_text(name).to_wire().lower(), address)
+        await start_listeners(settings, floor.respond, lambda _data: None, reuse_port=True)
     await asyncio.Event().wait()
 
 
@@ -63,9 +140,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--probe", required=True, help="NAME=IPV4 answered with an A record")
+    parser.add_argument("--probe", help="NAME=IPV4 answered with an A record")
+    parser.add_argument("--forward", help="HOST:PORT: relay every query there instead (the forwarding floor)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.probe and not args.forward:
+        parser.error("one of --probe or --forward is needed")
     host, _, port = args.listen.rpartition(":")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that the children are stopped below
     children: list[subprocess.Popen[bytes]] = []
@@ -73,7 +153,7 @@ def main() -> int:
         argv = [sys.executable, os.path.abspath(__file__), "--child", *sys.argv[1:]]
         children = [subprocess.Popen(argv) for _ in range(args.processes - 1)]
     try:
-        uvloop.run(serve(host.strip("[]"), int(port), args.processes, args.probe))
+        uvloop.run(serve(host.strip("[]"), int(port), args.processes, args.probe, args.forward))
     finally:
         for child in children:
             child.terminate()

@@ -45,8 +45,13 @@ Servers, each on a free port of 127.0.0.1 only:
         name: "."
         forward-addr: 127.0.0.1@UPSTREAM
 
-  No trust anchor, no remote control. Everything else is stock, e.g. ``minimal-responses: yes`` (Unbound
-  drops the upstream's NS RRset from the authority section; mcsdns passes it on, about 20 bytes more).
+  No trust anchor, no remote control. Everything else is stock, e.g. ``minimal-responses: yes``: Unbound
+  drops the upstream's NS RRset from the authority section of a positive answer, as mcsdns does.
+* **floor** (misses only; ``--no-floor`` leaves it out): ``floor_server.py --forward 127.0.0.1:UPSTREAM``,
+  mcsdns's own listener and the upstream I/O of its forwarder relaying every query with no work at all (no
+  cache, no checks). Its miss rate is the most any forwarder built on mcsdns's I/O answers on this machine
+  in this placement: the gap to mcsdns's row is what mcsdns does per miss, and a target above this row
+  cannot be met here by any change to that work.
 
 Placement on the 2-core machine (the client shares it): the server under test (mcsdns or Unbound) alone on
 core 1 (``--server-cpu``), dnsperf and this script on core 0 (``--client-cpu``), as dns_bench.py does. The
@@ -152,6 +157,7 @@ ROWS = (
     ("hits", "unbound"),
     ("misses", "mcsdns"),
     ("misses", "unbound"),
+    ("misses", "floor"),
 )
 HITS_VS_UNBOUND = 0.5
 HITS_VS_ZONE = 0.8
@@ -239,6 +245,7 @@ class Server:
     running: Running
     ready_s: float
     http_port: int | None = None
+    paths: tuple[str, ...] = ("hits", "misses")  # which forwarding runs it takes part in
 
 
 @contextlib.contextmanager
@@ -268,6 +275,22 @@ def unbound_argv(upstream: int) -> Callable[[int, Path], list[str]]:
         conf = workdir / "unbound.conf"
         conf.write_text(UNBOUND_CONF.format(addr=LOCALHOST, port=port, dir=workdir, upstream=upstream))
         return [UNBOUND, "-d", "-c", str(conf)]
+
+    return argv
+
+
+def floor_argv(upstream: int) -> Callable[[int, Path], list[str]]:
+    script = Path(__file__).resolve().parent / "floor_server.py"
+
+    def argv(port: int, workdir: Path) -> list[str]:
+        return [
+            sys.executable,
+            str(script),
+            "--listen",
+            f"{LOCALHOST}:{port}",
+            "--forward",
+            f"{LOCALHOST}:{upstream}",
+        ]
 
     return argv
 
@@ -551,7 +574,8 @@ def measure(
             if run:
                 rows["zone", "mcsdns"].peak.append(run)
         # 2. Hits: warm (and check) both caches, then the closed loop, then the fixed rate.
-        for name, server in servers.items():
+        cached = {name: server for name, server in servers.items() if "hits" in server.paths}
+        for name, server in cached.items():
             if name in failed:
                 continue
             print(f"... {tag}: warming {name}'s cache ({HIT_NAMES:,} names)", file=sys.stderr, flush=True)
@@ -560,7 +584,7 @@ def measure(
                 notes.append(f"{tag}: warming {name}: " + "; ".join(problems))
             print(f"    {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
         for load, kind in ((peak, "closed loop"), (fixed, f"{args.latency_qps:,} qps offered")):
-            for name, server in servers.items():
+            for name, server in cached.items():
                 run = one(
                     ("hits", name),
                     f"{tag}: hits, {kind}, {name}",
@@ -684,6 +708,13 @@ def targets(rows: dict[tuple[str, str], Row], offered: int) -> list[str]:
             f"  misses: mcsdns = {qps:,.0f} answered qps   target >= {MISS_TARGET_QPS:,} qps   "
             f"{verdict(qps >= MISS_TARGET_QPS)}"
         )
+        for other, what in (
+            ("unbound", "Unbound"),
+            ("floor", "the floor, mcsdns's I/O relaying with no work"),
+        ):
+            if measured(("misses", other)):
+                theirs = rows["misses", other].qps
+                lines.append(f"    against {what}: {theirs:,.0f} qps, mcsdns {qps / theirs:.2f}x")
     else:
         lines.append(f"  misses: mcsdns: n/a (not measured)   target >= {MISS_TARGET_QPS:,} qps")
     return lines
@@ -765,7 +796,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="unique names per second of a miss run (more than any server answers)",
     )
     ap.add_argument("--cache-size", type=int, default=100_000, help="mcsdns --forward-cache-size")
-    ap.add_argument("--no-unbound", action="store_true", help="measure mcsdns only")
+    ap.add_argument("--no-unbound", action="store_true", help="leave Unbound out")
+    ap.add_argument("--no-floor", action="store_true", help="leave the floor (floor_server.py) out")
     ap.add_argument("--upstream-cpu", type=int, default=None, help="default: the client's core")
     ap.add_argument("--warm-limit", type=float, default=60.0, help="seconds a cache warm-up pass may take")
     ap.add_argument(
@@ -843,6 +875,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 servers["unbound"] = Server("unbound", running, ready_s)
+            if not args.no_floor:
+                print("... starting the floor (a relay on mcsdns's I/O)", file=sys.stderr, flush=True)
+                running, ready_s = stack.enter_context(
+                    started(
+                        "floor",
+                        floor_argv(upstream.port),
+                        server_cpu,
+                        (hit_name(1), hit_address(1)),
+                        args.ready_timeout,
+                        rd=True,
+                    )
+                )
+                servers["floor"] = Server("floor", running, ready_s, paths=("misses",))
         except ServerError as exc:
             print(f"a server did not start: {exc}", file=sys.stderr)
             return 1
@@ -918,6 +963,7 @@ def write_json(
             "printed": printed,
         },
     )
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
