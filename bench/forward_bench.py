@@ -862,32 +862,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             servers["mcsdns"] = Server("mcsdns", running, ready_s, http_port)
-            if not args.no_unbound:
-                print("... starting unbound", file=sys.stderr, flush=True)
+            # The other resolvers, asked for a hit name through the upstream (RD set) before they count.
+            others = (
+                ("unbound", unbound_argv(upstream.port), not args.no_unbound, ("hits", "misses")),
+                ("floor", floor_argv(upstream.port), not args.no_floor, ("misses",)),
+            )
+            hit_probe = (hit_name(1), hit_address(1))
+            for name, argv, wanted, paths in others:
+                if not wanted:
+                    continue
+                print(f"... starting {name}", file=sys.stderr, flush=True)
                 running, ready_s = stack.enter_context(
-                    started(
-                        "unbound",
-                        unbound_argv(upstream.port),
-                        server_cpu,
-                        (hit_name(1), hit_address(1)),
-                        args.ready_timeout,
-                        rd=True,
-                    )
+                    started(name, argv, server_cpu, hit_probe, args.ready_timeout, rd=True)
                 )
-                servers["unbound"] = Server("unbound", running, ready_s)
-            if not args.no_floor:
-                print("... starting the floor (a relay on mcsdns's I/O)", file=sys.stderr, flush=True)
-                running, ready_s = stack.enter_context(
-                    started(
-                        "floor",
-                        floor_argv(upstream.port),
-                        server_cpu,
-                        (hit_name(1), hit_address(1)),
-                        args.ready_timeout,
-                        rd=True,
-                    )
-                )
-                servers["floor"] = Server("floor", running, ready_s, paths=("misses",))
+                servers[name] = Server(name, running, ready_s, paths=paths)
         except ServerError as exc:
             print(f"a server did not start: {exc}", file=sys.stderr)
             return 1

@@ -330,6 +330,29 @@ def _label_starts(data: bytes) -> set[int]:
     return starts
 
 
+class _Names:
+    """The names of one reply that are more than a pointer to the question, read as a cache must: through
+    ``_checked_name_end`` when they read only names, else through ``_walk_name`` and the map of rewritten
+    bytes, built at the first such name (most replies never have one) and kept up to date by the caller."""
+
+    __slots__ = ("checked", "data", "rewritten", "ttl_at")
+
+    def __init__(self, data: bytes, ttl_at: list[int]) -> None:
+        self.data = data
+        self.ttl_at = ttl_at  # every TTL field so far, this record's included
+        self.checked = _label_starts(data)
+        self.rewritten: bytearray | None = None
+
+    def end(self, pos: int, end: int) -> int:
+        """The offset after the name at ``pos``, which must end by ``end``."""
+        after = _checked_name_end(self.data, pos, end, self.checked)
+        if after < 0:
+            if self.rewritten is None:
+                self.rewritten = _rewritten(len(self.data), self.ttl_at)
+            after = _walk_name(self.data, pos, end, self.rewritten)
+        return after
+
+
 def _rewritten(size: int, ttl_at: list[int]) -> bytearray:
     """The bytes of a ``size``-byte reply that a cache answers differently: its header and the TTL fields at
     ``ttl_at``."""
@@ -368,12 +391,7 @@ def scan_reply(data: bytes, *, minimal: bool = False) -> ReplyScan:
     additional_at = end = qend  # additional_at is set when the walk reaches that section
     size = len(data)
     ttl_at: list[int] = []  # where every TTL field so far is: a cache rewrites them
-    # Labels of names known to read only names (``_checked_name_end``), built at the first name that is more
-    # than a pointer to the question; and 1 where a cache answers other bytes (the header, each TTL), for
-    # the names whose pointers ``_walk_name`` must check, built at the first such name, which most replies
-    # never have.
-    checked: set[int] | None = None
-    rewritten: bytearray | None = None
+    names: _Names | None = None  # made at the first name that is more than a pointer to the question
     kept_ar = 0
     authority_end = an + ns  # the index where the additional section starts
     for index in range(kept):
@@ -385,14 +403,9 @@ def scan_reply(data: bytes, *, minimal: bool = False) -> ReplyScan:
         elif pos < size and data[pos] == 0:
             pos += 1  # the root (OPT's owner)
         else:
-            if checked is None:
-                checked = _label_starts(data)
-            after = _checked_name_end(data, pos, size, checked)
-            if after < 0:
-                if rewritten is None:
-                    rewritten = _rewritten(size, ttl_at)
-                after = _walk_name(data, pos, size, rewritten)
-            pos = after
+            if names is None:
+                names = _Names(data, ttl_at)
+            pos = names.end(pos, size)
         if pos + 10 > size:
             raise Malformed("record runs past the end of the message")
         rtype, _rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
@@ -401,19 +414,14 @@ def scan_reply(data: bytes, *, minimal: bool = False) -> ReplyScan:
         if pos > size:
             raise Malformed("record data runs past the end of the message")
         ttl_at.append(rdata - 6)
-        if rewritten is not None:
-            rewritten[rdata - 6 : rdata - 2] = b"\x01\x01\x01\x01"
+        if names is not None and names.rewritten is not None:
+            names.rewritten[rdata - 6 : rdata - 2] = b"\x01\x01\x01\x01"
         at = rdata
         for step in _RDATA_NAMES.get(rtype, ()):
             if step == "n":
-                if checked is None:
-                    checked = _label_starts(data)
-                after = _checked_name_end(data, at, pos, checked)
-                if after < 0:
-                    if rewritten is None:
-                        rewritten = _rewritten(size, ttl_at)
-                    after = _walk_name(data, at, pos, rewritten)
-                at = after
+                if names is None:
+                    names = _Names(data, ttl_at)
+                at = names.end(at, pos)
             elif step == "s":
                 at += 1 + data[at] if at < pos else 1
             else:
