@@ -22,6 +22,7 @@ import collections
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 import socket
 import time
@@ -60,7 +61,7 @@ LATENCY_BAND = 0.05  # upstreams within 50 ms of each other count as equally fas
 ORDER_EVERY = 0.1  # seconds between reorderings of the upstreams by health and latency
 DOWN_AFTER = 2  # consecutive failures that mark an upstream down (CoreDNS's max_fails)
 DOWN_MAX = 30.0
-DOWN_DOUBLINGS = 5  # 2 ** 5 >= DOWN_MAX
+DOWN_DOUBLINGS = math.ceil(math.log2(DOWN_MAX))  # doublings of 1 s that reach DOWN_MAX
 _ALLOWED_MEMO = 4096
 
 _OPT_PLAIN = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, 0, 0)
