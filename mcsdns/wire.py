@@ -122,6 +122,18 @@ def skip_name(data: bytes, pos: int) -> int:
         raise Malformed("name runs past the end of the message") from None
 
 
+def record_at(data: bytes, pos: int) -> tuple[int, int, int, int, int]:
+    """The record at ``pos``, read past its owner: TYPE, CLASS, TTL, RDLENGTH and the offset after it."""
+    pos = skip_name(data, pos)
+    if pos + 10 > len(data):
+        raise Malformed("record runs past the end of the message")
+    rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
+    pos += 10 + rdlength
+    if pos > len(data):
+        raise Malformed("record data runs past the end of the message")
+    return rtype, rclass, ttl, rdlength, pos
+
+
 NO_EDNS = -1
 
 
@@ -150,13 +162,7 @@ def parse_edns(data: bytes, qend: int) -> int:
     ar_start = records - (counts[4] << 8 | counts[5])
     for index in range(records):
         owner = pos
-        pos = skip_name(data, pos)
-        if pos + 10 > len(data):
-            raise Malformed("record runs past the end of the message")
-        rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
-        pos += 10 + rdlength
-        if pos > len(data):
-            raise Malformed("record data runs past the end of the message")
+        rtype, rclass, ttl, rdlength, pos = record_at(data, pos)
         if rtype == QType.OPT and index >= ar_start:
             if found != NO_EDNS:
                 raise Malformed("more than one OPT record")
@@ -466,20 +472,13 @@ def scan_reply(data: bytes, *, minimal: bool = False) -> ReplyScan:
 def _dropped_opt_rcode(data: bytes, pos: int, ns: int, ar: int, rcode: int) -> int:
     """``rcode`` with the extended bits of the OPT among the ``ns`` authority and ``ar`` additional records
     from ``pos``, which a minimal answer drops (so their names and TTLs need no reading)."""
-    size = len(data)
     for index in range(ns + ar):
-        start = pos
-        pos = skip_name(data, pos)
-        if pos + 10 > size:
-            raise Malformed("record runs past the end of the message")
-        rtype = data[pos] << 8 | data[pos + 1]
+        owner = pos
+        rtype, _rclass, ttl, _rdlength, pos = record_at(data, pos)
         if rtype == _OPT:
-            if index < ns or data[start] != 0:
+            if index < ns or data[owner] != 0:
                 raise Malformed("OPT outside the additional section or not owned by the root")
-            return rcode | data[pos + 4] << 4
-        pos += 10 + (data[pos + 8] << 8 | data[pos + 9])
-        if pos > size:
-            raise Malformed("record data runs past the end of the message")
+            return rcode | (ttl >> 24) << 4
     return rcode
 
 

@@ -106,6 +106,14 @@ def test_a_minimal_scan_still_reads_the_extended_rcode_and_keeps_negative_answer
 
 
 @pytest.mark.parametrize("minimal", [False, True])
+def test_an_opt_whose_data_runs_past_the_end_is_malformed(minimal: bool) -> None:
+    wire = reply(ns=True, extra=True)
+    assert wire[-11:-8] == b"\x00\x00\x29", "the OPT is last, with no options"
+    with pytest.raises(Malformed, match="record data runs past"):
+        scan_reply(wire[:-2] + b"\x00\x3f", minimal=minimal)
+
+
+@pytest.mark.parametrize("minimal", [False, True])
 @pytest.mark.parametrize("cut", [13, 30, 45, -12, -30])
 def test_truncated_replies_are_malformed(cut: int, minimal: bool) -> None:
     with pytest.raises(Malformed):
