@@ -372,7 +372,7 @@ def _rewritten(size: int, ttl_at: list[int]) -> bytearray:
 _OPT, _SOA = int(QType.OPT), int(QType.SOA)  # plain ints: an enum member costs a lookup per record
 
 
-def scan_reply(data: bytes, *, minimal: bool = False) -> ReplyScan:
+def scan_reply(data: bytes, *, minimal: bool = False, qend: int = 0) -> ReplyScan:
     """Walk an upstream reply's records (compressed names allowed) and note what a cache needs.
 
     The OPT record and anything after it are left out: the reply a client gets carries our own OPT
@@ -384,10 +384,13 @@ def scan_reply(data: bytes, *, minimal: bool = False) -> ReplyScan:
     its glue are of no use to a stub resolver, and leaving them costs less to read, keep and send. The
     records left are still walked, lightly, for a well-formed message and the OPT's extended RCODE. A
     negative answer keeps its authority section: its SOA is the negative TTL (RFC 2308 §3).
+
+    ``qend``: where the question ends, when the caller has checked it is the one asked (else it is read).
     """
     if len(data) < HEADER_SIZE or data[4:6] != b"\x00\x01":
         raise Malformed("a reply needs a header and exactly one question")
-    qend = parse_question(data)
+    if not qend:
+        qend = parse_question(data)
     _id, flags, _qd, an, ns, ar = HEADER.unpack_from(data)
     rcode = flags & 0xF
     kept = an if minimal and an and not rcode else an + ns + ar

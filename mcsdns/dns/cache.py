@@ -239,6 +239,8 @@ class ForwardCache:
 
     def _evict(self, keep: Entry) -> None:
         entries = self.entries
+        if len(entries) <= self.max_entries and self.bytes <= self.max_bytes:
+            return
         now = self.clock()
         while len(entries) > self.max_entries or self.bytes > self.max_bytes:
             key, entry = entries.popitem(last=False)

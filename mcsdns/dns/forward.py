@@ -69,7 +69,9 @@ _OPT_DO = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, EDNS_DO, 0)
 
 Upstream = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Send = Callable[[bytes], None]
+# How the server answers a client: called with the client (``Forward.to``, the server's own token) and the
+# reply. A bound method and a token, not a closure per miss: a miss then makes no function object.
+Send = Callable[[Any, bytes], None]
 # The responder's rendering of an entry for one client: (query, question end, entry, OPT, limit) -> reply.
 Render = Callable[[bytes, int, Entry, int, int], bytes]
 
@@ -105,15 +107,6 @@ class UpstreamHealth:
 
 
 @dataclass(slots=True, eq=False)
-class _Waiter:
-    data: bytes
-    qend: int
-    edns: int
-    limit: int
-    send: Send
-
-
-@dataclass(slots=True, eq=False)
 class _Lookup:
     """One upstream question in flight, and every client waiting for its answer."""
 
@@ -122,7 +115,7 @@ class _Lookup:
     flags: int  # RD, and CD when the client set it
     do: bool
     order: list[UpstreamHealth]
-    waiters: list[_Waiter] = field(default_factory=list)
+    waiters: list[Forward]  # the clients' queries, as the responder handed them over
     tried: int = 0  # attempts made; also tells a stale deadline from the current attempt's
     qid: int = 0
     sent_at: float = 0.0
@@ -360,43 +353,44 @@ class Forwarder:
 
     # -- a miss -------------------------------------------------------------------------------------------
 
-    def forward(self, data: bytes, limit: int, send: Send, parsed: Forward) -> None:
-        """Answer ``data`` through ``send``: a query the responder found outside the zone and not in the cache
-        (``parsed`` holds what it read)."""
-        qend, edns, key = parsed.qend, parsed.edns, parsed.key
-        waiter = _Waiter(data, qend, edns, limit, send)
+    def forward(self, query: Forward, send: Send, to: Any) -> None:
+        """Answer ``query`` through ``send(to, reply)``: a query the responder found outside the zone and not
+        in the cache."""
+        query.send, query.to = send, to
         self.misses += 1
+        key = query.key
         lookup = self._inflight.get(key)
         if lookup is not None:
             self.coalesced += 1
-            lookup.waiters.append(waiter)
+            lookup.waiters.append(query)
             return
-        lookup = self._lookup(key, qend - HEADER_SIZE)
-        stale = self.cache.stale(key) if lookup.order[0].down_until > time.monotonic() else None
-        if stale is not None:
-            # RFC 8767 §5: every upstream is known to be down; answer stale now and refresh behind it.
-            self.stale_answers += 1
-            send(self._render(data, qend, stale, edns, limit))
-        else:
-            lookup.waiters.append(waiter)
-        self._attempt(lookup)
+        now = time.monotonic()
+        lookup = self._lookup(key, query.qend - HEADER_SIZE, now, [query])
+        if lookup.order[0].down_until > now:
+            stale = self.cache.stale(key)
+            if stale is not None:
+                # RFC 8767 §5: every upstream is known to be down; answer stale now and refresh behind it.
+                self.stale_answers += 1
+                lookup.waiters.clear()
+                send(to, self._render(query.data, query.qend, stale, query.edns, query.limit))
+        self._attempt(lookup, now)
 
     def _prefetch(self, entry: Entry) -> None:
         """Refresh ``entry`` before it expires (Unbound's ``prefetch``): a lookup nobody waits for."""
         if entry.key not in self._inflight and self._loop is not None:
-            self._attempt(self._lookup(entry.key, len(split_key(entry.key)[0])))
+            now = time.monotonic()
+            self._attempt(self._lookup(entry.key, len(split_key(entry.key)[0]), now, []), now)
 
-    def _lookup(self, key: bytes, qlen: int) -> _Lookup:
+    def _lookup(self, key: bytes, qlen: int, now: float, waiters: list[Forward]) -> _Lookup:
         """A lookup for ``key``: its first ``qlen`` bytes are the question to send, a byte after is DO/CD."""
         bits = key[qlen] if len(key) > qlen else 0
-        lookup = _Lookup(key, key[:qlen], RD | (bits & CD), bool(bits & DO_BIT), self._order())
+        lookup = _Lookup(key, key[:qlen], RD | (bits & CD), bool(bits & DO_BIT), self._order(now), waiters)
         self._inflight[key] = lookup
         return lookup
 
-    def _order(self) -> list[UpstreamHealth]:
+    def _order(self, now: float) -> list[UpstreamHealth]:
         """Healthy before down, then by latency band, then as configured; worked out at most every 100 ms
         (or at once after a failure), not per query."""
-        now = time.monotonic()
         if now >= self._ordered_until:
             self._ordered = sorted(
                 self.upstreams,
@@ -405,8 +399,8 @@ class Forwarder:
             self._ordered_until = now + ORDER_EVERY
         return self._ordered
 
-    def _attempt(self, lookup: _Lookup) -> None:
-        """Send ``lookup`` to its next upstream, or finish it when none is left."""
+    def _attempt(self, lookup: _Lookup, now: float) -> None:
+        """Send ``lookup`` to its next upstream at ``now``, or finish it when none is left."""
         if lookup.tried >= len(lookup.order):
             self._finish(lookup, None)
             return
@@ -416,12 +410,11 @@ class Forwarder:
         qid = self._random.u16()
         while qid in pooled.pending:
             qid = self._random.u16()
-        lookup.qid, lookup.upstream = qid, upstream
-        lookup.sent_at = now = time.monotonic()
+        lookup.qid, lookup.upstream, lookup.sent_at = qid, upstream, now
         upstream.queries += 1
         pooled.used += 1
         if not pooled.send(lookup):
-            self._upstream_failed(lookup, "could not be sent to")
+            self._upstream_failed(lookup, "could not be sent to", now)
             return
         pooled.pending[qid] = lookup
         lookup.socket = pooled
@@ -448,7 +441,7 @@ class Forwarder:
         for lookup in lookups:
             if lookup.socket is pooled and pooled.pending.get(lookup.qid) is lookup:
                 self._release(lookup)
-                self._upstream_failed(lookup, "could not be sent to")
+                self._upstream_failed(lookup, "could not be sent to", time.monotonic())
 
     def _sweep(self) -> None:
         """Time out every attempt whose deadline has passed and that is still waiting for its reply."""
@@ -459,7 +452,7 @@ class Forwarder:
             _, lookup, attempt = deadlines.popleft()
             if lookup.tried == attempt and lookup.socket is not None:
                 self._release(lookup)
-                self._upstream_failed(lookup, "timed out")
+                self._upstream_failed(lookup, "timed out", now)
         if deadlines and self._sweep_timer is None:
             assert self._loop is not None
             self._sweep_timer = self._loop.call_later(max(deadlines[0][0] - now, 0.001), self._sweep)
@@ -491,16 +484,16 @@ class Forwarder:
                 pooled.close_if_idle()
             lookup.socket = None
 
-    def _upstream_failed(self, lookup: _Lookup, why: str, *, unhealthy: bool = True) -> None:
+    def _upstream_failed(self, lookup: _Lookup, why: str, now: float, *, unhealthy: bool = True) -> None:
         """Try the next upstream. ``unhealthy``: count it against this one's health (not for an answer
         such as SERVFAIL, which says more about the name than the upstream, as CoreDNS's health checks)."""
         assert lookup.upstream is not None
         self.upstream_errors += 1
         if unhealthy:
-            lookup.upstream.failed(time.monotonic())
+            lookup.upstream.failed(now)
             self._ordered_until = 0.0
         logger.debug("upstream %s:%d %s", *lookup.upstream.address, why)
-        self._attempt(lookup)
+        self._attempt(lookup, now)
 
     def reply_received(self, lookup: _Lookup, data: bytes) -> None:
         """A datagram with a pending id, on a socket connected to the lookup's upstream (so from its address
@@ -539,25 +532,27 @@ class Forwarder:
                 finally:
                     writer.close()
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            self._upstream_failed(lookup, f"over TCP: {exc or type(exc).__name__}")
+            self._upstream_failed(lookup, f"over TCP: {exc or type(exc).__name__}", time.monotonic())
             return
         if data[:2] != lookup.qid.to_bytes(2, "big") or not self._answers(lookup, data):
-            self._upstream_failed(lookup, "over TCP: a reply to another query")
+            self._upstream_failed(lookup, "over TCP: a reply to another query", time.monotonic())
             return
         self._accept(lookup, data)
 
     def _accept(self, lookup: _Lookup, data: bytes) -> None:
         assert lookup.upstream is not None
-        try:
-            scan = scan_reply(data, minimal=not lookup.do)  # DNSSEC needs what a minimal answer drops
-        except Malformed as exc:
-            self._upstream_failed(lookup, f"sent a malformed reply: {exc}")
-            return
         now = time.monotonic()
+        try:
+            # The question is ours (``_answers``): the scan starts past it. DNSSEC needs what a minimal
+            # answer drops.
+            scan = scan_reply(data, minimal=not lookup.do, qend=HEADER_SIZE + len(lookup.question))
+        except Malformed as exc:
+            self._upstream_failed(lookup, f"sent a malformed reply: {exc}", now)
+            return
         lookup.upstream.rcodes[scan.rcode] += 1
         lookup.upstream.succeeded(now - lookup.sent_at)
         if scan.rcode in (Rcode.SERVFAIL, Rcode.REFUSED) or scan.rcode > 0xF:
-            self._upstream_failed(lookup, f"answered rcode {scan.rcode}", unhealthy=False)
+            self._upstream_failed(lookup, f"answered rcode {scan.rcode}", now, unhealthy=False)
             return
         entry = entry_from_reply(lookup.key, data, scan, now)
         self.cache.store(entry)
@@ -579,7 +574,7 @@ class Forwarder:
                     waiter.data, Rcode.SERVFAIL, question_end=waiter.qend, edns=waiter.edns
                 )
             try:
-                waiter.send(reply)
+                waiter.send(waiter.to, reply)  # type: ignore[misc]  # set by ``forward``
             except Exception:  # one client's closed connection must not cost the others their answer
                 logger.debug("could not send a forwarded reply", exc_info=True)
 

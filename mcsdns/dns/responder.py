@@ -10,7 +10,9 @@ calls ``respond`` synchronously from its protocol callbacks.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mcsdns.dns.cache import Entry, ForwardCache, cache_key
 from mcsdns.settings import ZoneSettings
@@ -61,11 +63,17 @@ _ZONE_TRANSFERS = (QType.AXFR, QType.IXFR)
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs three times as much to make, once per miss
 class Forward:
     """``respond``'s answer for a name outside the zone that the forwarding cache does not hold: the server
-    forwards it. It carries what the responder read, so the forwarder does not read the packet again."""
+    forwards it. It carries what the responder read, so the forwarder does not read the packet again, and
+    waits in the forwarder, as it is, for the answer (the server's ``send`` and ``to`` are set there): a
+    miss makes no other object for its client."""
 
+    data: bytes  # the query
     qend: int  # offset past the question
     edns: int  # the query's OPT (``wire.parse_edns``)
+    limit: int  # ``UDP`` or ``TCP``, as ``respond`` was given
     key: bytes  # the forwarding cache's key (``cache.cache_key``)
+    send: Callable[[Any, bytes], None] | None = None  # called with ``to`` and the reply
+    to: Any = None  # the client, as the server's ``send`` knows it
 
 
 class Responder:
@@ -271,7 +279,7 @@ class Responder:
                 if entry is not None:
                     self._entry = entry
                     return self._render(data, flags, question, entry, edns, limit)
-            return Forward(qend, edns, ckey)  # the forwarder counts what it answers
+            return Forward(data, qend, edns, limit, ckey)  # the forwarder counts what it answers
         if self._cache is not None:
             self.forward_refused += 1
         return self._error(counts, data, Rcode.REFUSED, qend, edns)

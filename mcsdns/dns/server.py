@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import functools
 import logging
 import os
 import socket
@@ -90,9 +89,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         try:
             reply = self._respond(data, UDP, forwarder is not None and forwarder.allowed(str(addr[0])))
             if type(reply) is Forward and forwarder is not None:
-                forwarder.forward(
-                    data, UDP, self._sender(addr), reply
-                )  # a cache miss: answered when it is in
+                forwarder.forward(reply, self._send, addr)  # a cache miss: answered when it is in
                 return  # not timed here (forward's own histogram is): the next query is
         except Exception:
             errors.report("UDP")
@@ -102,14 +99,9 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if started:
             stats.observe("udp", data, reply, time.perf_counter() - started)
 
-    def _sender(self, addr: tuple[str | int, ...]) -> Callable[[bytes], None]:
-        transport = self._transport
-
-        def send(reply: bytes) -> None:
-            if not transport.is_closing():
-                transport.sendto(reply, addr)
-
-        return send
+    def _send(self, addr: tuple[str | int, ...], reply: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (port unreachable): the client is gone, nothing to do.
@@ -214,7 +206,7 @@ class TcpProtocol(asyncio.Protocol):
                 reply = self._respond(message, TCP, self._forwarding)
                 if type(reply) is Forward and self._forwarder is not None:
                     # RFC 7766 §6.2.1.1: replies to pipelined queries may come back in any order.
-                    self._forwarder.forward(message, TCP, self._send, reply)
+                    self._forwarder.forward(reply, self._send, None)
                     continue  # not timed here: the next query is
             except Exception:
                 errors.report("TCP")
@@ -236,7 +228,7 @@ class TcpProtocol(asyncio.Protocol):
             # order; in-order is what simple clients expect).
             self._transport.write(b"".join(replies))
 
-    def _send(self, reply: bytes) -> None:
+    def _send(self, _to: None, reply: bytes) -> None:
         if not self._transport.is_closing():
             self._transport.write(len(reply).to_bytes(2, "big") + reply)
 
@@ -358,7 +350,7 @@ class BatchedUdp:
                         sender = batch_.sender(i)
                         reply = respond(data, UDP, self._may_forward(sender))
                         if type(reply) is Forward:
-                            forwarder.forward(data, UDP, self._sender(sender), reply)
+                            forwarder.forward(reply, self._send_later, sender)
                             continue
                 except Exception:
                     errors.report("UDP")
@@ -383,12 +375,9 @@ class BatchedUdp:
             self._allowed[key] = known
         return known
 
-    def _sender(self, name: bytes) -> Callable[[bytes], None]:
-        """How the forwarder answers the client at ``name`` (its sockaddr bytes), whenever it can."""
-        return functools.partial(self._send_later, name)
-
     def _send_later(self, name: bytes, reply: bytes) -> None:
-        """Queue ``reply`` to ``name`` for a sendmmsg at the end of this turn of the loop (or of the batch
+        """Queue ``reply`` to ``name`` (a sender's sockaddr bytes; how the forwarder answers a client too)
+        for a sendmmsg at the end of this turn of the loop (or of the batch
         being answered); sent at once only when it fits no send slot."""
         if self._sock.fileno() < 0:
             return
