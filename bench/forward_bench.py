@@ -64,7 +64,11 @@ Each round, the servers interleaved, every load run bounded in time (``dnsperf -
 1. zone path: mcsdns with gen.py's query file, closed loop (``-c 4 -q 100``), the maximum rate;
 2. hits: one pass over the 1,000 names (A, RD set) warms both caches and checks every answer; then a closed
    loop over those names for each server, then a fixed offered rate (``--latency-qps``, one socket, ``-v``)
-   for p50/p99 from the per-query lines (perf.py: a lost query counts as slower than any answer);
+   for p50/p99 from the per-query lines (perf.py: a lost query counts as slower than any answer), and
+   that fixed rate once more with guest halt polling (``--halt-poll-ns``, 200 us) where the machine
+   halts idle vCPUs sooner and lets it be set: on such a VM a halted vCPU takes milliseconds to wake, and
+   the first pass's p99 is the machine's (machine.py, ``HALT_POLL``); the setting is restored after the
+   run. The p99 target is read on the polled pass when there is one;
 3. misses: a closed loop over unique names ``<random prefix>-<n>.miss.fwd.test.``, ``--duration`` x
    ``--miss-rate`` of them per server per round, so no name repeats within a run nor across runs (a file
    that ran out and wrapped is flagged). Such a run is never repeated with the same file; a disturbed
@@ -77,7 +81,7 @@ Before the load, one hit name and one miss name must answer NOERROR with the rig
 mcsdns and Unbound. Before each run the script waits (bounded, ``--settle``) until the servers have stopped
 working off the previous run's backlog, and (machine.py, through dns_bench.py) until other people's work on
 the shared machine is quiet; disturbed runs are repeated as in dns_bench.py, within ``--budget`` seconds
-beyond the planned run time. A default run takes about 4 minutes (5 when the machine is busy),
+beyond the planned run time. A default run takes about 5 minutes (6 when the machine is busy),
 ``--quick`` about 45 s.
 
 The mcsdns measured is whichever ``python -m mcsdns`` imports (the environment line says which): this
