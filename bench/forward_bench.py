@@ -591,27 +591,22 @@ def measure(
             if problems := warm(server, args.warm_limit):
                 notes.append(f"{tag}: warming {name}: " + "; ".join(problems))
             print(f"    {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
-        for load, kind in ((peak, "closed loop"), (fixed, f"{args.latency_qps:,} qps offered")):
-            for name, server in cached.items():
-                run = one(
-                    ("hits", name),
-                    f"{tag}: hits, {kind}, {name}",
-                    functools.partial(kept_run, server, hit_file, load, ours, args),
-                )
-                if run:
-                    (rows["hits", name].peak if load is peak else rows["hits", name].fixed).append(run)
+        offered = f"{args.latency_qps:,} qps offered"
+        passes = [(peak, "closed loop", "peak", 0), (fixed, offered, "fixed", 0)]
         if args.halt_poll:
             # The fixed rate again with the machine's idle vCPUs polling before they halt: what the
             # servers' latency is where waking a vCPU is not milliseconds (machine.py, HALT_POLL).
+            passes.append((fixed, f"{offered}, halt polling", "polled", args.halt_poll))
+        for load, kind, kept_in, poll in passes:
             for name, server in cached.items():
-                with halt_polling(args.halt_poll):
+                with halt_polling(poll) if poll else contextlib.nullcontext():
                     run = one(
                         ("hits", name),
-                        f"{tag}: hits, {args.latency_qps:,} qps offered, halt polling, {name}",
-                        functools.partial(kept_run, server, hit_file, fixed, ours, args),
+                        f"{tag}: hits, {kind}, {name}",
+                        functools.partial(kept_run, server, hit_file, load, ours, args),
                     )
                 if run:
-                    rows["hits", name].polled.append(run)
+                    getattr(rows["hits", name], kept_in).append(run)
         # 3. Misses: names nobody asked before.
         for name, server in servers.items():
             run = one(
