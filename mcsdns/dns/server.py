@@ -376,9 +376,9 @@ class BatchedUdp:
         return known
 
     def _send_later(self, name: bytes, reply: bytes) -> None:
-        """Queue ``reply`` to ``name`` (a sender's sockaddr bytes; how the forwarder answers a client too)
-        for a sendmmsg at the end of this turn of the loop (or of the batch
-        being answered); sent at once only when it fits no send slot."""
+        """Queue ``reply`` to ``name`` (a sender's sockaddr bytes) for a sendmmsg at the end of this turn of
+        the loop (or of the batch being answered); sent at once only when it fits no send slot. The
+        forwarder answers a client through it too, with the sender kept as the ``Forward``'s ``to``."""
         if self._sock.fileno() < 0:
             return
         batch_ = self._batch
