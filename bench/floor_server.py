@@ -29,7 +29,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import dns.message
@@ -39,7 +38,7 @@ import uvloop
 
 from mcsdns.dns import batch
 from mcsdns.dns.forward import POOL_SIZE, QUERY_SLOT, UPSTREAM_BATCH
-from mcsdns.dns.responder import Forward
+from mcsdns.dns.responder import Forward, Send
 from mcsdns.dns.server import start_listeners
 from mcsdns.settings import ListenAddress, ServerSettings
 
@@ -94,7 +93,7 @@ class Relay:
     def allowed(client: str) -> bool:
         return True
 
-    def forward(self, query: Forward, send: Callable[[Any, bytes], None], to: Any) -> None:
+    def forward(self, query: Forward, send: Send, to: Any) -> None:
         query.send, query.to = send, to
         data = query.data
         qid = self.next_id = (self.next_id + 1) & 0xFFFF

@@ -32,7 +32,7 @@ from typing import Any
 
 from mcsdns.dns import batch
 from mcsdns.dns.cache import DO_BIT, Entry, ForwardCache, entry_from_reply, split_key
-from mcsdns.dns.responder import Forward
+from mcsdns.dns.responder import Forward, Send
 from mcsdns.histogram import DURATION_BUCKETS, Histogram
 from mcsdns.wire import (
     CD,
@@ -69,9 +69,6 @@ _OPT_DO = b"\x00" + RR_FIXED.pack(QType.OPT, SERVER_UDP_PAYLOAD, EDNS_DO, 0)
 
 Upstream = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-# How the server answers a client: called with the client (``Forward.to``, the server's own token) and the
-# reply. A bound method and a token, not a closure per miss: a miss then makes no function object.
-Send = Callable[[Any, bytes], None]
 # The responder's rendering of an entry for one client: (query, question end, entry, OPT, limit) -> reply.
 Render = Callable[[bytes, int, Entry, int, int], bytes]
 
@@ -365,15 +362,13 @@ class Forwarder:
             lookup.waiters.append(query)
             return
         now = time.monotonic()
-        lookup = self._lookup(key, query.qend - HEADER_SIZE, now, [query])
-        if lookup.order[0].down_until > now:
-            stale = self.cache.stale(key)
-            if stale is not None:
-                # RFC 8767 §5: every upstream is known to be down; answer stale now and refresh behind it.
-                self.stale_answers += 1
-                lookup.waiters.clear()
-                send(to, self._render(query.data, query.qend, stale, query.edns, query.limit))
-        self._attempt(lookup, now)
+        waiters = [query]
+        if self._order(now)[0].down_until > now and (stale := self.cache.stale(key)) is not None:
+            # RFC 8767 §5: every upstream is known to be down; answer stale now and refresh behind it.
+            self.stale_answers += 1
+            send(to, self._render(query.data, query.qend, stale, query.edns, query.limit))
+            waiters = []
+        self._attempt(self._lookup(key, query.qend - HEADER_SIZE, now, waiters), now)
 
     def _prefetch(self, entry: Entry) -> None:
         """Refresh ``entry`` before it expires (Unbound's ``prefetch``): a lookup nobody waits for."""

@@ -60,6 +60,11 @@ _QCLASS_ANY = CLASS_ANY.to_bytes(2, "big")
 _ZONE_TRANSFERS = (QType.AXFR, QType.IXFR)
 
 
+# How the server answers a forwarded query's client: called with the client (``Forward.to``, the server's
+# own token) and the reply. A bound method and a token, not a closure per miss: a miss makes no function.
+Send = Callable[[Any, bytes], None]
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs three times as much to make, once per miss
 class Forward:
     """``respond``'s answer for a name outside the zone that the forwarding cache does not hold: the server
@@ -72,7 +77,7 @@ class Forward:
     edns: int  # the query's OPT (``wire.parse_edns``)
     limit: int  # ``UDP`` or ``TCP``, as ``respond`` was given
     key: bytes  # the forwarding cache's key (``cache.cache_key``)
-    send: Callable[[Any, bytes], None] | None = None  # called with ``to`` and the reply
+    send: Send | None = None  # called with ``to`` and the reply
     to: Any = None  # the client, as the server's ``send`` knows it
 
 
